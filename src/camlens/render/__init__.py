@@ -1,0 +1,12 @@
+"""Turn heatmaps into pictures: coloured maps, overlays on images, titled grids.
+
+Colormaps come from matplotlib, imported only when a picture is drawn.
+"""
+
+from __future__ import annotations
+
+from camlens.render._image import to_rgb_float
+from camlens.render.grid import grid, save_grid
+from camlens.render.overlay import colorize, overlay
+
+__all__ = ["colorize", "grid", "overlay", "save_grid", "to_rgb_float"]

@@ -1,0 +1,155 @@
+"""Colour heatmaps with a matplotlib colormap and blend them over images."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from camlens._types import FloatArray, Size
+from camlens.errors import BadInputError
+from camlens.render._image import as_numpy, to_rgb_float
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Colormap
+
+__all__ = ["colorize", "overlay"]
+
+
+def colorize(
+    cam_map: Any, cmap: str = "jet", *, vmin: float = 0.0, vmax: float = 1.0
+) -> npt.NDArray[np.uint8]:
+    """Colour one heatmap with a matplotlib colormap.
+
+    Values are scaled linearly so that ``vmin`` takes the colormap's first colour and ``vmax`` its
+    last; values outside ``[vmin, vmax]`` are clipped.
+
+    Args:
+        cam_map: One ``(H, W)`` map (NumPy array, framework tensor or array-like).
+        cmap: Name of a colormap in matplotlib's registry (``"jet"``, ``"viridis"``, ...).
+        vmin: The value shown with the colormap's first colour.
+        vmax: The value shown with the colormap's last colour; must be greater than ``vmin``.
+
+    Returns:
+        A uint8 array of shape ``(H, W, 3)``.
+
+    Raises:
+        BadInputError: If the map is not 2-D or not finite, ``vmin >= vmax``, or the colormap name
+            is unknown.
+    """
+    if not (math.isfinite(vmin) and math.isfinite(vmax) and vmin < vmax):
+        raise BadInputError(f"need finite vmin < vmax; got vmin={vmin!r}, vmax={vmax!r}")
+    values = _check_map(cam_map)
+    unit = np.clip((values.astype(np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
+    return _to_uint8(_apply_colormap(unit, get_colormap(cmap)))
+
+
+def overlay(image: Any, cam_map: Any, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    """Blend a coloured heatmap over an image.
+
+    The image is brought to float RGB in [0, 1] (see `to_rgb_float`), the map is clipped to
+    [0, 1] and, if its size differs, resized bilinearly to the image's; then
+    ``(1 - alpha) * image + alpha * colormap(map)`` is rounded to 8-bit RGB.
+
+    Args:
+        image: One image: ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``, uint8 or float in any range,
+            a NumPy array, framework tensor or PIL image.
+        cam_map: One ``(h, w)`` map with values in [0, 1], e.g. ``explanation.maps[i]``.
+        cmap: Name of a colormap in matplotlib's registry.
+        alpha: Weight of the heatmap, in [0, 1]: 0 returns the image, 1 the coloured map.
+
+    Returns:
+        An RGB PIL image of the image's size.
+
+    Raises:
+        BadInputError: If the image or map is unusable, ``alpha`` is outside [0, 1] or the
+            colormap name is unknown.
+    """
+    rgb = to_rgb_float(image)
+    colormap = get_colormap(cmap)
+    check_alpha(alpha)
+    unit_map = map_at_size(cam_map, (rgb.shape[0], rgb.shape[1]))
+    return Image.fromarray(blend(rgb, unit_map, colormap, alpha))
+
+
+def get_colormap(name: str) -> Colormap:
+    """Return the colormap called ``name`` from matplotlib's registry.
+
+    Raises:
+        BadInputError: If there is no such colormap; the message lists close names.
+    """
+    import matplotlib
+
+    if not isinstance(name, str):
+        raise BadInputError(f"cmap must be a colormap name (str); got {type(name).__name__}")
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        names = list(matplotlib.colormaps)
+        close = difflib.get_close_matches(name, names, n=3) or difflib.get_close_matches(
+            name.lower(), names, n=3
+        )
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "e.g. 'jet'"
+        raise BadInputError(f"unknown colormap {name!r}; {hint}") from None
+
+
+def check_alpha(alpha: float) -> None:
+    """Raise `BadInputError` unless ``alpha`` is a number in [0, 1]."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise BadInputError(f"alpha must be a number in [0, 1]; got {alpha!r}")
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise BadInputError(f"alpha must be in [0, 1] (0: image only, 1: map only); got {alpha!r}")
+
+
+def map_at_size(cam_map: Any, size: Size) -> FloatArray:
+    """Return one map clipped to [0, 1] and resized bilinearly to ``size`` ``(H, W)``.
+
+    Raises:
+        BadInputError: If the map is not 2-D, is empty or has NaN/infinite values.
+    """
+    values = np.clip(_check_map(cam_map), 0.0, 1.0)
+    if values.shape != size:
+        resized = Image.fromarray(values).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        values = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return values
+
+
+def blend(
+    rgb: FloatArray, unit_map: FloatArray, colormap: Colormap, alpha: float
+) -> npt.NDArray[np.uint8]:
+    """Return ``(1 - alpha) * rgb + alpha * colormap(unit_map)`` as uint8 RGB pixels."""
+    colours = _apply_colormap(unit_map, colormap)
+    return _to_uint8((1.0 - alpha) * rgb.astype(np.float64) + alpha * colours)
+
+
+def _check_map(cam_map: Any) -> FloatArray:
+    """Return one map as a float32 ``(H, W)`` array, rejecting other ranks and non-finite values."""
+    arr = as_numpy(cam_map)
+    if arr.ndim != 2:
+        hint = "; pass one map, e.g. maps[i]" if arr.ndim == 3 else ""
+        raise BadInputError(f"a map must be 2-D (H, W); got shape {arr.shape}{hint}")
+    if arr.size == 0:
+        raise BadInputError(f"map has no values (shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(
+        arr.dtype, np.complexfloating
+    ):
+        raise BadInputError(f"map has dtype {arr.dtype}; pass real numbers")
+    values = arr.astype(np.float32)
+    if not np.isfinite(values).all():
+        raise BadInputError("map contains NaN or infinite values; a heatmap must be finite")
+    return values
+
+
+def _apply_colormap(unit: npt.NDArray[Any], colormap: Colormap) -> npt.NDArray[np.float64]:
+    """Return the float RGB colours (alpha dropped) of values in [0, 1]."""
+    rgba = np.asarray(colormap(unit), dtype=np.float64)
+    return rgba[..., :3]
+
+
+def _to_uint8(unit_rgb: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """Round float colours in [0, 1] to uint8."""
+    return np.clip(np.rint(unit_rgb * 255.0), 0, 255).astype(np.uint8)
