@@ -1,0 +1,64 @@
+"""camlens: where a convolutional network looks. Grad-CAM and the CAM family, for PyTorch.
+
+>>> exp = camlens.explain(model, batch)          # Grad-CAM, last spatial layer, top-1 class
+>>> exp.maps                                     # (N, H, W) float32 in [0, 1]
+>>> exp.overlay(images)                          # PIL images
+"""
+
+from __future__ import annotations
+
+from camlens._version import __version__
+from camlens.errors import (
+    BadInputError,
+    BadTargetError,
+    CamlensError,
+    CamlensWarning,
+    LayerError,
+    LayerNotFoundError,
+    UnsupportedModelError,
+)
+from camlens.explainer import (
+    EigenCAM,
+    EigenGradCAM,
+    Explainer,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+    explain,
+)
+from camlens.explanation import Explanation
+from camlens.render import grid, overlay, save_grid
+from camlens.targets import Class, Output, Score, Target, TopK
+
+__all__ = [
+    "BadInputError",
+    "BadTargetError",
+    "CamlensError",
+    "CamlensWarning",
+    "Class",
+    "EigenCAM",
+    "EigenGradCAM",
+    "Explainer",
+    "Explanation",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "LayerError",
+    "LayerNotFoundError",
+    "Output",
+    "Score",
+    "Target",
+    "TopK",
+    "UnsupportedModelError",
+    "XGradCAM",
+    "__version__",
+    "explain",
+    "grid",
+    "overlay",
+    "save_grid",
+]

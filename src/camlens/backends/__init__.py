@@ -1,0 +1,37 @@
+"""Backends: everything framework-specific. Chosen from the model object, never from a setting.
+
+A framework is only looked at if the user has already imported it: dispatch reads
+``sys.modules`` and imports nothing new.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from camlens.backends.base import Backend, LayerRef, OutputSelector, Probe
+from camlens.errors import UnsupportedModelError
+
+__all__ = ["Backend", "LayerRef", "OutputSelector", "Probe", "backend_for"]
+
+
+def backend_for(model: Any, *, output: OutputSelector = None) -> Backend:
+    """Return the backend for ``model``.
+
+    Keras is checked before torch, since Keras-on-torch layers are also torch modules.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, getattr(keras, "Model", ())):
+        raise UnsupportedModelError(
+            "Keras models are not supported yet (the Keras backend is planned); "
+            "camlens currently explains torch.nn.Module models"
+        )
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from camlens.backends.torch import TorchBackend
+
+        return TorchBackend(model, output=output)
+    raise UnsupportedModelError(
+        f"camlens cannot explain a {type(model).__module__}.{type(model).__qualname__}: "
+        "pass a torch.nn.Module"
+    )

@@ -1,0 +1,92 @@
+"""The PyTorch backend: ``torch.nn.Module`` models, CPU or CUDA (the device follows the model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from camlens._types import Array, Size
+from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.torch import _layers, _probe
+from camlens.errors import BadInputError
+from camlens.targets import Target
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend:
+    """Explain a ``torch.nn.Module``. Inputs are ``(N, C, H, W)`` tensors or NumPy arrays."""
+
+    framework = "torch"
+
+    def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
+        """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""
+        self.model = model
+        self.output = output
+
+    def resolve_layer(self, layer: Any) -> LayerRef:
+        """Return the layer given by a dotted name or a module object."""
+        return _layers.resolve_layer(self.model, layer)
+
+    def auto_layer(self, inputs: Any) -> LayerRef:
+        """Return the last module whose output is a spatial feature map."""
+        return _layers.auto_layer(self.model, inputs)
+
+    def _placement(self) -> tuple[torch.device, torch.dtype]:
+        for tensor in (*self.model.parameters(), *self.model.buffers()):
+            if tensor.is_floating_point():
+                return tensor.device, tensor.dtype
+        return torch.device("cpu"), torch.float32
+
+    def prepare(self, inputs: Any) -> torch.Tensor:
+        """Validate ``inputs`` and return them on the model's device, in its float dtype."""
+        if isinstance(inputs, torch.Tensor):
+            x = inputs.detach()
+        elif isinstance(inputs, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(inputs))
+        else:
+            raise BadInputError(
+                f"inputs must be a torch.Tensor or a NumPy array of shape (N, C, H, W); got "
+                f"{type(inputs).__name__}"
+            )
+        shape = tuple(x.shape)
+        if not x.is_floating_point():
+            raise BadInputError(
+                f"inputs have dtype {x.dtype}; camlens does not guess preprocessing: convert "
+                "them to float and normalise them as the model expects"
+            )
+        if x.ndim == 3:
+            raise BadInputError(
+                f"inputs of shape {shape} have no batch axis; for one image pass inputs[None], "
+                "shape (1, C, H, W)"
+            )
+        if x.ndim != 4:
+            raise BadInputError(
+                f"inputs must have shape (N, C, H, W); got rank {x.ndim} shape {shape}"
+            )
+        if shape[0] == 0:
+            raise BadInputError("the batch is empty (N = 0); pass at least one image")
+        dev, dtype = self._placement()
+        x = x.to(device=dev, dtype=dtype)
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
+        return x
+
+    def input_size(self, inputs: Any) -> Size:
+        """Return ``(H, W)`` of ``(N, C, H, W)`` inputs."""
+        return int(inputs.shape[-2]), int(inputs.shape[-1])
+
+    def probe(
+        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+    ) -> Probe:
+        """Run the model once, capturing activations, scores and (if asked) gradients."""
+        return _probe.probe(self.model, inputs, layers, target, self.output, gradients=gradients)
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        """Copy a tensor to a NumPy array on the host."""
+        return np.asarray(array.detach().cpu().numpy())

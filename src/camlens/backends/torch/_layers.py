@@ -1,0 +1,90 @@
+"""Finding target layers in a torch model: by name, by module object, or automatically."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from typing import Any
+
+import torch
+
+from camlens.backends.base import LayerRef
+from camlens.backends.torch._call import call_model
+from camlens.backends.torch._state import inference_state
+from camlens.errors import LayerError, LayerNotFoundError
+
+
+def _canonical(name: str) -> str:
+    """Accept ``features[18].conv`` and ``features/18/conv`` for ``features.18.conv``."""
+    return re.sub(r"\[(\d+)\]", r".\1", name.strip()).replace("/", ".").strip(".")
+
+
+def _suggest(name: str, names: list[str]) -> list[str]:
+    leaf = name.rsplit(".", 1)[-1]
+    by_suffix = [n for n in names if n == leaf or n.endswith("." + leaf)]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    return list(dict.fromkeys(by_suffix[-3:][::-1] + close))[:5]
+
+
+def resolve_layer(model: torch.nn.Module, layer: Any) -> LayerRef:
+    """Return the layer given by a dotted name or a module object."""
+    if isinstance(layer, torch.nn.Module):
+        for name, module in model.named_modules():
+            if module is layer and name:
+                return LayerRef(name, module)
+        raise LayerNotFoundError(
+            f"the module given as layer ({type(layer).__name__}) is not a submodule of this "
+            f"{type(model).__name__}; pass one of its submodules or a dotted name"
+        )
+    if not isinstance(layer, str):
+        raise LayerNotFoundError(
+            f"layer must be a dotted name, a torch.nn.Module or a list of them; got {layer!r}"
+        )
+    modules = dict(model.named_modules())
+    name = _canonical(layer)
+    if name and name in modules:
+        return LayerRef(name, modules[name])
+    names = [n for n in modules if n]
+    hint = _suggest(name, names)
+    tip = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    raise LayerNotFoundError(f"layer {layer!r} not found in {type(model).__name__}{tip}")
+
+
+def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
+    """Return the last module, in execution order, whose output is a spatial feature map.
+
+    One image is run through the model with a hook on every submodule. The pick is the last
+    module to finish with an ``(N, C, H, W)`` output, ``H * W > 1``, among modules called once:
+    the network's last feature map before it is pooled away (for a container and its last child
+    returning the same tensor, the container, which finishes last).
+    """
+    finished: list[tuple[str, torch.nn.Module, tuple[int, ...]]] = []
+    calls: Counter[str] = Counter()
+
+    def make_hook(name: str) -> Any:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            calls[name] += 1
+            if isinstance(out, torch.Tensor):
+                finished.append((name, module, tuple(out.shape)))
+
+        return hook
+
+    handles = []
+    with inference_state(model):
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            with torch.no_grad():
+                call_model(model, inputs[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+    for name, module, shape in reversed(finished):
+        if len(shape) == 4 and shape[2] * shape[3] > 1 and calls[name] == 1:
+            return LayerRef(name, module)
+    raise LayerError(
+        f"found no layer of {type(model).__name__} with a spatial (N, C, H, W) output for inputs "
+        f"of shape {tuple(inputs.shape)}; pass layer= explicitly"
+    )

@@ -1,0 +1,143 @@
+"""One probe of a torch model: capture layer activations, target scores and their gradients.
+
+The autograd graph starts at the target layers: parameters are frozen and the inputs detached,
+so nothing below the layers records history, and ``torch.autograd.grad`` asks only for the
+activations' gradients. Hooks and flags live for this call only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.torch._call import call_model, select_output
+from camlens.backends.torch._state import inference_state
+from camlens.errors import LayerError
+from camlens.targets import Target
+
+
+def _capture_hook(ref: LayerRef, slot: list[torch.Tensor | None], grads: bool) -> Any:
+    def hook(module: torch.nn.Module, args: Any, out: Any) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor):
+            raise LayerError(
+                f"layer {ref.name!r} returns a {type(out).__name__}, not a feature map tensor; "
+                "pick a layer with an (N, C, H, W) output"
+            )
+        if out.ndim != 4:
+            raise LayerError(
+                f"layer {ref.name!r} outputs shape {tuple(out.shape)}, which has no spatial "
+                "extent; CAM needs an (N, C, H, W) feature map, e.g. the last convolutional block"
+            )
+        if slot[0] is not None:
+            raise LayerError(
+                f"layer {ref.name!r} is called more than once in one forward pass (a shared "
+                "module); pick a layer the model calls once, e.g. the block that contains it"
+            )
+        captured = out.detach().requires_grad_(True) if grads and not out.requires_grad else out
+        slot[0] = captured
+        # The rest of the network works on a copy, so its in-place ops (ReLU(inplace=True))
+        # neither alter the captured values nor hit a leaf that requires grad.
+        return captured.clone()
+
+    return hook
+
+
+def _gradients(
+    scores: torch.Tensor, acts: list[torch.Tensor], layers: Sequence[LayerRef]
+) -> list[torch.Tensor]:
+    """Return d(score of each row)/d(activations) as ``(N * T, K, h, w)`` per layer.
+
+    Images are independent in eval mode, so one backward of the batch sum gives every image's
+    gradient; ``T`` targets per image use one vectorised backward with batched cotangents.
+    """
+    n, t = scores.shape
+    if not scores.requires_grad:
+        raise LayerError(
+            f"the target score does not depend on layer(s) {[ref.name for ref in layers]}; "
+            "pick a layer on the path to the explained output"
+        )
+    grads: Sequence[torch.Tensor | None]
+    if t == 1:
+        grads = torch.autograd.grad(scores.sum(), acts, allow_unused=True)
+    else:
+        eye = torch.eye(t, dtype=scores.dtype, device=scores.device)
+        batched: Sequence[torch.Tensor | None]
+        try:
+            batched = torch.autograd.grad(
+                scores,
+                acts,
+                grad_outputs=eye[:, None, :].expand(t, n, t),
+                is_grads_batched=True,
+                allow_unused=True,
+            )
+        except (RuntimeError, NotImplementedError):  # an op without a batching rule: loop
+            per_target = [
+                torch.autograd.grad(
+                    scores[:, j].sum(), acts, retain_graph=j < t - 1, allow_unused=True
+                )
+                for j in range(t)
+            ]
+            batched = tuple(
+                None if per_target[0][i] is None else torch.stack([p[i] for p in per_target])
+                for i in range(len(acts))
+            )
+        # (T, N, ...) -> (N * T, ...), image-major rows.
+        grads = [
+            None if g is None else g.transpose(0, 1).reshape(-1, *g.shape[2:]) for g in batched
+        ]
+    unused = [ref.name for ref, g in zip(layers, grads, strict=True) if g is None]
+    if unused:
+        raise LayerError(
+            f"the target score does not depend on layer(s) {unused}; pick a layer on the path "
+            "to the explained output"
+        )
+    return [g for g in grads if g is not None]
+
+
+def probe(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    layers: Sequence[LayerRef],
+    target: Target,
+    output: OutputSelector,
+    *,
+    gradients: bool,
+) -> Probe:
+    """Run the model once and return what the layers and the target give."""
+    slots: list[list[torch.Tensor | None]] = [[None] for _ in layers]
+    handles = []
+    with inference_state(model):
+        try:
+            for ref, slot in zip(layers, slots, strict=True):
+                handles.append(
+                    ref.handle.register_forward_hook(_capture_hook(ref, slot, gradients))
+                )
+            with torch.inference_mode(False), torch.set_grad_enabled(gradients):
+                x = inputs.clone() if inputs.is_inference() else inputs.detach()
+                out = select_output(call_model(model, x), output)
+                resolved = target.resolve(out)
+                missing = [
+                    ref.name for ref, slot in zip(layers, slots, strict=True) if slot[0] is None
+                ]
+                if missing:
+                    raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
+                acts = [slot[0] for slot in slots if slot[0] is not None]
+                grads = _gradients(resolved.scores, acts, layers) if gradients else None
+        finally:
+            for handle in handles:
+                handle.remove()
+    t = resolved.units.shape[1]
+    rows = [a.detach() if t == 1 else a.detach().repeat_interleave(t, dim=0) for a in acts]
+    return Probe(
+        activations=[_float(a) for a in rows],
+        gradients=None if grads is None else [_float(g) for g in grads],
+        resolved=resolved,
+    )
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` in float32 unless it is already float32 or float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()

@@ -1,0 +1,232 @@
+"""Explainers: bind a model, a layer and a method; call them on batches."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from camlens import methods
+from camlens._version import __version__
+from camlens.backends import LayerRef, OutputSelector, backend_for
+from camlens.errors import CamlensError, CamlensWarning
+from camlens.explanation import Explanation
+from camlens.methods import Method, get_method
+from camlens.postprocess import finish
+from camlens.targets import TargetLike, as_target
+
+__all__ = [
+    "EigenCAM",
+    "EigenGradCAM",
+    "Explainer",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "XGradCAM",
+    "explain",
+]
+
+LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
+
+
+class Explainer:
+    """Explain a model with one CAM method at one or several layers.
+
+    Args:
+        model: A ``torch.nn.Module``.
+        layer: A dotted name (``"layer4.1.conv2"``), the layer object, a list of them (their
+            maps are averaged), or ``None`` for the last layer with a spatial output.
+        method: A registry name (``"gradcam++"``), a :class:`camlens.methods.Method` class or
+            object; subclasses such as :class:`GradCAM` fix it.
+        output: Which output to explain when the model returns a tuple, list or dict: an index,
+            a key, or a function of the raw output.
+        relu: Rectify maps before normalising (the papers' form). ``False`` keeps the sign:
+            maps are then scaled to ``[-1, 1]``.
+
+    An explainer caches only what it resolved (the layer); each call is independent and
+    returns a frozen :class:`Explanation`.
+    """
+
+    method_type: ClassVar[type[Method] | None] = None
+
+    def __init__(
+        self,
+        model: Any,
+        layer: LayerLike = None,
+        *,
+        method: str | Method | type[Method] | None = None,
+        output: OutputSelector = None,
+        relu: bool = True,
+    ) -> None:
+        """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
+        chosen = method if method is not None else self.method_type
+        if chosen is None:
+            raise CamlensError("Explainer needs a method, e.g. method='gradcam'")
+        self.method: Method = get_method(chosen)
+        self.relu = bool(relu)
+        self._backend = backend_for(model, output=output)
+        self._layers: tuple[LayerRef, ...] | None = None
+        if layer is not None:
+            specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+            if not specs:
+                raise CamlensError("layer is an empty list; give at least one layer or None")
+            self._layers = tuple(self._backend.resolve_layer(spec) for spec in specs)
+
+    @property
+    def layers(self) -> tuple[str, ...] | None:
+        """Return the resolved layer names (``None`` until an automatic pick has run)."""
+        return None if self._layers is None else tuple(ref.name for ref in self._layers)
+
+    def __call__(self, inputs: Any, target: TargetLike = None) -> Explanation:
+        """Explain a batch.
+
+        Args:
+            inputs: The model's own input batch, ``(N, C, H, W)`` (a tensor or a NumPy array,
+                already preprocessed as the model expects).
+            target: ``None`` (each image's top-1 class), a class index, one index per image,
+                :class:`camlens.Class`, :class:`camlens.Output`, :class:`camlens.TopK`, or a
+                function of the model output returning ``(N,)`` or ``(N, T)`` scores.
+        """
+        return self._run(inputs, target, stacklevel=3)
+
+    explain = __call__
+
+    def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
+        """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code."""
+        backend = self._backend
+        resolved_target = as_target(target)
+        x = backend.prepare(inputs)
+        if self._layers is None:
+            self._layers = (backend.auto_layer(x),)
+        probe = backend.probe(
+            x, self._layers, resolved_target, gradients=self.method.needs_gradients
+        )
+        grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
+        cams = []
+        for ref, acts, grad in zip(self._layers, probe.activations, grads, strict=True):
+            if acts.shape[2] * acts.shape[3] == 1:
+                warnings.warn(
+                    f"layer {ref.name!r} has a 1x1 spatial output: its map carries no location; "
+                    "pick an earlier layer",
+                    CamlensWarning,
+                    stacklevel=stacklevel,
+                )
+            cam = self.method.cam(acts, grad)
+            if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
+                raise CamlensError(
+                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
+                    f"{(acts.shape[0], *acts.shape[2:])}"
+                )
+            cams.append(cam)
+        size = backend.input_size(x)
+        maps_arr, raw_arr, degenerate_arr = finish(cams, size, relu=self.relu)
+        maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
+        raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
+        degenerate = backend.to_numpy(degenerate_arr)
+        if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
+            raise CamlensError(
+                f"the maps are not finite: the model produced NaN or infinite activations or "
+                f"gradients at {self.layers}; check the model and its inputs"
+            )
+        if degenerate.any():
+            rows = np.flatnonzero(degenerate).tolist()
+            reason = (
+                "constant after ReLU (no positive evidence for the target at this layer)"
+                if self.relu
+                else "all zeros"
+            )
+            shown = f"{rows[:10]}{'...' if len(rows) > 10 else ''}"
+            warnings.warn(
+                f"{len(rows)} map(s) (rows {shown}) are {reason} and were set to zeros; "
+                "try another layer, another method or relu=False",
+                CamlensWarning,
+                stacklevel=stacklevel,
+            )
+        res = probe.resolved
+        n, t = res.units.shape
+        return Explanation(
+            maps=maps,
+            raw=raw,
+            scores=res.values.reshape(-1),
+            image_index=np.repeat(np.arange(n, dtype=np.int64), t),
+            units=res.units.reshape(-1),
+            signs=res.signs.reshape(-1),
+            target=resolved_target.describe(),
+            layers=tuple(ref.name for ref in self._layers),
+            method=getattr(self.method, "name", type(self.method).__name__),
+            input_size=size,
+            relu=self.relu,
+            framework=backend.framework,
+            version=__version__,
+        )
+
+
+def explain(
+    model: Any,
+    inputs: Any,
+    method: str | Method | type[Method] = "gradcam",
+    layer: LayerLike = None,
+    target: TargetLike = None,
+    *,
+    output: OutputSelector = None,
+    relu: bool = True,
+) -> Explanation:
+    """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
+
+    See :class:`Explainer` for the arguments. To explain many batches with the same layer,
+    build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
+    """
+    explainer = Explainer(model, layer, method=method, output=output, relu=relu)
+    return explainer._run(inputs, target, stacklevel=3)
+
+
+class GradCAM(Explainer):
+    """Grad-CAM explainer; the maths is :class:`camlens.methods.GradCAM`."""
+
+    method_type = methods.GradCAM
+
+
+class GradCAMPlusPlus(Explainer):
+    """Grad-CAM++ explainer; the maths is :class:`camlens.methods.GradCAMPlusPlus`."""
+
+    method_type = methods.GradCAMPlusPlus
+
+
+class XGradCAM(Explainer):
+    """XGrad-CAM explainer; the maths is :class:`camlens.methods.XGradCAM`."""
+
+    method_type = methods.XGradCAM
+
+
+class HiResCAM(Explainer):
+    """HiResCAM explainer; the maths is :class:`camlens.methods.HiResCAM`."""
+
+    method_type = methods.HiResCAM
+
+
+class GradCAMElementWise(Explainer):
+    """Grad-CAM element-wise explainer; the maths is :class:`camlens.methods.GradCAMElementWise`."""
+
+    method_type = methods.GradCAMElementWise
+
+
+class LayerCAM(Explainer):
+    """LayerCAM explainer; the maths is :class:`camlens.methods.LayerCAM`."""
+
+    method_type = methods.LayerCAM
+
+
+class EigenCAM(Explainer):
+    """Eigen-CAM explainer; the maths is :class:`camlens.methods.EigenCAM`."""
+
+    method_type = methods.EigenCAM
+
+
+class EigenGradCAM(Explainer):
+    """EigenGrad-CAM explainer; the maths is :class:`camlens.methods.EigenGradCAM`."""
+
+    method_type = methods.EigenGradCAM

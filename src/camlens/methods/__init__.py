@@ -1,0 +1,75 @@
+"""CAM methods: one small file each, pure array maths, and a read-only registry by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from camlens.errors import CamlensError
+from camlens.methods.base import Method
+from camlens.methods.eigencam import EigenCAM
+from camlens.methods.eigengradcam import EigenGradCAM
+from camlens.methods.gradcam import GradCAM
+from camlens.methods.gradcam_elementwise import GradCAMElementWise
+from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
+from camlens.methods.hirescam import HiResCAM
+from camlens.methods.layercam import LayerCAM
+from camlens.methods.xgradcam import XGradCAM
+
+__all__ = [
+    "REGISTRY",
+    "EigenCAM",
+    "EigenGradCAM",
+    "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
+    "Method",
+    "XGradCAM",
+    "get_method",
+]
+
+_METHODS: tuple[type[Method], ...] = (
+    GradCAM,
+    GradCAMPlusPlus,
+    XGradCAM,
+    HiResCAM,
+    GradCAMElementWise,
+    LayerCAM,
+    EigenCAM,
+    EigenGradCAM,
+)
+
+#: Method classes by registry key (lower case), plus a few aliases.
+REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
+    {
+        **{cls.name: cls for cls in _METHODS},
+        "gradcampp": GradCAMPlusPlus,
+        "gradcamplusplus": GradCAMPlusPlus,
+        "gradcamelementwise": GradCAMElementWise,
+    }
+)
+
+
+def get_method(method: str | Method | type[Method]) -> Method:
+    """Return a method instance from a registry name, a method class or a method object.
+
+    Any object with the :class:`Method` interface works without registering.
+    """
+    if isinstance(method, str):
+        key = method.strip().lower().replace("_", "-")
+        cls = REGISTRY.get(key) or REGISTRY.get(key.replace("-", ""))
+        if cls is None:
+            raise CamlensError(
+                f"unknown method {method!r}; choose one of: {', '.join(sorted(REGISTRY))}, "
+                "or pass a Method object"
+            )
+        return cls()
+    if isinstance(method, type):
+        return method()
+    if callable(getattr(method, "cam", None)):
+        return method
+    raise CamlensError(
+        f"method must be a name, a Method class or a Method object; got {type(method).__name__}"
+    )

@@ -1,0 +1,44 @@
+"""Eigen-CAM."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from array_api_compat import array_namespace
+
+from camlens._types import Array
+from camlens.methods.base import Method
+
+
+def principal_projection(features: Array) -> Array:
+    """Project ``(M, K, h, w)`` features on their first right singular vector, giving ``(M, h, w)``.
+
+    Each row's features are read as an ``(h*w, K)`` matrix ``F = U S V^T``; the result is
+    ``F v_1`` reshaped to ``(h, w)``. The sign of a singular vector is arbitrary, so it is
+    chosen to make each map sum to a non-negative value (for non-negative features, such as
+    post-ReLU activations, this is the Perron-Frobenius choice with a non-negative map).
+    """
+    xp = array_namespace(features)
+    m, k, h, w = features.shape
+    matrix = xp.permute_dims(xp.reshape(features, (m, k, h * w)), (0, 2, 1))
+    _, _, vt = xp.linalg.svd(matrix, full_matrices=False)
+    projection = xp.sum(matrix * vt[:, 0, :][:, None, :], axis=2)
+    sign = xp.where(xp.sum(projection, axis=1, keepdims=True) < 0, -1.0, 1.0)
+    return xp.reshape(projection * xp.astype(sign, projection.dtype), (m, h, w))
+
+
+class EigenCAM(Method):
+    """Eigen-CAM (Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299).
+
+    ``L = A V_1``: the activations, read as an ``(h*w, K)`` matrix, projected on their first
+    principal direction (first right singular vector; no centring, as in the paper, whereas
+    pytorch-grad-cam subtracts the mean first). Class-agnostic: it needs no gradient and gives
+    the same map for every target.
+    """
+
+    name = "eigencam"
+    needs_gradients: ClassVar[bool] = False
+
+    def cam(self, activations: Array, gradients: Array) -> Array:
+        """Return the first-principal-component projection of the activations, ``(M, h, w)``."""
+        return principal_projection(activations)

@@ -1,0 +1,25 @@
+"""Grad-CAM element-wise."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from camlens._types import Array
+from camlens.methods.base import Method
+
+
+class GradCAMElementWise(Method):
+    """Grad-CAM element-wise (the HiResCAM variant popularised by pytorch-grad-cam).
+
+    ``L = sum_k ReLU(dy/dA^k ⊙ A^k)``: like HiResCAM, but each channel's element-wise product is
+    rectified before the sum, so channels cannot cancel each other. It has no paper of its own;
+    see HiResCAM (Draelos & Carin, 2020, arXiv:2011.08891).
+    """
+
+    name = "gradcam-elementwise"
+
+    def cam(self, activations: Array, gradients: Array) -> Array:
+        """Return ``sum_k ReLU(G ⊙ A)``, ``(M, h, w)``."""
+        xp = array_namespace(activations, gradients)
+        product = gradients * activations
+        return xp.sum(xp.maximum(product, xp.zeros_like(product)), axis=1)

@@ -1,0 +1,93 @@
+"""Shared post-processing, written once for every method: ReLU, upsampling, normalisation.
+
+Array-API maths: it runs where the arrays live (NumPy, torch CPU/CUDA, JAX) without copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from camlens._types import Array, Size
+
+
+def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """Return the ``(out_size, in_size)`` matrix of 1-D linear interpolation.
+
+    Pixel centres are aligned (half-pixel offsets, edges clamped): the convention of
+    ``torch.nn.functional.interpolate(..., align_corners=False)`` and of PIL's bilinear
+    resampling when enlarging.
+    """
+    scale = in_size / out_size
+    src = np.clip((np.arange(out_size) + 0.5) * scale - 0.5, 0.0, in_size - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = src - lo
+    matrix = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, lo), 1.0 - frac)
+    np.add.at(matrix, (rows, hi), frac)
+    return matrix
+
+
+def resize(maps: Array, size: Size) -> Array:
+    """Resize ``(M, h, w)`` maps to ``size = (H, W)`` bilinearly, as two matrix products."""
+    xp = array_namespace(maps)
+    h, w = maps.shape[-2:]
+    if (h, w) == tuple(size):
+        return maps
+    dev = device(maps)
+    rows = xp.asarray(bilinear_matrix(size[0], h), dtype=maps.dtype, device=dev)
+    cols = xp.asarray(bilinear_matrix(size[1], w).T, dtype=maps.dtype, device=dev)
+    return xp.matmul(xp.matmul(rows, maps), cols)
+
+
+def normalise(maps: Array, *, signed: bool) -> tuple[Array, Array]:
+    """Scale each ``(M, H, W)`` map to ``[0, 1]`` (min-max) or, if ``signed``, to ``[-1, 1]``.
+
+    A map that cannot be scaled (constant, or all zeros when signed) becomes zeros instead of
+    NaN. Returns the scaled maps and an ``(M,)`` boolean array marking those degenerate rows.
+    """
+    xp = array_namespace(maps)
+    flat = xp.reshape(maps, (maps.shape[0], -1))
+    if signed:
+        low = xp.zeros_like(flat[:, :1])
+        span = xp.max(xp.abs(flat), axis=1, keepdims=True)
+    else:
+        low = xp.min(flat, axis=1, keepdims=True)
+        span = xp.max(flat, axis=1, keepdims=True) - low
+    degenerate = span == 0
+    safe = xp.where(degenerate, xp.ones_like(span), span)
+    scaled = xp.where(degenerate, xp.zeros_like(flat), (flat - low) / safe)
+    return xp.reshape(scaled, maps.shape), degenerate[:, 0]
+
+
+def rectify(maps: Array) -> Array:
+    """Return ``max(maps, 0)``."""
+    xp = array_namespace(maps)
+    return xp.maximum(maps, xp.zeros_like(maps))
+
+
+def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Array, Array]:
+    """Turn per-layer signed maps into final maps at ``size``.
+
+    Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised; several
+    layers are averaged and normalised again. The signed ``raw`` map is the single layer's map,
+    or for several layers the mean of each layer's map divided by its largest magnitude, resized
+    to the finest layer's resolution.
+
+    Returns:
+        ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
+    """
+    xp = array_namespace(*cams)
+    per_layer = [normalise(resize(rectify(c) if relu else c, size), signed=not relu) for c in cams]
+    if len(per_layer) == 1:
+        maps, degenerate = per_layer[0]
+        return maps, cams[0], degenerate
+    mean = xp.mean(xp.stack([m for m, _ in per_layer]), axis=0)
+    maps, degenerate = normalise(mean, signed=not relu)
+    finest = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
+    raw = xp.mean(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
+    return maps, raw, degenerate

@@ -1,0 +1,257 @@
+"""Targets: what score a map explains. Declarative values, resolved once per call.
+
+A target is resolved against the model's output ``(N, ...)`` (flattened to ``(N, U)`` units) into
+``T`` scores per image, differentiable when the output is. Unit targets (classes, raw outputs,
+top-k) select output units; a callable computes its own scores.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from camlens._types import Array, IntArray
+from camlens.errors import BadTargetError
+
+__all__ = ["Class", "Output", "Resolved", "Score", "Target", "TargetLike", "TopK", "as_target"]
+
+
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """A target resolved against one batch.
+
+    Attributes:
+        scores: ``(N, T)`` array of the model's library: the signed scores to differentiate.
+        values: ``(N, T)`` NumPy float64: the explained quantities as the model gives them
+            (a unit's raw output, before any sign).
+        units: ``(N, T)`` NumPy int64: the explained output unit, ``-1`` for a callable target.
+        signs: ``(N, T)`` NumPy float64: ``+1`` or ``-1``.
+    """
+
+    scores: Array
+    values: np.ndarray
+    units: IntArray
+    signs: np.ndarray
+
+
+class Target(ABC):
+    """Base class of targets."""
+
+    @abstractmethod
+    def resolve(self, output: Array) -> Resolved:
+        """Return the scores this target selects from the model output ``(N, ...)``."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Return a short human-readable description, recorded in explanations."""
+
+
+def _flatten(output: Array) -> Array:
+    xp = array_namespace(output)
+    if output.ndim == 0:
+        raise BadTargetError("the model output is a scalar; it needs a batch axis (N, ...)")
+    return xp.reshape(output, (output.shape[0], -1))
+
+
+def _to_numpy(x: Array) -> np.ndarray:
+    """Copy a small array of any array-API library to NumPy."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):  # torch: leave autograd and the device
+        x = x.detach().cpu()
+    return np.asarray(x)
+
+
+class _UnitTarget(Target):
+    """A target that selects output units, one or several per image."""
+
+    sign: int = 1
+
+    @abstractmethod
+    def units(self, flat: Array) -> IntArray:
+        """Return the ``(N, T)`` unit indices to explain, validated against ``flat`` ``(N, U)``."""
+
+    def resolve(self, output: Array) -> Resolved:
+        """Return the selected units' scores, ``sign * output[n, unit]``."""
+        flat = _flatten(output)
+        xp = array_namespace(flat)
+        units = self.units(flat)
+        index = xp.asarray(units, device=device(flat))
+        picked = xp.take_along_axis(flat, index, axis=1)
+        scores = picked if self.sign == 1 else -picked
+        values = _to_numpy(picked).astype(np.float64)
+        signs = np.full(units.shape, float(self.sign))
+        return Resolved(scores=scores, values=values, units=units, signs=signs)
+
+
+def _check_range(units: IntArray, n_units: int, what: str) -> None:
+    bad = units[(units < 0) | (units >= n_units)]
+    if bad.size:
+        raise BadTargetError(
+            f"{what} {int(bad[0])} is out of range: the model's output has {n_units} unit(s), "
+            f"indices 0..{n_units - 1}"
+        )
+
+
+@dataclass(frozen=True)
+class Class(_UnitTarget):
+    """Explain a class score: one index for all images, one per image, or several per image.
+
+    Args:
+        index: An int (every image), a sequence of N ints (one per image), or an ``(N, T)``
+            nested sequence (T classes per image).
+    """
+
+    index: int | Sequence[int] | Sequence[Sequence[int]]
+
+    def units(self, flat: Array) -> IntArray:
+        """Return the class indices as ``(N, T)``."""
+        n, n_units = flat.shape
+        units = np.asarray(self.index, dtype=np.int64)
+        if units.ndim == 0:
+            units = np.full((n, 1), int(units), dtype=np.int64)
+        elif units.ndim == 1:
+            if units.shape[0] != n:
+                raise BadTargetError(
+                    f"got {units.shape[0]} class indices for a batch of {n} images; give one "
+                    "per image, or a single int for all"
+                )
+            units = units[:, None]
+        elif units.ndim != 2 or units.shape[0] != n or units.shape[1] == 0:
+            raise BadTargetError(
+                f"class indices of shape {units.shape} do not fit a batch of {n} images; "
+                "give an int, N ints, or an (N, T) nested list"
+            )
+        _check_range(units, n_units, "class")
+        return units
+
+    def describe(self) -> str:
+        """Return e.g. ``class 281``."""
+        return f"class {self.index}"
+
+
+@dataclass(frozen=True)
+class Output(_UnitTarget):
+    """Explain a raw output unit, e.g. a regressor's prediction (``preds[:, i]``).
+
+    Args:
+        index: The output unit (after flattening the non-batch axes).
+        sign: ``+1`` explains what pushes the output up, ``-1`` what pushes it down.
+    """
+
+    index: int = 0
+    sign: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sign not in (1, -1):
+            raise BadTargetError(f"Output sign must be +1 or -1; got {self.sign!r}")
+        if not isinstance(self.index, (int, np.integer)) or isinstance(self.index, bool):
+            raise BadTargetError(f"Output index must be an int; got {self.index!r}")
+
+    def units(self, flat: Array) -> IntArray:
+        """Return the unit index for every image, ``(N, 1)``."""
+        n, n_units = flat.shape
+        units = np.full((n, 1), int(self.index), dtype=np.int64)
+        _check_range(units, n_units, "output")
+        return units
+
+    def describe(self) -> str:
+        """Return e.g. ``output 0`` or ``output 0 (down)``."""
+        return f"output {self.index}" + (" (down)" if self.sign == -1 else "")
+
+
+@dataclass(frozen=True)
+class TopK(_UnitTarget):
+    """Explain each image's ``k`` highest-scoring output units (``k=1``: the predicted class)."""
+
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
+            raise BadTargetError(f"TopK needs a positive int k; got {self.k!r}")
+
+    def units(self, flat: Array) -> IntArray:
+        """Return each image's top-k units in decreasing score order, ``(N, k)``."""
+        n_units = flat.shape[1]
+        if self.k > n_units:
+            raise BadTargetError(f"top-{self.k} asked of an output with only {n_units} unit(s)")
+        values = _to_numpy(flat)
+        order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
+        return order.astype(np.int64)
+
+    def describe(self) -> str:
+        """Return ``top-1 class`` or ``top-k classes``."""
+        return "top-1 class" if self.k == 1 else f"top-{self.k} classes"
+
+
+@dataclass(frozen=True)
+class Score(Target):
+    """Explain a score computed by a function of the model output.
+
+    Args:
+        fn: Maps the model output (in the model's array library, differentiable) to ``(N,)`` or
+            ``(N, T)`` scores.
+        name: How the target is described in explanations.
+    """
+
+    fn: Callable[[Any], Any]
+    name: str = "custom score"
+
+    def resolve(self, output: Array) -> Resolved:
+        """Return ``fn(output)`` as ``(N, T)`` scores."""
+        scores = self.fn(output)
+        n = output.shape[0]
+        shape = tuple(getattr(scores, "shape", ()))
+        if len(shape) == 1 and shape[0] == n:
+            xp = array_namespace(scores)
+            scores = xp.reshape(scores, (n, 1))
+        elif not (len(shape) == 2 and shape[0] == n and shape[1] >= 1):
+            raise BadTargetError(
+                f"the target function returned shape {shape}; it must return (N,) or (N, T) "
+                f"scores for a batch of N={n}"
+            )
+        values = _to_numpy(scores).astype(np.float64)
+        return Resolved(
+            scores=scores,
+            values=values,
+            units=np.full(values.shape, -1, dtype=np.int64),
+            signs=np.ones(values.shape),
+        )
+
+    def describe(self) -> str:
+        """Return the given name."""
+        return self.name
+
+
+TargetLike: TypeAlias = (
+    "Target | int | Sequence[int] | Sequence[Sequence[int]] | Callable[[Any], Any] | None"
+)
+
+
+def as_target(target: TargetLike) -> Target:
+    """Normalise the public ``target=`` argument into a :class:`Target`.
+
+    ``None`` is each image's top-1 class; an int or (nested) int sequence is :class:`Class`;
+    a callable is a :class:`Score`.
+    """
+    if target is None:
+        return TopK(1)
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return Class(int(target))
+    if callable(target):
+        return Score(target, name=getattr(target, "__name__", "custom score"))
+    if isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str):
+        arr = np.asarray(target)
+        if arr.size and np.issubdtype(arr.dtype, np.integer):
+            return Class(arr.tolist())
+    raise BadTargetError(
+        f"cannot use {target!r} as a target; give None (top-1 class), a class index, one index "
+        "per image, camlens.Output(i), camlens.TopK(k), or a function of the model output"
+    )

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+# Modules that need torch at import time are skipped as a whole where it is not installed.
+collect_ignore_glob = (
+    []
+    if HAVE_TORCH
+    else [
+        "test_methods.py",
+        "test_invariants.py",
+        "test_errors.py",
+        "test_postprocess.py",
+        "test_targets_and_layers.py",
+        "test_real_model.py",
+    ]
+)
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    if HAVE_TORCH:
+        import torch
+
+        torch.manual_seed(0)

@@ -1,0 +1,77 @@
+"""Small torch networks for the tests, with hand-set or seeded weights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TrunkHead(nn.Module):
+    """A conv trunk then a GAP + linear head, split so tests can run the halves by hand."""
+
+    def __init__(self, in_ch: int = 3, width: int = 8, classes: int = 5, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(in_ch, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, classes)
+        # Non-trivial running statistics so eval and train mode differ.
+        self.trunk[1].running_mean.uniform_(-0.5, 0.5)
+        self.trunk[1].running_var.uniform_(0.5, 2.0)
+
+    def head(self, a: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(a), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class NonLinearHead(nn.Module):
+    """A trunk with a non-linear head (conv + ReLU before pooling), so methods differ."""
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.trunk = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.post = nn.Sequential(nn.Conv2d(6, 6, 3, padding=1), nn.Tanh(), nn.Conv2d(6, 4, 1))
+        self.fc = nn.Linear(4 * 4, 3)
+
+    def head(self, a: torch.Tensor) -> torch.Tensor:
+        p = nn.functional.adaptive_max_pool2d(self.post(a), 2)
+        return self.fc(torch.flatten(p, 1)) ** 2 / 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+class TupleOut(nn.Module):
+    """Returns (logits, aux) or a dict, to test output selection."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.net = TrunkHead()
+        self.as_dict = as_dict
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.net(x)
+        if self.as_dict:
+            return {"logits": logits, "aux": logits.sum(1)}
+        return logits, logits.sum(1)
+
+
+class Raising(nn.Module):
+    """Raises inside forward after the target layer has run (to test clean-up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TrunkHead()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.net.trunk(x)
+        raise RuntimeError("boom inside the model")

@@ -1,0 +1,201 @@
+"""Each method against an independent reference written here from its paper's formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import camlens
+from nets import NonLinearHead, TrunkHead
+
+
+def _acts_grads(net: torch.nn.Module, x: torch.Tensor, cls: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run trunk and head by hand; return A and dy_c/dA in float64 NumPy."""
+    net.eval()
+    with torch.no_grad():
+        a = net.trunk(x)
+    a = a.detach().double().requires_grad_(True)
+    y = net.double().head(a)[:, cls].sum()
+    (g,) = torch.autograd.grad(y, a)
+    net.float()
+    return a.detach().numpy(), g.numpy()
+
+
+def ref_gradcam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    alpha = g.mean(axis=(2, 3))
+    return np.einsum("nk,nkij->nij", alpha, a)
+
+
+def ref_gradcampp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(a.shape[:1] + a.shape[2:])
+    for n in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            s = a[n, k].sum()
+            num = g[n, k] ** 2
+            den = 2 * g[n, k] ** 2 + s * g[n, k] ** 3
+            coef = np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+            w = (coef * np.maximum(g[n, k], 0)).sum()
+            out[n] += w * a[n, k]
+    return out
+
+
+def ref_xgradcam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    out = np.zeros(a.shape[:1] + a.shape[2:])
+    for n in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            s = a[n, k].sum()
+            w = (a[n, k] * g[n, k]).sum() / s if s != 0 else 0.0
+            out[n] += w * a[n, k]
+    return out
+
+
+def ref_hirescam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return (a * g).sum(axis=1)
+
+
+def ref_elementwise(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return np.maximum(a * g, 0).sum(axis=1)
+
+
+def ref_layercam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return (np.maximum(g, 0) * a).sum(axis=1)
+
+
+def _first_pc_projection(f: np.ndarray) -> np.ndarray:
+    out = []
+    for item in f:
+        k, h, w = item.shape
+        mat = item.reshape(k, h * w).T  # (hw, K)
+        # First principal direction = top eigenvector of F^T F.
+        _, vecs = np.linalg.eigh(mat.T @ mat)
+        proj = mat @ vecs[:, -1]
+        out.append((proj if proj.sum() >= 0 else -proj).reshape(h, w))
+    return np.stack(out)
+
+
+def ref_eigencam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return _first_pc_projection(a)
+
+
+def ref_eigengradcam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return _first_pc_projection(a * g)
+
+
+REFERENCES = {
+    "gradcam": ref_gradcam,
+    "gradcam++": ref_gradcampp,
+    "xgradcam": ref_xgradcam,
+    "hirescam": ref_hirescam,
+    "gradcam-elementwise": ref_elementwise,
+    "layercam": ref_layercam,
+    "eigencam": ref_eigencam,
+    "eigengradcam": ref_eigengradcam,
+}
+
+
+def _upsample_normalise(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(np.maximum(raw, 0))[:, None],
+        size=size,
+        mode="bilinear",
+        align_corners=False,
+    )[:, 0].numpy()
+    lo = up.min(axis=(1, 2), keepdims=True)
+    hi = up.max(axis=(1, 2), keepdims=True)
+    return (up - lo) / (hi - lo)
+
+
+def test_every_registered_method_has_a_reference() -> None:
+    names = {cls.name for cls in camlens.methods.REGISTRY.values()}
+    assert names == set(REFERENCES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("net_cls", [TrunkHead, NonLinearHead])
+def test_method_matches_paper_reference(name: str, net_cls: type) -> None:
+    net = net_cls()
+    x = torch.randn(3, 3, 16, 12)
+    cls = 2
+    a, g = _acts_grads(net, x, cls)
+    expected_raw = REFERENCES[name](a, g)
+    exp = camlens.explain(net, x, method=name, layer="trunk", target=cls)
+    scale = np.abs(expected_raw).max()
+    np.testing.assert_allclose(exp.raw, expected_raw, atol=1e-5 * scale, rtol=1e-4)
+    assert np.all(np.maximum(expected_raw, 0).reshape(3, -1).max(1) > 0)
+    np.testing.assert_allclose(exp.maps, _upsample_normalise(expected_raw, (16, 12)), atol=2e-5)
+
+
+def test_gradcampp_differs_from_an_eps_guarded_variant() -> None:
+    # A fixed eps in the denominator (as some peers add) changes the result markedly when
+    # squared gradients are small; the closed form must not.
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    a, g = _acts_grads(net, x, 0)
+    a, g = a, g * 1e-3
+    exact = ref_gradcampp(a, g)
+    got = camlens.methods.GradCAMPlusPlus().cam(a, g)
+    np.testing.assert_allclose(got, exact, rtol=1e-9, atol=0)
+
+
+def test_gradcam_equals_cam_for_gap_linear_head() -> None:
+    # For GAP + linear, dy_c/dA^k_ij = w_ck / (h w): Grad-CAM is CAM divided by h*w.
+    net = TrunkHead(classes=4)
+    x = torch.randn(2, 3, 20, 20)
+    with torch.no_grad():
+        a = net.eval().trunk(x).numpy()
+    w = net.fc.weight.detach().numpy()
+    exp = camlens.explain(net, x, layer="trunk", target=[2, 3])
+    for n, c in enumerate([2, 3]):
+        cam = np.einsum("k,kij->ij", w[c], a[n])
+        h, wd = a.shape[2:]
+        np.testing.assert_allclose(exp.raw[n] * h * wd, cam, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_values_on_hand_weighted_cnn() -> None:
+    # Conv 1x1 with weights (+1, -1), ReLU, GAP, linear (2, 3):
+    #   y = 2 mean(relu(x)) + 3 mean(relu(-x));  dy/dA_k = w_k / 4 on a 2x2 map.
+    conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+    fc = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+        fc.weight.copy_(torch.tensor([[2.0, 3.0]]))
+    net = torch.nn.Sequential(
+        conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc
+    )
+    x = torch.tensor([[[[1.0, -2.0], [0.0, 4.0]]]])
+    exp = camlens.explain(net, x, layer="1", target=camlens.Output(0))
+    # A_0 = relu(x) = [[1,0],[0,4]], A_1 = relu(-x) = [[0,2],[0,0]]
+    # raw = (2 A_0 + 3 A_1) / 4 = [[0.5, 1.5], [0, 2]]
+    np.testing.assert_allclose(exp.raw[0], [[0.5, 1.5], [0.0, 2.0]], atol=1e-7)
+    np.testing.assert_allclose(exp.maps[0], [[0.25, 0.75], [0.0, 1.0]], atol=1e-7)
+    assert exp.scores[0] == pytest.approx(2 * 5 / 4 + 3 * 2 / 4)
+    # Grad-CAM++ on the same net: per channel, a = g^2 / (2 g^2 + S g^3) with g = w/4.
+    pp = camlens.explain(net, x, method="gradcam++", layer="1", target=camlens.Output(0))
+    g0, g1, s0, s1 = 0.5, 0.75, 5.0, 2.0
+    w0 = 4 * (g0**2 / (2 * g0**2 + s0 * g0**3)) * g0
+    w1 = 4 * (g1**2 / (2 * g1**2 + s1 * g1**3)) * g1
+    expected = w0 * np.array([[1, 0], [0, 4]]) + w1 * np.array([[0, 2], [0, 0]])
+    np.testing.assert_allclose(pp.raw[0], expected, rtol=1e-6)
+
+
+def test_user_method_object_works_without_registering() -> None:
+    class MaxGrad(camlens.methods.Method):
+        name = "maxgrad"
+
+        def weights(self, activations, gradients):  # type: ignore[no-untyped-def]
+            return gradients.amax(dim=(2, 3))
+
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    exp = camlens.explain(net, x, method=MaxGrad(), layer="trunk")
+    a, g = _acts_grads(net, x[:1], int(exp.units[0]))
+    expected = np.einsum("nk,nkij->nij", g.max(axis=(2, 3)), a)
+    np.testing.assert_allclose(exp.raw[:1], expected, rtol=1e-4, atol=1e-6)
+    assert exp.method == "maxgrad"
+    assert "maxgrad" not in camlens.methods.REGISTRY
+
+
+def test_unknown_method_name_lists_the_registry() -> None:
+    with pytest.raises(camlens.CamlensError, match="gradcam\\+\\+"):
+        camlens.explain(TrunkHead(), torch.randn(1, 3, 8, 8), method="gradcamm")

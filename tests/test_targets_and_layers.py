@@ -1,0 +1,160 @@
+"""Targets (classes, raw outputs, top-k, functions), output selection and layer resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import camlens
+from nets import TrunkHead, TupleOut
+
+
+def test_output_sign_flips_the_signed_map() -> None:
+    net = TrunkHead(classes=1)
+    x = torch.randn(2, 3, 16, 16)
+    up = camlens.explain(net, x, layer="trunk", target=camlens.Output(0), relu=False)
+    down = camlens.explain(net, x, layer="trunk", target=camlens.Output(0, sign=-1), relu=False)
+    np.testing.assert_allclose(down.raw, -up.raw, atol=1e-7)
+    np.testing.assert_allclose(down.maps, -up.maps, atol=1e-6)
+    assert up.maps.min() < 0 <= up.maps.max() <= 1  # signed maps in [-1, 1]
+    with torch.no_grad():
+        np.testing.assert_allclose(up.scores, net.eval()(x)[:, 0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(up.scores, down.scores)  # the model's value, not the sign
+
+
+def test_callable_target_equals_the_class_it_selects() -> None:
+    net = TrunkHead()
+    x = torch.randn(3, 3, 16, 16)
+    by_class = camlens.explain(net, x, target=4)
+    by_fn = camlens.explain(net, x, target=lambda out: out[:, 4])
+    np.testing.assert_allclose(by_fn.maps, by_class.maps, atol=1e-6)
+    assert by_fn.units.tolist() == [-1, -1, -1]
+
+
+def test_callable_target_with_several_scores_per_image() -> None:
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    both = camlens.explain(net, x, target=lambda out: out[:, [1, 4]])
+    assert both.maps.shape == (4, 16, 16)
+    np.testing.assert_allclose(both.maps[1::2], camlens.explain(net, x, target=4).maps, atol=1e-6)
+
+
+def test_nested_class_lists_give_several_targets_per_image() -> None:
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    exp = camlens.explain(net, x, target=[[0, 1], [2, 4]])
+    assert exp.units.tolist() == [0, 1, 2, 4] and exp.image_index.tolist() == [0, 0, 1, 1]
+    np.testing.assert_allclose(
+        exp.maps[2], camlens.explain(net, x[1:], target=2).maps[0], atol=1e-6
+    )
+
+
+def test_default_target_is_the_top1_class() -> None:
+    net = TrunkHead()
+    x = torch.randn(4, 3, 16, 16)
+    exp = camlens.explain(net, x)
+    with torch.no_grad():
+        logits = net.eval()(x)
+    np.testing.assert_array_equal(exp.units, logits.argmax(1).numpy())
+    np.testing.assert_allclose(exp.scores, logits.max(1).values.numpy(), rtol=1e-6)
+    assert exp.target == "top-1 class"
+
+
+@pytest.mark.parametrize(
+    ("as_dict", "selector"), [(False, 0), (True, "logits"), (True, lambda out: out["logits"])]
+)
+def test_output_selection(as_dict: bool, selector: object) -> None:
+    model = TupleOut(as_dict=as_dict)
+    x = torch.randn(2, 3, 16, 16)
+    got = camlens.explain(model, x, layer="net.trunk", output=selector)
+    expected = camlens.explain(model.net, x, layer="trunk")
+    np.testing.assert_allclose(got.maps, expected.maps, atol=1e-6)
+
+
+def test_numpy_inputs_equal_tensor_inputs() -> None:
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    a = camlens.explain(net, x)
+    b = camlens.explain(net, x.numpy().astype(np.float64))
+    np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+
+
+class Block(torch.nn.Module):
+    """A residual block that reuses one ReLU module, as torchvision's BasicBlock does."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(ch, ch, 3, padding=1)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.conv2(self.relu(self.conv1(x))))
+
+
+class MiniResNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.layer1 = torch.nn.Sequential(Block(8), Block(8))
+        self.layer2 = torch.nn.Sequential(Block(8), Block(8))
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def test_auto_layer_is_the_last_feature_map_before_pooling() -> None:
+    net = MiniResNet()
+    cam = camlens.GradCAM(net)
+    assert cam.layers is None
+    exp = cam(torch.randn(1, 3, 16, 16))
+    assert exp.layers == ("layer2",) and cam.layers == ("layer2",)
+    same = camlens.explain(net, torch.randn(1, 3, 16, 16), layer=net.layer2[1])
+    assert same.layers == ("layer2.1",)
+
+
+def test_layer_names_module_objects_and_brackets_agree() -> None:
+    net = MiniResNet()
+    x = torch.randn(2, 3, 16, 16)
+    by_name = camlens.explain(net, x, layer="layer2.1.conv2")
+    by_bracket = camlens.explain(net, x, layer="layer2[1].conv2")
+    by_object = camlens.explain(net, x, layer=net.layer2[1].conv2)
+    for other in (by_bracket, by_object):
+        np.testing.assert_array_equal(by_name.maps, other.maps)
+        assert other.layers == ("layer2.1.conv2",)
+
+
+def test_a_list_of_layers_combines_their_maps() -> None:
+    net = MiniResNet()
+    x = torch.randn(2, 3, 16, 16)
+    both = camlens.explain(net, x, layer=["layer1", "layer2"], target=2)
+    one = camlens.explain(net, x, layer="layer1", target=2)
+    two = camlens.explain(net, x, layer="layer2", target=2)
+    mean = (one.maps + two.maps) / 2
+    lo = mean.min(axis=(1, 2), keepdims=True)
+    hi = mean.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(both.maps, (mean - lo) / (hi - lo), atol=1e-5)
+    assert both.layers == ("layer1", "layer2")
+
+
+def test_overlay_from_an_explanation() -> None:
+    net = TrunkHead()
+    x = torch.rand(2, 3, 16, 16)
+    exp = camlens.explain(net, x, target=camlens.TopK(2))
+    pictures = exp.overlay(x)  # the model's own float CHW tensors are accepted
+    assert len(pictures) == 4 and pictures[0].size == (16, 16) and pictures[0].mode == "RGB"
+    with pytest.raises(camlens.BadInputError, match="got 1 images for an explanation of 2"):
+        exp.overlay(x[:1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_matches_cpu() -> None:
+    net = TrunkHead()
+    x = torch.randn(2, 3, 16, 16)
+    cpu = camlens.explain(net, x, target=camlens.TopK(2))
+    gpu = camlens.explain(net.cuda(), x, target=camlens.TopK(2))  # inputs follow the model
+    np.testing.assert_allclose(gpu.maps, cpu.maps, atol=1e-4)
