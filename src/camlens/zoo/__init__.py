@@ -35,6 +35,7 @@ __all__ = [
     "imagenet_classes",
     "imagenet_preprocess",
     "mobilenet_v2",
+    "probabilities",
     "photos",
 ]
 
@@ -117,6 +118,17 @@ def mobilenet_v2(pretrained: bool = True) -> torch.nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def probabilities(
+    model: torch.nn.Module, inputs: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """Return the softmax class probabilities ``(N, classes)`` of a classifier on a batch."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(torch.as_tensor(inputs))
+        return torch.softmax(logits.float(), dim=1).numpy()
 
 
 @functools.cache
