@@ -35,8 +35,8 @@ __all__ = [
     "imagenet_classes",
     "imagenet_preprocess",
     "mobilenet_v2",
-    "probabilities",
     "photos",
+    "probabilities",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
