@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ class TorchBackend:
         return _layers.auto_layer(self.model, inputs)
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
-        for tensor in (*self.model.parameters(), *self.model.buffers()):
+        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
             if tensor.is_floating_point():
                 return tensor.device, tensor.dtype
         return torch.device("cpu"), torch.float32

@@ -12,20 +12,22 @@ import torch
 def inference_state(model: torch.nn.Module) -> Iterator[None]:
     """Put every module in eval mode and freeze every parameter; restore both on exit.
 
-    ``training`` is set on each module directly (a model's own ``train()`` override may do
-    more), and each module's and parameter's own flag is restored, so mixed modes survive.
-    Frozen parameters keep autograd from saving tensors for weight gradients.
+    Only modules in training mode and parameters that require grad are touched, and each gets
+    its own flag back, so mixed modes and partly frozen models survive. ``training`` is written
+    to each module's ``__dict__`` directly: a model's own ``train()`` override may do more than
+    set the flag, and ``nn.Module.__setattr__`` is slow on large models. Frozen parameters keep
+    autograd from saving tensors for weight gradients.
     """
-    modes = [(module, module.training) for module in model.modules()]
-    flags = [(param, param.requires_grad) for param in model.parameters()]
+    training = [module for module in model.modules() if module.training]
+    trainable = [param for param in model.parameters() if param.requires_grad]
     try:
-        for module, _ in modes:
-            module.training = False
-        for param, _ in flags:
+        for module in training:
+            module.__dict__["training"] = False
+        for param in trainable:
             param.requires_grad_(False)
         yield
     finally:
-        for module, training in modes:
-            module.training = training
-        for param, flag in flags:
-            param.requires_grad_(flag)
+        for module in training:
+            module.__dict__["training"] = True
+        for param in trainable:
+            param.requires_grad_(True)
