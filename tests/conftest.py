@@ -1,6 +1,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+
+# TensorFlow 2.21 can crash in conv backward passes on these CPUs unless oneDNN's custom ops
+# are off; the variable must be set before TensorFlow is imported. (The library never sets it.)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 

@@ -37,7 +37,7 @@ class Explainer:
     """Explain a model with one CAM method at one or several layers.
 
     Args:
-        model: A ``torch.nn.Module``.
+        model: A ``torch.nn.Module`` or a built ``keras.Model`` (any Keras 3 backend).
         layer: A dotted name (``"layer4.1.conv2"``), the layer object, a list of them (their
             maps are averaged), or ``None`` for the last layer with a spatial output.
         method: A registry name (``"gradcam++"``), a :class:`camlens.methods.Method` class or
@@ -46,6 +46,9 @@ class Explainer:
             a key, or a function of the raw output.
         relu: Rectify maps before normalising (the papers' form). ``False`` keeps the sign:
             maps are then scaled to ``[-1, 1]``.
+        logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
+            (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
+            probability. The explanation's ``score`` says which was used.
 
     An explainer caches only what it resolved (the layer); each call is independent and
     returns a frozen :class:`Explanation`.
@@ -61,6 +64,7 @@ class Explainer:
         method: str | Method | type[Method] | None = None,
         output: OutputSelector = None,
         relu: bool = True,
+        logits: bool = True,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
         chosen = method if method is not None else self.method_type
@@ -68,7 +72,7 @@ class Explainer:
             raise CamlensError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen)
         self.relu = bool(relu)
-        self._backend = backend_for(model, output=output)
+        self._backend = backend_for(model, output=output, logits=logits)
         self._layers: tuple[LayerRef, ...] | None = None
         if layer is not None:
             specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
@@ -156,6 +160,7 @@ class Explainer:
             units=res.units.reshape(-1),
             signs=res.signs.reshape(-1),
             target=resolved_target.describe(),
+            score=backend.score,
             layers=tuple(ref.name for ref in self._layers),
             method=getattr(self.method, "name", type(self.method).__name__),
             input_size=size,
@@ -174,13 +179,14 @@ def explain(
     *,
     output: OutputSelector = None,
     relu: bool = True,
+    logits: bool = True,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
 
     See :class:`Explainer` for the arguments. To explain many batches with the same layer,
     build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
     """
-    explainer = Explainer(model, layer, method=method, output=output, relu=relu)
+    explainer = Explainer(model, layer, method=method, output=output, relu=relu, logits=logits)
     return explainer._run(inputs, target, stacklevel=3)
 
 

@@ -33,6 +33,9 @@ class Explanation:
         units: ``(M,)`` int64 output unit each row explains (``-1`` for a custom score).
         signs: ``(M,)`` float64, ``-1`` where the map explains what pushes the score down.
         target: Description of the target, e.g. ``"top-1 class"`` or ``"output 0 (down)"``.
+        score: What the scores were read from: ``"model output"``, or for a Keras classifier
+            ending in a softmax ``"pre-softmax logit"`` (the default) or
+            ``"softmax probability"``.
         layers: Full names of the layers the maps come from.
         method: Name of the CAM method.
         input_size: ``(H, W)`` of the inputs.
@@ -48,6 +51,7 @@ class Explanation:
     units: IntArray
     signs: np.ndarray
     target: str
+    score: str
     layers: tuple[str, ...]
     method: str
     input_size: Size

@@ -18,7 +18,17 @@ from array_api_compat import array_namespace, device
 from camlens._types import Array, IntArray
 from camlens.errors import BadTargetError
 
-__all__ = ["Class", "Output", "Resolved", "Score", "Target", "TargetLike", "TopK", "as_target"]
+__all__ = [
+    "Class",
+    "Output",
+    "Resolved",
+    "Score",
+    "Target",
+    "TargetLike",
+    "TopK",
+    "UnitTarget",
+    "as_target",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,14 +77,31 @@ def _to_numpy(x: Array) -> np.ndarray:
     return np.asarray(x)
 
 
-class _UnitTarget(Target):
-    """A target that selects output units, one or several per image."""
+class UnitTarget(Target):
+    """A target that selects output units, one or several per image.
+
+    Units are either fixed by the target and the output's shape (:meth:`fixed_units`), or
+    ranked from the output's values (``TopK``), which a backend may do inside a compiled
+    function.
+    """
 
     sign: int = 1
 
     @abstractmethod
+    def fixed_units(self, n: int, n_units: int) -> IntArray | None:
+        """Return the ``(N, T)`` units for a batch of ``n`` and ``n_units`` outputs, validated.
+
+        ``None`` means the units depend on the output's values (see :meth:`ranked_units`).
+        """
+
+    def ranked_units(self, values: np.ndarray) -> IntArray:
+        """Return the ``(N, T)`` units chosen from the ``(N, U)`` output values."""
+        raise NotImplementedError(f"{type(self).__name__} has fixed units")
+
     def units(self, flat: Array) -> IntArray:
-        """Return the ``(N, T)`` unit indices to explain, validated against ``flat`` ``(N, U)``."""
+        """Return the ``(N, T)`` units to explain for the flattened output ``(N, U)``."""
+        fixed = self.fixed_units(*flat.shape)
+        return fixed if fixed is not None else self.ranked_units(_to_numpy(flat))
 
     def resolve(self, output: Array) -> Resolved:
         """Return the selected units' scores, ``sign * output[n, unit]``."""
@@ -99,7 +126,7 @@ def _check_range(units: IntArray, n_units: int, what: str) -> None:
 
 
 @dataclass(frozen=True)
-class Class(_UnitTarget):
+class Class(UnitTarget):
     """Explain a class score: one index for all images, one per image, or several per image.
 
     Args:
@@ -109,9 +136,8 @@ class Class(_UnitTarget):
 
     index: int | Sequence[int] | Sequence[Sequence[int]]
 
-    def units(self, flat: Array) -> IntArray:
+    def fixed_units(self, n: int, n_units: int) -> IntArray:
         """Return the class indices as ``(N, T)``."""
-        n, n_units = flat.shape
         units = np.asarray(self.index, dtype=np.int64)
         if units.ndim == 0:
             units = np.full((n, 1), int(units), dtype=np.int64)
@@ -136,7 +162,7 @@ class Class(_UnitTarget):
 
 
 @dataclass(frozen=True)
-class Output(_UnitTarget):
+class Output(UnitTarget):
     """Explain a raw output unit, e.g. a regressor's prediction (``preds[:, i]``).
 
     Args:
@@ -153,9 +179,8 @@ class Output(_UnitTarget):
         if not isinstance(self.index, (int, np.integer)) or isinstance(self.index, bool):
             raise BadTargetError(f"Output index must be an int; got {self.index!r}")
 
-    def units(self, flat: Array) -> IntArray:
+    def fixed_units(self, n: int, n_units: int) -> IntArray:
         """Return the unit index for every image, ``(N, 1)``."""
-        n, n_units = flat.shape
         units = np.full((n, 1), int(self.index), dtype=np.int64)
         _check_range(units, n_units, "output")
         return units
@@ -166,7 +191,7 @@ class Output(_UnitTarget):
 
 
 @dataclass(frozen=True)
-class TopK(_UnitTarget):
+class TopK(UnitTarget):
     """Explain each image's ``k`` highest-scoring output units (``k=1``: the predicted class)."""
 
     k: int = 1
@@ -175,12 +200,13 @@ class TopK(_UnitTarget):
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 1:
             raise BadTargetError(f"TopK needs a positive int k; got {self.k!r}")
 
-    def units(self, flat: Array) -> IntArray:
-        """Return each image's top-k units in decreasing score order, ``(N, k)``."""
-        n_units = flat.shape[1]
+    def fixed_units(self, n: int, n_units: int) -> None:
+        """Check that ``k`` fits the output; the units depend on its values."""
         if self.k > n_units:
             raise BadTargetError(f"top-{self.k} asked of an output with only {n_units} unit(s)")
-        values = _to_numpy(flat)
+
+    def ranked_units(self, values: np.ndarray) -> IntArray:
+        """Return each image's top-k units in decreasing score order, ``(N, k)``."""
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 

@@ -15,17 +15,16 @@ from camlens.errors import UnsupportedModelError
 __all__ = ["Backend", "LayerRef", "OutputSelector", "Probe", "backend_for"]
 
 
-def backend_for(model: Any, *, output: OutputSelector = None) -> Backend:
+def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = True) -> Backend:
     """Return the backend for ``model``.
 
     Keras is checked before torch, since Keras-on-torch layers are also torch modules.
     """
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, getattr(keras, "Model", ())):
-        raise UnsupportedModelError(
-            "Keras models are not supported yet (the Keras backend is planned); "
-            "camlens currently explains torch.nn.Module models"
-        )
+        from camlens.backends.keras import KerasBackend
+
+        return KerasBackend(model, output=output, logits=logits)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         from camlens.backends.torch import TorchBackend
@@ -33,5 +32,5 @@ def backend_for(model: Any, *, output: OutputSelector = None) -> Backend:
         return TorchBackend(model, output=output)
     raise UnsupportedModelError(
         f"camlens cannot explain a {type(model).__module__}.{type(model).__qualname__}: "
-        "pass a torch.nn.Module"
+        "pass a torch.nn.Module or a keras.Model"
     )

@@ -43,6 +43,8 @@ class Backend(Protocol):
     """The framework-specific half of camlens. Hooks and state changes live inside :meth:`probe`."""
 
     framework: str
+    #: What the explained scores are read from: ``"model output"``, ``"pre-softmax logit"``...
+    score: str
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""

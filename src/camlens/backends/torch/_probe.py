@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
-from camlens.backends.torch._call import call_model, select_output
+from camlens.backends.torch._call import call_model
 from camlens.backends.torch._state import inference_state
 from camlens.errors import LayerError
 from camlens.targets import Target
@@ -45,7 +46,7 @@ def _capture_hook(ref: LayerRef, slot: list[torch.Tensor | None], grads: bool) -
     return hook
 
 
-def _gradients(
+def batched_gradients(
     scores: torch.Tensor, acts: list[torch.Tensor], layers: Sequence[LayerRef]
 ) -> list[torch.Tensor]:
     """Return d(score of each row)/d(activations) as ``(N * T, K, h, w)`` per layer.
@@ -117,7 +118,7 @@ def probe(
                 )
             with torch.inference_mode(False), torch.set_grad_enabled(gradients):
                 x = inputs.clone() if inputs.is_inference() else inputs.detach()
-                out = select_output(call_model(model, x), output)
+                out = select_output(call_model(model, x), output, torch.is_tensor)
                 resolved = target.resolve(out)
                 missing = [
                     ref.name for ref, slot in zip(layers, slots, strict=True) if slot[0] is None
@@ -125,7 +126,7 @@ def probe(
                 if missing:
                     raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
                 acts = [slot[0] for slot in slots if slot[0] is not None]
-                grads = _gradients(resolved.scores, acts, layers) if gradients else None
+                grads = batched_gradients(resolved.scores, acts, layers) if gradients else None
         finally:
             for handle in handles:
                 handle.remove()

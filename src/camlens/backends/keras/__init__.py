@@ -1,0 +1,186 @@
+"""The Keras 3 backend: functional, Sequential, subclassed and nested models, on TensorFlow,
+JAX or PyTorch (whichever Keras is running on; camlens reads it and never sets it).
+
+Layout follows Keras's own backends: one small gradient module per framework
+(``tensorflow.py``, ``jax.py``, ``torch.py``) with the same ``compile_probe`` function, and
+shared graph code. Activations arrive channels-last and leave this module as ``(N, K, h, w)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from camlens._types import Array, Size
+from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.keras import _layers
+from camlens.backends.keras._forward import Forward, Scores, softmax_replacements
+from camlens.backends.keras._graph import graph_of
+from camlens.errors import BadInputError, UnsupportedModelError
+from camlens.targets import Resolved, Score, Target, TopK, UnitTarget
+
+__all__ = ["KerasBackend"]
+
+
+class KerasBackend:
+    """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
+
+    def __init__(self, model: Any, *, output: OutputSelector = None, logits: bool = True) -> None:
+        """Wrap a built model; with ``logits`` a final softmax is read before it is applied."""
+        if not model.built:
+            raise UnsupportedModelError(
+                f"model {model.name!r} is not built; call it once on a batch, or build it with "
+                "an Input, before explaining it"
+            )
+        self.model = model
+        self.output = output
+        name = keras.backend.backend()
+        self.framework = f"keras-{name}"
+        self._impl: ModuleType = importlib.import_module(f"camlens.backends.keras.{name}")
+        replacements, self.score = softmax_replacements(model)
+        self._replacements = replacements if logits else {}
+        if not logits and self.score == "pre-softmax logit":
+            self.score = "softmax probability"
+        self._channels_last = keras.config.image_data_format() == "channels_last"
+        self._compiled: dict[tuple[Any, ...], Any] = {}
+
+    def resolve_layer(self, layer: Any) -> LayerRef:
+        """Return the layer given by a bare name, an ``outer/inner`` path or a layer object."""
+        return _layers.resolve_layer(self.model, layer)
+
+    def auto_layer(self, inputs: Any) -> LayerRef:
+        """Return the last layer whose output is a spatial feature map."""
+        return _layers.auto_layer(self.model, inputs)
+
+    def prepare(self, inputs: Any) -> Any:
+        """Validate ``inputs`` and return them as a tensor of the model's dtype."""
+        try:
+            array = np.asarray(ops.convert_to_numpy(inputs))
+        except Exception as exc:
+            raise BadInputError(
+                f"inputs must be an array or tensor of shape (N, H, W, C); got "
+                f"{type(inputs).__name__} ({exc})"
+            ) from exc
+        shape = array.shape
+        if not np.issubdtype(array.dtype, np.floating):
+            raise BadInputError(
+                f"inputs have dtype {array.dtype}; camlens does not guess preprocessing: convert "
+                "them to float and normalise them as the model expects"
+            )
+        expected = self._input_shape()
+        if array.ndim == 3 and (expected is None or len(expected) == 4):
+            raise BadInputError(
+                f"inputs of shape {shape} have no batch axis; for one image pass inputs[None]"
+            )
+        if array.ndim != 4:
+            raise BadInputError(f"inputs must be 4-D (N, H, W, C); got shape {shape}")
+        if shape[0] == 0:
+            raise BadInputError("the batch is empty (N = 0); pass at least one image")
+        if expected is not None and any(
+            e is not None and e != s for e, s in zip(expected[1:], shape[1:], strict=False)
+        ):
+            raise BadInputError(
+                f"inputs of shape {shape} do not fit the model's input {tuple(expected)}"
+            )
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
+        dtype = self.model.inputs[0].dtype if graph_of(self.model) is not None else "float32"
+        return ops.convert_to_tensor(array, dtype=dtype)
+
+    def _input_shape(self) -> tuple[Any, ...] | None:
+        graph = graph_of(self.model)
+        if graph is None or len(graph.inputs) != 1:
+            return None
+        return tuple(graph.inputs[0].shape)
+
+    def input_size(self, inputs: Any) -> Size:
+        """Return ``(H, W)`` of the inputs."""
+        shape = tuple(inputs.shape)
+        return (
+            (int(shape[1]), int(shape[2]))
+            if self._channels_last
+            else (
+                int(shape[2]),
+                int(shape[3]),
+            )
+        )
+
+    def _n_units(self, inputs: Any) -> int:
+        graph = graph_of(self.model)
+        if graph is not None and len(graph.outputs) == 1 and self.output is None:
+            shape = graph.outputs[0].shape[1:]
+            if all(d is not None for d in shape):
+                return int(np.prod(shape))
+        spec = Forward(self.model, [], self._replacements, self.output)
+        out = spec(inputs[:1], lambda i, a: a)
+        return int(np.prod(out.shape[1:]))
+
+    def probe(
+        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+    ) -> Probe:
+        """Run the compiled probe for these inputs, layers and target."""
+        n = int(inputs.shape[0])
+        units = np.zeros((n, 1), dtype=np.int32)
+        signs = np.ones((n, 1), dtype=np.float32)
+        if isinstance(target, UnitTarget):
+            fixed = target.fixed_units(n, self._n_units(inputs))
+            k = target.k if isinstance(target, TopK) else 0
+            if fixed is not None:
+                units = fixed.astype(np.int32)
+                signs = np.full(units.shape, float(target.sign), dtype=np.float32)
+            else:
+                signs = np.ones((n, k), dtype=np.float32)
+                units = np.zeros((n, k), dtype=np.int32)
+        elif not isinstance(target, Score):
+            raise UnsupportedModelError(f"the Keras backend cannot resolve {target!r}")
+        key = (
+            tuple(inputs.shape),
+            str(inputs.dtype),
+            tuple(id(ref.handle) for ref in layers),
+            type(target).__name__,
+            units.shape,
+            id(target.fn) if isinstance(target, Score) else None,
+            gradients,
+        )
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            forward = Forward(self.model, list(layers), self._replacements, self.output)
+            compiled = self._impl.compile_probe(forward, Scores(target), gradients=gradients)
+            self._compiled[key] = compiled
+        acts, picked, used, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
+        t = int(picked.shape[1])
+        used_np = np.asarray(ops.convert_to_numpy(used), dtype=np.int64)
+        if isinstance(target, Score):
+            used_np = np.full((n, t), -1, dtype=np.int64)
+            signs = np.ones((n, t), dtype=np.float32)
+        resolved = Resolved(
+            scores=None,
+            values=np.asarray(ops.convert_to_numpy(picked), dtype=np.float64),
+            units=used_np,
+            signs=signs.astype(np.float64),
+        )
+        to_array = self._impl.to_numpy
+        rows = [self._channels_first(to_array(a), t) for a in acts]
+        grad_rows = None if grads is None else [self._channels_first(to_array(g), 1) for g in grads]
+        return Probe(activations=rows, gradients=grad_rows, resolved=resolved)
+
+    def _channels_first(self, a: Array, repeat: int) -> Array:
+        from array_api_compat import array_namespace
+
+        xp = array_namespace(a)
+        if self._channels_last:
+            a = xp.permute_dims(a, (0, 3, 1, 2))
+        if repeat > 1:
+            a = xp.repeat(a, repeat, axis=0)
+        return a if a.dtype in (xp.float32, xp.float64) else xp.astype(a, xp.float32)
+
+    def to_numpy(self, array: Array) -> np.ndarray:
+        """Copy a result array to NumPy."""
+        return np.asarray(ops.convert_to_numpy(array))

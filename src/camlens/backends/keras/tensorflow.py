@@ -1,0 +1,58 @@
+"""Gradients for Keras on TensorFlow: one ``tf.function`` per input signature.
+
+The tape watches only the target layers' activations (``watch_accessed_variables=False``), so
+nothing below them is recorded and no weight gradient is formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from camlens.backends.keras._forward import Forward, Scores
+from camlens.errors import LayerError
+
+Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, list[Any] | None]]
+
+
+def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
+    """Return a compiled ``(x, units, signs) -> (activations, picked, units, gradients)``."""
+
+    @tf.function(autograph=False)
+    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, list[Any] | None]:
+        acts: list[Any] = []
+        with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+
+            def tap(i: int, a: Any) -> Any:
+                tape.watch(a)
+                acts.append(a)
+                return a
+
+            out = forward(x, tap)
+            signed, picked, used = scores(out, units, signs)
+            # Inside the tape: the per-target sums must be recorded too.
+            totals = [tf.reduce_sum(signed[:, t]) for t in range(signed.shape[1])]
+        if not gradients:
+            return acts, picked, used, None
+        per_target = [tape.gradient(total, acts) for total in totals]
+        for i, g in enumerate(per_target[0]):
+            if g is None:
+                raise LayerError(
+                    f"the target score does not depend on layer {forward.layers[i].name!r}; "
+                    "pick a layer on the path to the explained output"
+                )
+        # (T lists of (N, ...)) -> per layer (N * T, ...), image-major rows.
+        grads = [
+            tf.reshape(tf.stack([g[i] for g in per_target], axis=1), (-1, *acts[i].shape[1:]))
+            for i in range(len(acts))
+        ]
+        return acts, picked, used, grads
+
+    return probe  # type: ignore[no-any-return]
+
+
+def to_numpy(x: Any) -> Any:
+    """Return a NumPy copy of a TensorFlow tensor (methods run on NumPy for this backend)."""
+    return x.numpy()

@@ -1,0 +1,47 @@
+"""Gradients for Keras on PyTorch: eager autograd, the graph starting at the target layers.
+
+The forward runs without autograd until the first target layer, where recording starts on a
+detached copy of its output; ``torch.autograd.grad`` asks only for the activations' gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from camlens.backends.base import LayerRef
+from camlens.backends.keras._forward import Forward, Scores
+from camlens.backends.torch._probe import batched_gradients
+
+Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, list[Any] | None]]
+
+
+def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
+    """Return ``(x, units, signs) -> (activations, picked, units, gradients)`` (eager)."""
+    layers: list[LayerRef] = list(forward.layers)
+
+    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, list[Any] | None]:
+        acts: list[Any] = []
+
+        def tap(i: int, a: Any) -> Any:
+            if gradients:
+                torch.set_grad_enabled(True)
+                a = a if a.requires_grad else a.detach().requires_grad_(True)
+            acts.append(a)
+            return a
+
+        # Leaving the no_grad block restores the caller's grad mode, whatever the tap set.
+        with torch.inference_mode(False), torch.no_grad():
+            out = forward(x, tap)
+            signed, picked, used = scores(out, units, signs)
+            grads = batched_gradients(signed, acts, layers) if gradients else None
+        return [a.detach() for a in acts], picked.detach(), used, grads
+
+    return probe
+
+
+def to_numpy(x: Any) -> Any:
+    """Return a torch tensor unchanged: the method maths runs on it through the array API."""
+    return x
