@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,10 @@ DEMO_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
 @click.version_option(camlens.__version__, prog_name="camlens")
 def main() -> None:
     """See where a convolutional network looks: Grad-CAM and the CAM family."""
+    # TensorFlow 2.21 crashes in some conv backward passes on common CPUs unless oneDNN's custom
+    # ops are off; it only takes effect if set before TensorFlow is imported. A user's own
+    # setting wins.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 @main.command("methods")

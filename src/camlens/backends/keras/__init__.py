@@ -28,6 +28,10 @@ from camlens.targets import Resolved, Score, Target, TopK, UnitTarget
 __all__ = ["KerasBackend"]
 
 
+def _identity(index: int, activation: Any) -> Any:
+    return activation
+
+
 class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
@@ -49,6 +53,7 @@ class KerasBackend:
             self.score = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
         self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._units_by_shape: dict[tuple[int, ...], int] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer given by a bare name, an ``outer/inner`` path or a layer object."""
@@ -113,14 +118,17 @@ class KerasBackend:
         )
 
     def _n_units(self, inputs: Any) -> int:
+        """Return the number of output units, from the graph or (once per shape) one image."""
         graph = graph_of(self.model)
         if graph is not None and len(graph.outputs) == 1 and self.output is None:
             shape = graph.outputs[0].shape[1:]
             if all(d is not None for d in shape):
                 return int(np.prod(shape))
-        spec = Forward(self.model, [], self._replacements, self.output)
-        out = spec(inputs[:1], lambda i, a: a)
-        return int(np.prod(out.shape[1:]))
+        key = tuple(inputs.shape[1:])
+        if key not in self._units_by_shape:
+            out = Forward(self.model, [], self._replacements, self.output)(inputs[:1], _identity)
+            self._units_by_shape[key] = int(np.prod(out.shape[1:]))
+        return self._units_by_shape[key]
 
     def probe(
         self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool

@@ -1,0 +1,32 @@
+"""The examples stay runnable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_seed_example_runs(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "seed_xception_age.py"),
+            "--size",
+            "71",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "layer xception/block14_sepconv2_act" in result.stdout
+    assert (tmp_path / "age_up_overlay.png").stat().st_size > 0
+    assert (tmp_path / "age_grid.png").stat().st_size > 0
