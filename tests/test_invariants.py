@@ -60,7 +60,9 @@ def test_batch_equals_single_calls(method: str) -> None:
             for i in range(4)
         ]
     np.testing.assert_allclose(batch.maps, np.concatenate([s.maps for s in singles]), atol=1e-5)
-    np.testing.assert_allclose(batch.raw, np.concatenate([s.raw for s in singles]), atol=1e-5)
+    np.testing.assert_allclose(
+        batch.raw, np.concatenate([s.raw for s in singles]), rtol=1e-5, atol=1e-5
+    )
     assert np.isfinite(batch.maps).all()
 
 

@@ -18,6 +18,9 @@ from camlens.errors import (
     UnsupportedModelError,
 )
 from camlens.explainer import (
+    ISCAM,
+    SSCAM,
+    AblationCAM,
     EigenCAM,
     EigenGradCAM,
     Explainer,
@@ -26,6 +29,7 @@ from camlens.explainer import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ScoreCAM,
     XGradCAM,
     explain,
 )
@@ -34,6 +38,9 @@ from camlens.render import grid, overlay, save_grid
 from camlens.targets import Class, Output, Score, Target, TopK
 
 __all__ = [
+    "ISCAM",
+    "SSCAM",
+    "AblationCAM",
     "BadInputError",
     "BadTargetError",
     "CamlensError",
@@ -52,6 +59,7 @@ __all__ = [
     "LayerNotFoundError",
     "Output",
     "Score",
+    "ScoreCAM",
     "Target",
     "TopK",
     "UnsupportedModelError",

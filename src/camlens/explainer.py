@@ -9,15 +9,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from camlens import methods
+from camlens._forwards import BoundForwards
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
-from camlens.errors import CamlensError, CamlensWarning
+from camlens.errors import BadTargetError, CamlensError, CamlensWarning
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
+from camlens.methods.perturbation import PerturbationMethod
 from camlens.postprocess import finish
-from camlens.targets import TargetLike, as_target
+from camlens.targets import Output, Target, TargetLike, as_target
 
 __all__ = [
+    "ISCAM",
+    "SSCAM",
+    "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
@@ -26,6 +31,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "ScoreCAM",
     "XGradCAM",
     "explain",
 ]
@@ -49,6 +55,8 @@ class Explainer:
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
             probability. The explanation's ``score`` says which was used.
+        **options: The method's hyper-parameters when it is given by name or class, e.g.
+            ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
     An explainer caches only what it resolved (the layer); each call is independent and
     returns a frozen :class:`Explanation`.
@@ -65,12 +73,13 @@ class Explainer:
         output: OutputSelector = None,
         relu: bool = True,
         logits: bool = True,
+        **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
         chosen = method if method is not None else self.method_type
         if chosen is None:
             raise CamlensError("Explainer needs a method, e.g. method='gradcam'")
-        self.method: Method = get_method(chosen)
+        self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
         self._layers: tuple[LayerRef, ...] | None = None
@@ -99,6 +108,27 @@ class Explainer:
 
     explain = __call__
 
+    def _forwards(self, x: Any, layer: LayerRef, units: np.ndarray, target: Target) -> Any:
+        """Bind a perturbation method's extra forward passes to this call."""
+        assert isinstance(self.method, PerturbationMethod)
+        if (units < 0).any():
+            raise BadTargetError(
+                f"{self.method.name} scores perturbed inputs on output units: give a class, "
+                "camlens.Output(i) or camlens.TopK(k), not a function of the output"
+            )
+        kind = self.method.score
+        probabilities = kind == "probability" or (kind == "auto" and not isinstance(target, Output))
+        return BoundForwards(
+            self._backend,
+            x,
+            layer,
+            units,
+            self.method,
+            probabilities=probabilities,
+            input_size=self._backend.input_size(x),
+            item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
+        )
+
     def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
         """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code."""
         backend = self._backend
@@ -119,7 +149,12 @@ class Explainer:
                     CamlensWarning,
                     stacklevel=stacklevel,
                 )
-            cam = self.method.cam(acts, grad)
+            if isinstance(self.method, PerturbationMethod):
+                cam = self.method.cam_from_forwards(
+                    acts, self._forwards(x, ref, probe.resolved.units, resolved_target)
+                )
+            else:
+                cam = self.method.cam(acts, grad)
             if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
                 raise CamlensError(
                     f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
@@ -180,13 +215,16 @@ def explain(
     output: OutputSelector = None,
     relu: bool = True,
     logits: bool = True,
+    **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
 
     See :class:`Explainer` for the arguments. To explain many batches with the same layer,
     build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
     """
-    explainer = Explainer(model, layer, method=method, output=output, relu=relu, logits=logits)
+    explainer = Explainer(
+        model, layer, method=method, output=output, relu=relu, logits=logits, **options
+    )
     return explainer._run(inputs, target, stacklevel=3)
 
 
@@ -236,3 +274,27 @@ class EigenGradCAM(Explainer):
     """EigenGrad-CAM explainer; the maths is :class:`camlens.methods.EigenGradCAM`."""
 
     method_type = methods.EigenGradCAM
+
+
+class ScoreCAM(Explainer):
+    """Score-CAM explainer; the maths and options are :class:`camlens.methods.ScoreCAM`."""
+
+    method_type = methods.ScoreCAM
+
+
+class SSCAM(Explainer):
+    """SS-CAM explainer; the maths and options are :class:`camlens.methods.SSCAM`."""
+
+    method_type = methods.SSCAM
+
+
+class ISCAM(Explainer):
+    """IS-CAM explainer; the maths and options are :class:`camlens.methods.ISCAM`."""
+
+    method_type = methods.ISCAM
+
+
+class AblationCAM(Explainer):
+    """Ablation-CAM explainer; the maths and options are :class:`camlens.methods.AblationCAM`."""
+
+    method_type = methods.AblationCAM

@@ -71,3 +71,41 @@ class Backend(Protocol):
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy (once, at the end of a call)."""
         ...
+
+    def masked_scores(
+        self,
+        inputs: Any,
+        masks: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score ``inputs[n] * masks(n, start, stop)`` in batches; ``(counts[n], T)`` per image.
+
+        Runs in inference mode on the model's device; at most ``batch_size`` masks and masked
+        inputs exist at a time. Scores are the target units' outputs (``units``, ``(N, T)``),
+        or their softmax probabilities over all output units.
+        """
+        ...
+
+    def ablated_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        activations: Sequence[Array],
+        channels: Sequence[np.ndarray],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score each image with each listed channel of ``layer`` zeroed; ``(len, T)`` per image.
+
+        ``activations[n]`` is image ``n``'s ``(K, h, w)`` layer output. Only the network after
+        the layer is re-run where the backend can isolate it.
+        """
+        ...

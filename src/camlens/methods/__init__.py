@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from camlens.errors import CamlensError
+from camlens.methods.ablationcam import AblationCAM
 from camlens.methods.base import Method
 from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
@@ -13,11 +15,18 @@ from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
 from camlens.methods.hirescam import HiResCAM
+from camlens.methods.iscam import ISCAM
 from camlens.methods.layercam import LayerCAM
+from camlens.methods.perturbation import PerturbationMethod
+from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
+    "ISCAM",
     "REGISTRY",
+    "SSCAM",
+    "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
     "GradCAM",
@@ -26,6 +35,8 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "Method",
+    "PerturbationMethod",
+    "ScoreCAM",
     "XGradCAM",
     "get_method",
 ]
@@ -39,6 +50,10 @@ _METHODS: tuple[type[Method], ...] = (
     LayerCAM,
     EigenCAM,
     EigenGradCAM,
+    ScoreCAM,
+    SSCAM,
+    ISCAM,
+    AblationCAM,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.
@@ -48,14 +63,17 @@ REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
         "gradcampp": GradCAMPlusPlus,
         "gradcamplusplus": GradCAMPlusPlus,
         "gradcamelementwise": GradCAMElementWise,
+        "score-cam": ScoreCAM,
+        "ablation-cam": AblationCAM,
     }
 )
 
 
-def get_method(method: str | Method | type[Method]) -> Method:
+def get_method(method: str | Method | type[Method], **options: Any) -> Method:
     """Return a method instance from a registry name, a method class or a method object.
 
-    Any object with the :class:`Method` interface works without registering.
+    ``options`` are the hyper-parameters of a method given by name or class. Any object with
+    the :class:`Method` interface works without registering.
     """
     if isinstance(method, str):
         key = method.strip().lower().replace("_", "-")
@@ -65,9 +83,14 @@ def get_method(method: str | Method | type[Method]) -> Method:
                 f"unknown method {method!r}; choose one of: {', '.join(sorted(REGISTRY))}, "
                 "or pass a Method object"
             )
-        return cls()
+        return cls(**options)
     if isinstance(method, type):
-        return method()
+        return method(**options)
+    if options:
+        raise CamlensError(
+            f"options {sorted(options)} go to the method's constructor; {method!r} is already "
+            "built: pass them when you create it"
+        )
     if callable(getattr(method, "cam", None)):
         return method
     raise CamlensError(

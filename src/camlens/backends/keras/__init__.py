@@ -9,7 +9,7 @@ shared graph code. Activations arrive channels-last and leave this module as ``(
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -18,10 +18,12 @@ import numpy as np
 from keras import ops
 
 from camlens._types import Array, Size
+from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
 from camlens.backends.keras import _layers
-from camlens.backends.keras._forward import Forward, Scores, softmax_replacements
+from camlens.backends.keras._forward import Forward, Scores, is_tensor, softmax_replacements
 from camlens.backends.keras._graph import graph_of
+from camlens.backends.keras._tail import make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Resolved, Score, Target, TopK, UnitTarget
 
@@ -53,6 +55,8 @@ class KerasBackend:
             self.score = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
         self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._forward: Any = None
+        self._tails: dict[int, Any] = {}
         self._units_by_shape: dict[tuple[int, ...], int] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
@@ -192,3 +196,85 @@ class KerasBackend:
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""
         return np.asarray(ops.convert_to_numpy(array))
+
+    def _flat_scores(self, out: Any, size: int, units: np.ndarray, probabilities: bool) -> Any:
+        flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64).reshape(len(out), -1)
+        flat = flat[:size]
+        if probabilities:
+            flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+            flat /= flat.sum(axis=1, keepdims=True)
+        return flat[:, units]
+
+    def masked_scores(
+        self,
+        inputs: Any,
+        masks: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score masked inputs with a compiled forward, in batches of at most ``batch_size``.
+
+        Batches are padded to a power of two, so the compiled forward sees few shapes.
+        """
+        if self._forward is None:
+            forward = Forward(self.model, [], self._replacements, self.output)
+            self._forward = self._impl.compile_forward(forward)
+        results = []
+        for n, count in enumerate(counts):
+            x = inputs[n : n + 1]
+            rows = []
+            for start in range(0, count, batch_size):
+                stop = min(count, start + batch_size)
+                m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
+                padded = min(batch_size, 1 << (stop - start - 1).bit_length())
+                if padded > stop - start:
+                    m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
+                m = m[..., None] if self._channels_last else m[:, None]
+                out = self._forward(x * m)
+                rows.append(self._flat_scores(out, stop - start, units[n], probabilities))
+                on_batch(stop - start)
+            results.append(np.concatenate(rows) if rows else np.zeros((0, units.shape[1])))
+        return results
+
+    def ablated_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        activations: Sequence[Array],
+        channels: Sequence[np.ndarray],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score channel ablations, re-running only the layer's tail in functional graphs."""
+        key = id(layer.handle)
+        if key not in self._tails:
+            self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
+        tail = self._tails[key]
+        results = []
+        for n, listed in enumerate(channels):
+            x = inputs[n : n + 1]
+            act = np.asarray(ops.convert_to_numpy(activations[n]))  # (K, h, w)
+            if self._channels_last:
+                act = act.transpose(1, 2, 0)
+            rows = []
+            for start in range(0, len(listed), batch_size):
+                chunk = listed[start : start + batch_size]
+                batch = np.repeat(act[None], len(chunk), axis=0)
+                if self._channels_last:
+                    batch[np.arange(len(chunk)), :, :, chunk] = 0
+                else:
+                    batch[np.arange(len(chunk)), chunk] = 0
+                out = select_output(
+                    tail(x, ops.convert_to_tensor(batch, dtype=x.dtype)), self.output, is_tensor
+                )
+                rows.append(self._flat_scores(out, len(chunk), units[n], probabilities))
+                on_batch(len(chunk))
+            results.append(np.concatenate(rows) if rows else np.zeros((0, units.shape[1])))
+        return results

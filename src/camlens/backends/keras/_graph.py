@@ -64,6 +64,17 @@ def _containers(model: Any, ids: set[int]) -> set[int]:
     return found
 
 
+def call_operation(
+    op: Any, args: tuple[Any, ...], kwargs: dict[str, Any], replacements: dict[int, Replacement]
+) -> Any:
+    """Call a graph operation in inference mode, or the replacement registered for it."""
+    if "training" in getattr(op, "_call_context_args", ()):
+        kwargs["training"] = False
+    if id(op) in replacements:
+        return replacements[id(op)](op, args, kwargs)
+    return op(*args, **kwargs)
+
+
 def _unpack(outputs: Any) -> Any:
     if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
         return outputs[0]
@@ -118,15 +129,11 @@ def _run(
 
     def operation_fn(op: Any) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if "training" in getattr(op, "_call_context_args", ()):
-                kwargs["training"] = False
-            if id(op) in replacements:
-                out = replacements[id(op)](op, args, kwargs)
-            elif id(op) in containers:
+            if id(op) in containers and id(op) not in replacements:
                 inner = args[0] if args else kwargs.pop("inputs")
                 out = _run(op, inner, wanted, containers, tapped, replacements)
             else:
-                out = op(*args, **kwargs)
+                out = call_operation(op, args, kwargs, replacements)
             return tapped(op, out) if id(op) in wanted and id(op) not in replacements else out
 
         return call

@@ -72,3 +72,15 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
 def to_numpy(x: Any) -> Any:
     """Return a JAX array unchanged: the method maths runs on it through the array API."""
     return x
+
+
+def compile_forward(forward: Forward) -> Callable[[Any], Any]:
+    """Return a compiled inference-mode forward ``x -> output`` (no taps)."""
+    variables = list(forward.model.variables)
+
+    @jax.jit
+    def run(values: list[Any], x: Any) -> Any:
+        with keras.StatelessScope(state_mapping=list(zip(variables, values, strict=True))):
+            return forward(x, lambda i, a: a)
+
+    return lambda x: run([v.value for v in variables], x)

@@ -56,3 +56,13 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
 def to_numpy(x: Any) -> Any:
     """Return a NumPy copy of a TensorFlow tensor (methods run on NumPy for this backend)."""
     return x.numpy()
+
+
+def compile_forward(forward: Forward) -> Callable[[Any], Any]:
+    """Return a compiled inference-mode forward ``x -> output`` (no taps)."""
+
+    @tf.function(autograph=False)
+    def run(x: Any) -> Any:
+        return forward(x, lambda i, a: a)
+
+    return run  # type: ignore[no-any-return]

@@ -45,3 +45,13 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
 def to_numpy(x: Any) -> Any:
     """Return a torch tensor unchanged: the method maths runs on it through the array API."""
     return x
+
+
+def compile_forward(forward: Forward) -> Callable[[Any], Any]:
+    """Return an inference-mode forward ``x -> output`` (no taps; eager on torch)."""
+
+    def run(x: Any) -> Any:
+        with torch.inference_mode():
+            return forward(x, lambda i, a: a)
+
+    return run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,8 @@ import torch
 
 from camlens._types import Array, Size
 from camlens.backends.base import LayerRef, OutputSelector, Probe
-from camlens.backends.torch import _layers, _probe
+from camlens.backends.torch import _layers, _perturb, _probe
+from camlens.backends.torch._tail import Tail, make_tail
 from camlens.errors import BadInputError
 from camlens.targets import Target
 
@@ -28,6 +29,7 @@ class TorchBackend:
         """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""
         self.model = model
         self.output = output
+        self._tails: dict[str, Tail] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer given by a dotted name or a module object."""
@@ -92,3 +94,55 @@ class TorchBackend:
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a tensor to a NumPy array on the host."""
         return np.asarray(array.detach().cpu().numpy())
+
+    def masked_scores(
+        self,
+        inputs: Any,
+        masks: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score masked inputs in batches, on the model's device."""
+        return _perturb.masked_scores(
+            self.model,
+            self.output,
+            inputs,
+            masks,
+            counts,
+            units,
+            probabilities=probabilities,
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )
+
+    def ablated_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        activations: Sequence[Array],
+        channels: Sequence[np.ndarray],
+        units: np.ndarray,
+        *,
+        probabilities: bool,
+        batch_size: int,
+        on_batch: Callable[[int], None],
+    ) -> list[np.ndarray]:
+        """Score channel ablations, re-running only the layer's tail where fx can trace it."""
+        if layer.name not in self._tails:
+            self._tails[layer.name] = make_tail(self.model, layer.name)
+        return _perturb.ablated_scores(
+            self.model,
+            self.output,
+            self._tails[layer.name],
+            inputs,
+            activations,
+            channels,
+            units,
+            probabilities=probabilities,
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )

@@ -1,0 +1,88 @@
+"""Scoring many perturbed inputs with a torch model: masked inputs and ablated channels.
+
+Everything runs under ``torch.inference_mode`` in eval mode, on the model's device, one batch
+of at most ``batch_size`` perturbed inputs at a time; results reach the host once, at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from camlens._types import Array
+from camlens.backends._output import select_output
+from camlens.backends.base import OutputSelector
+from camlens.backends.torch._call import call_model
+from camlens.backends.torch._state import inference_state
+from camlens.backends.torch._tail import Tail
+
+
+def _unit_scores(out: torch.Tensor, units: torch.Tensor, probabilities: bool) -> torch.Tensor:
+    flat = out.reshape(out.shape[0], -1)
+    if probabilities:
+        flat = torch.softmax(flat.float(), dim=1)
+    return flat[:, units]
+
+
+def masked_scores(
+    model: torch.nn.Module,
+    output: OutputSelector,
+    inputs: torch.Tensor,
+    masks: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    units: np.ndarray,
+    *,
+    probabilities: bool,
+    batch_size: int,
+    on_batch: Callable[[int], None],
+) -> list[np.ndarray]:
+    """Return, per image, the target units' scores on ``inputs[n] * mask`` for each mask."""
+    results: list[torch.Tensor] = []
+    with inference_state(model), torch.inference_mode():
+        for n, count in enumerate(counts):
+            x = inputs[n : n + 1]
+            index = torch.as_tensor(units[n], device=x.device)
+            parts = []
+            for start in range(0, count, batch_size):
+                stop = min(count, start + batch_size)
+                m = torch.as_tensor(masks(n, start, stop), device=x.device, dtype=x.dtype)
+                out = select_output(call_model(model, x * m[:, None]), output, torch.is_tensor)
+                parts.append(_unit_scores(out, index, probabilities))
+                on_batch(stop - start)
+            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
+    return [r.double().cpu().numpy() for r in results]
+
+
+def ablated_scores(
+    model: torch.nn.Module,
+    output: OutputSelector,
+    tail: Tail,
+    inputs: torch.Tensor,
+    activations: Sequence[Any],
+    channels: Sequence[np.ndarray],
+    units: np.ndarray,
+    *,
+    probabilities: bool,
+    batch_size: int,
+    on_batch: Callable[[int], None],
+) -> list[np.ndarray]:
+    """Return, per image, the target units' scores with each listed channel zeroed."""
+    results: list[torch.Tensor] = []
+    with inference_state(model), torch.inference_mode():
+        for n, listed in enumerate(channels):
+            x = inputs[n : n + 1]
+            act = torch.as_tensor(activations[n], device=x.device).to(x.dtype)
+            index = torch.as_tensor(units[n], device=x.device)
+            parts = []
+            for start in range(0, len(listed), batch_size):
+                chunk = torch.as_tensor(listed[start : start + batch_size], device=x.device)
+                batch = act.expand(len(chunk), *act.shape).clone()
+                batch[torch.arange(len(chunk), device=x.device), chunk] = 0
+                out = select_output(tail(x, batch), output, torch.is_tensor)
+                parts.append(_unit_scores(out, index, probabilities))
+                on_batch(len(chunk))
+            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
+    return [r.double().cpu().numpy() for r in results]

@@ -1,0 +1,141 @@
+"""The contract of gradient-free methods that score perturbed inputs (Score-CAM, Ablation-CAM...).
+
+Such a method does its maths in :meth:`PerturbationMethod.cam_from_forwards`, reaching the model
+only through a :class:`Forwards` object that the explainer binds to the backend, the inputs,
+the target units and the layer. The backend batches the perturbed inputs to a memory budget,
+keeps masks and inputs on the model's device and never builds all of them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Literal, Protocol
+
+import numpy as np
+from array_api_compat import array_namespace, device
+
+from camlens._types import Array, Size
+from camlens.errors import BadInputError
+from camlens.methods.base import Method
+from camlens.postprocess import normalise, resize
+
+#: ``progress(done, total)``, called as perturbed inputs are scored.
+Progress = Callable[[int, int], None]
+#: ``masks(image, start, stop) -> (stop - start, H, W)`` masks in [0, 1], for one image.
+MaskSource = Callable[[int, int, int], Array]
+ScoreKind = Literal["auto", "probability", "raw"]
+
+
+class Forwards(Protocol):
+    """Extra forward passes of the explained model, on the inputs of one call.
+
+    Scores are those of each image's target units: ``(count, T)`` per image. They are softmax
+    probabilities of those units when ``probabilities`` is true, else the raw outputs.
+    """
+
+    n_images: int
+    targets_per_image: int
+    input_size: Size
+    probabilities: bool
+
+    def plan(self, total: int) -> None:
+        """Announce how many perturbed inputs the method will score (for progress reports)."""
+        ...
+
+    def masked(self, masks: MaskSource, counts: Sequence[int]) -> list[np.ndarray]:
+        """Return, per image ``n``, the scores of ``inputs[n] * mask``, one row per mask."""
+        ...
+
+    def ablated(self, activations: Array, channels: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Return, per image, the scores with each listed channel of the layer set to zero.
+
+        ``activations`` are the layer's rows ``(M, K, h, w)``; ``channels[n]`` lists the channels
+        to ablate for image ``n``, and its result has one row per listed channel.
+        """
+        ...
+
+    def unperturbed(self) -> np.ndarray:
+        """Return the ``(N, T)`` scores of the inputs themselves."""
+        ...
+
+
+class PerturbationMethod(Method):
+    """Base class of methods that weigh channels by the scores of perturbed inputs.
+
+    Args:
+        batch_size: Perturbed inputs per forward pass; ``None`` picks one from a memory budget
+            (see the backend's documentation).
+        score: What a perturbed input's score is: ``"probability"`` (softmax over the output
+            units, as the Score-CAM paper does), ``"raw"`` (the output itself), or ``"auto"``:
+            probabilities for class targets, raw outputs for :class:`camlens.Output` and
+            function targets.
+        progress: Called as ``progress(done, total)`` while perturbed inputs are scored.
+    """
+
+    needs_gradients: ClassVar[bool] = False
+    default_score: ClassVar[ScoreKind] = "auto"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int | None = None,
+        score: ScoreKind | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Validate and keep the hyper-parameters."""
+        if batch_size is not None and (
+            not isinstance(batch_size, (int, np.integer))
+            or isinstance(batch_size, bool)
+            or batch_size < 1
+        ):
+            raise BadInputError(f"batch_size must be a positive int or None; got {batch_size!r}")
+        chosen = self.default_score if score is None else score
+        if chosen not in ("auto", "probability", "raw"):
+            raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.score: ScoreKind = chosen
+        self.progress = progress
+
+    def cam(self, activations: Array, gradients: Array) -> Array:
+        """Refuse: a perturbation method needs forward passes; see :meth:`cam_from_forwards`."""
+        raise TypeError(f"{type(self).__name__} needs forward passes: use cam_from_forwards()")
+
+    def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
+        """Return the signed maps ``(M, h, w)``, scoring perturbed inputs through ``forwards``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(batch_size={self.batch_size}, score={self.score!r})"
+
+
+def channel_masks(activations: Array, channels: Array, size: Size) -> Array:
+    """Return the listed channels of one ``(K, h, w)`` activation, upsampled and min-max scaled.
+
+    The Score-CAM masks: ``s(Up(A^k))``, ``(len(channels), H, W)`` in ``[0, 1]``; a constant
+    channel gives an all-zero mask.
+    """
+    xp = array_namespace(activations)
+    picked = xp.take(activations, channels, axis=0)
+    return normalise(resize(picked, size), signed=False)[0]
+
+
+def constant_channels(activations: Array) -> np.ndarray:
+    """Return a ``(K,)`` NumPy mask of the channels whose ``(h, w)`` map is constant."""
+    xp = array_namespace(activations)
+    flat = xp.reshape(activations, (activations.shape[0], -1))
+    same = xp.max(flat, axis=1) == xp.min(flat, axis=1)
+    return np.asarray(to_host(same), dtype=bool)
+
+
+def to_host(x: Array) -> np.ndarray:
+    """Copy a small array of any array-API library to NumPy."""
+    if hasattr(x, "detach"):  # torch
+        x = x.detach().cpu()
+    return np.asarray(x)
+
+
+def weighted_sum(weights: np.ndarray, activations: Array) -> Array:
+    """Return ``sum_k w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
+    xp = array_namespace(activations)
+    w = xp.asarray(weights, dtype=activations.dtype, device=device(activations))
+    return xp.sum(w[:, :, None, None] * activations, axis=1)
