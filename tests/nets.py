@@ -75,3 +75,30 @@ class Raising(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.trunk(x)
         raise RuntimeError("boom inside the model")
+
+
+class Block(nn.Module):
+    """A residual block that reuses one ReLU module, as torchvision's BasicBlock does."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(x + self.conv2(self.relu(self.conv1(x))))
+
+
+class MiniResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.layer1 = nn.Sequential(Block(8), Block(8))
+        self.layer2 = nn.Sequential(Block(8), Block(8))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(torch.flatten(self.avgpool(x), 1))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import camlens
-from nets import TrunkHead, TupleOut
+from nets import MiniResNet, TrunkHead, TupleOut
 
 
 def test_output_sign_flips_the_signed_map() -> None:
@@ -78,33 +78,6 @@ def test_numpy_inputs_equal_tensor_inputs() -> None:
     a = camlens.explain(net, x)
     b = camlens.explain(net, x.numpy().astype(np.float64))
     np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
-
-
-class Block(torch.nn.Module):
-    """A residual block that reuses one ReLU module, as torchvision's BasicBlock does."""
-
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(ch, ch, 3, padding=1)
-        self.relu = torch.nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(x + self.conv2(self.relu(self.conv1(x))))
-
-
-class MiniResNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.layer1 = torch.nn.Sequential(Block(8), Block(8))
-        self.layer2 = torch.nn.Sequential(Block(8), Block(8))
-        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
-        self.fc = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer2(self.layer1(self.stem(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def test_auto_layer_is_the_last_feature_map_before_pooling() -> None:
