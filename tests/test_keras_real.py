@@ -84,3 +84,25 @@ def test_a_trained_keras_model_looks_at_the_face() -> None:
     y, xx = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
     assert y0 <= y < y1 and x0 <= xx < x1, ((y, xx), (y0, x0, y1, x1), exp.layers)
     assert cam_map.min() == 0.0 and cam_map.max() == 1.0  # a real map, not a flat one
+
+
+@pytest.mark.parametrize(
+    ("method", "layers"),
+    [
+        ("scorecam", ("features.17", "features_17")),
+        ("ablationcam", ("features", "features_18")),
+    ],
+)
+def test_perturbation_methods_give_the_same_maps_as_pytorch(
+    models: tuple[Any, Any], batch: np.ndarray, method: str, layers: tuple[str, str]
+) -> None:
+    torch_model, keras_model = models
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(batch[:2]), size=(112, 112), mode="bilinear", align_corners=False
+    ).numpy()
+    in_torch = camlens.explain(torch_model, small, method=method, layer=layers[0])
+    in_keras = camlens.explain(
+        keras_model, small.transpose(0, 2, 3, 1), method=method, layer=layers[1]
+    )
+    np.testing.assert_array_equal(in_keras.units, in_torch.units)
+    np.testing.assert_allclose(in_keras.maps, in_torch.maps, atol=1e-4)
