@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from camlens._types import Array, Size
-from camlens.backends import Backend, LayerRef
+from camlens.backends import Backend, LayerRef, Scoring
 from camlens.methods.perturbation import MaskSource, PerturbationMethod, Progress
 
 #: Memory the perturbed inputs of one forward pass may take, with the model's activations
@@ -42,11 +42,15 @@ class BoundForwards:
         self._backend = backend
         self._inputs = inputs
         self._layer = layer
-        self._units = units
         self.n_images, self.targets_per_image = units.shape
         self.input_size = input_size
         self.probabilities = probabilities
-        self.batch_size = method.batch_size or auto_batch_size(item_bytes)
+        self._scoring = Scoring(
+            units=units,
+            probabilities=probabilities,
+            batch_size=method.batch_size or auto_batch_size(item_bytes),
+            on_batch=self._report,
+        )
         self._progress: Progress | None = method.progress
         self._done = 0
         self._total = 0
@@ -63,28 +67,14 @@ class BoundForwards:
 
     def masked(self, masks: MaskSource, counts: Sequence[int]) -> list[np.ndarray]:
         """Return, per image, the scores of ``inputs[n] * mask`` for each of its masks."""
-        return self._backend.masked_scores(
-            self._inputs,
-            masks,
-            list(counts),
-            self._units,
-            probabilities=self.probabilities,
-            batch_size=self.batch_size,
-            on_batch=self._report,
-        )
+        return self._backend.masked_scores(self._inputs, masks, list(counts), self._scoring)
 
     def ablated(self, activations: Array, channels: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Return, per image, the scores with each listed channel of the layer set to zero."""
         t = self.targets_per_image
+        firsts = [activations[n * t] for n in range(self.n_images)]
         return self._backend.ablated_scores(
-            self._inputs,
-            self._layer,
-            [activations[n * t] for n in range(self.n_images)],
-            list(channels),
-            self._units,
-            probabilities=self.probabilities,
-            batch_size=self.batch_size,
-            on_batch=self._report,
+            self._inputs, self._layer, firsts, list(channels), self._scoring
         )
 
     def unperturbed(self) -> np.ndarray:

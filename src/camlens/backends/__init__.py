@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from camlens.backends.base import Backend, LayerRef, OutputSelector, Probe
+from camlens.backends.base import Backend, LayerRef, OutputSelector, Probe, Scoring
 from camlens.errors import UnsupportedModelError
 
-__all__ = ["Backend", "LayerRef", "OutputSelector", "Probe", "backend_for"]
+__all__ = ["Backend", "LayerRef", "OutputSelector", "Probe", "Scoring", "backend_for"]
 
 
 def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = True) -> Backend:

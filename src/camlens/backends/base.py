@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -22,6 +22,28 @@ class LayerRef:
 
     name: str
     handle: Any
+
+
+@dataclass(frozen=True, eq=False)
+class Scoring:
+    """How a backend scores perturbed inputs: which units, what score, how many at a time.
+
+    Attributes:
+        units: ``(N, T)`` output units whose scores are wanted, per image.
+        probabilities: Softmax probabilities over all output units instead of raw outputs.
+        batch_size: Perturbed inputs per forward pass (at most this many exist at a time).
+        on_batch: Called with the number of perturbed inputs each forward pass scored.
+    """
+
+    units: np.ndarray
+    probabilities: bool
+    batch_size: int
+    on_batch: Callable[[int], None]
+
+    def batches(self, count: int) -> Iterator[tuple[int, int]]:
+        """Yield ``(start, stop)`` ranges covering ``count`` items, ``batch_size`` at a time."""
+        for start in range(0, count, self.batch_size):
+            yield start, min(count, start + self.batch_size)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,17 +99,12 @@ class Backend(Protocol):
         inputs: Any,
         masks: Callable[[int, int, int], Array],
         counts: Sequence[int],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score ``inputs[n] * masks(n, start, stop)`` in batches; ``(counts[n], T)`` per image.
 
-        Runs in inference mode on the model's device; at most ``batch_size`` masks and masked
-        inputs exist at a time. Scores are the target units' outputs (``units``, ``(N, T)``),
-        or their softmax probabilities over all output units.
+        Runs in inference mode on the model's device; at most ``scoring.batch_size`` masks and
+        masked inputs exist at a time.
         """
         ...
 
@@ -97,11 +114,7 @@ class Backend(Protocol):
         layer: LayerRef,
         activations: Sequence[Array],
         channels: Sequence[np.ndarray],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score each image with each listed channel of ``layer`` zeroed; ``(len, T)`` per image.
 

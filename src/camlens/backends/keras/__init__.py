@@ -19,7 +19,7 @@ from keras import ops
 
 from camlens._types import Array, Size
 from camlens.backends._output import select_output
-from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.keras import _layers
 from camlens.backends.keras._forward import Forward, Scores, is_tensor, softmax_replacements
 from camlens.backends.keras._graph import graph_of
@@ -197,24 +197,39 @@ class KerasBackend:
         """Copy a result array to NumPy."""
         return np.asarray(ops.convert_to_numpy(array))
 
-    def _flat_scores(self, out: Any, size: int, units: np.ndarray, probabilities: bool) -> Any:
-        flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64).reshape(len(out), -1)
-        flat = flat[:size]
-        if probabilities:
-            flat = np.exp(flat - flat.max(axis=1, keepdims=True))
-            flat /= flat.sum(axis=1, keepdims=True)
-        return flat[:, units]
+    def _score(
+        self,
+        inputs: Any,
+        counts: Sequence[int],
+        scoring: Scoring,
+        evaluate: Callable[[Any, int, int, int], Any],
+    ) -> list[np.ndarray]:
+        """Score ``evaluate(image, n, start, stop)`` batch by batch; ``(counts[n], T)`` per image.
+
+        ``evaluate`` may return more rows than ``stop - start`` (padding); they are dropped.
+        """
+        results = []
+        for n, count in enumerate(counts):
+            x = inputs[n : n + 1]
+            rows = []
+            for start, stop in scoring.batches(count):
+                out = select_output(evaluate(x, n, start, stop), self.output, is_tensor)
+                flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64)
+                flat = flat.reshape(flat.shape[0], -1)[: stop - start]
+                if scoring.probabilities:
+                    flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+                    flat /= flat.sum(axis=1, keepdims=True)
+                rows.append(flat[:, scoring.units[n]])
+                scoring.on_batch(stop - start)
+            results.append(np.concatenate(rows) if rows else np.zeros((0, scoring.units.shape[1])))
+        return results
 
     def masked_scores(
         self,
         inputs: Any,
         masks: Callable[[int, int, int], Array],
         counts: Sequence[int],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score masked inputs with a compiled forward, in batches of at most ``batch_size``.
 
@@ -223,22 +238,15 @@ class KerasBackend:
         if self._forward is None:
             forward = Forward(self.model, [], self._replacements, self.output)
             self._forward = self._impl.compile_forward(forward)
-        results = []
-        for n, count in enumerate(counts):
-            x = inputs[n : n + 1]
-            rows = []
-            for start in range(0, count, batch_size):
-                stop = min(count, start + batch_size)
-                m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
-                padded = min(batch_size, 1 << (stop - start - 1).bit_length())
-                if padded > stop - start:
-                    m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
-                m = m[..., None] if self._channels_last else m[:, None]
-                out = self._forward(x * m)
-                rows.append(self._flat_scores(out, stop - start, units[n], probabilities))
-                on_batch(stop - start)
-            results.append(np.concatenate(rows) if rows else np.zeros((0, units.shape[1])))
-        return results
+
+        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+            m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
+            padded = min(scoring.batch_size, 1 << (stop - start - 1).bit_length())
+            if padded > stop - start:
+                m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
+            return self._forward(x * (m[..., None] if self._channels_last else m[:, None]))
+
+        return self._score(inputs, counts, scoring, evaluate)
 
     def ablated_scores(
         self,
@@ -246,35 +254,25 @@ class KerasBackend:
         layer: LayerRef,
         activations: Sequence[Array],
         channels: Sequence[np.ndarray],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score channel ablations, re-running only the layer's tail in functional graphs."""
         key = id(layer.handle)
         if key not in self._tails:
             self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
         tail = self._tails[key]
-        results = []
-        for n, listed in enumerate(channels):
-            x = inputs[n : n + 1]
-            act = np.asarray(ops.convert_to_numpy(activations[n]))  # (K, h, w)
+        # Channels-last (N, h, w, K) as the layer gives them, or (N, K, h, w).
+        acts = [np.asarray(ops.convert_to_numpy(a)) for a in activations]
+        if self._channels_last:
+            acts = [a.transpose(1, 2, 0) for a in acts]
+
+        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+            chunk = channels[n][start:stop]
+            batch = np.repeat(acts[n][None], len(chunk), axis=0)
             if self._channels_last:
-                act = act.transpose(1, 2, 0)
-            rows = []
-            for start in range(0, len(listed), batch_size):
-                chunk = listed[start : start + batch_size]
-                batch = np.repeat(act[None], len(chunk), axis=0)
-                if self._channels_last:
-                    batch[np.arange(len(chunk)), :, :, chunk] = 0
-                else:
-                    batch[np.arange(len(chunk)), chunk] = 0
-                out = select_output(
-                    tail(x, ops.convert_to_tensor(batch, dtype=x.dtype)), self.output, is_tensor
-                )
-                rows.append(self._flat_scores(out, len(chunk), units[n], probabilities))
-                on_batch(len(chunk))
-            results.append(np.concatenate(rows) if rows else np.zeros((0, units.shape[1])))
-        return results
+                batch[np.arange(len(chunk)), :, :, chunk] = 0
+            else:
+                batch[np.arange(len(chunk)), chunk] = 0
+            return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
+
+        return self._score(inputs, [len(c) for c in channels], scoring, evaluate)

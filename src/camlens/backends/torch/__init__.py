@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from camlens._types import Array, Size
-from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
 from camlens.backends.torch._tail import Tail, make_tail
 from camlens.errors import BadInputError
@@ -100,24 +100,10 @@ class TorchBackend:
         inputs: Any,
         masks: Callable[[int, int, int], Array],
         counts: Sequence[int],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score masked inputs in batches, on the model's device."""
-        return _perturb.masked_scores(
-            self.model,
-            self.output,
-            inputs,
-            masks,
-            counts,
-            units,
-            probabilities=probabilities,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        )
+        return _perturb.masked_scores(self.model, self.output, inputs, masks, counts, scoring)
 
     def ablated_scores(
         self,
@@ -125,24 +111,12 @@ class TorchBackend:
         layer: LayerRef,
         activations: Sequence[Array],
         channels: Sequence[np.ndarray],
-        units: np.ndarray,
-        *,
-        probabilities: bool,
-        batch_size: int,
-        on_batch: Callable[[int], None],
+        scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score channel ablations, re-running only the layer's tail where fx can trace it."""
         if layer.name not in self._tails:
             self._tails[layer.name] = make_tail(self.model, layer.name)
+        tail = self._tails[layer.name]
         return _perturb.ablated_scores(
-            self.model,
-            self.output,
-            self._tails[layer.name],
-            inputs,
-            activations,
-            channels,
-            units,
-            probabilities=probabilities,
-            batch_size=batch_size,
-            on_batch=on_batch,
+            self.model, self.output, tail, inputs, activations, channels, scoring
         )

@@ -14,7 +14,7 @@ import torch
 
 from camlens._types import Array
 from camlens.backends._output import select_output
-from camlens.backends.base import OutputSelector
+from camlens.backends.base import OutputSelector, Scoring
 from camlens.backends.torch._call import call_model
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._tail import Tail
@@ -27,33 +27,44 @@ def _unit_scores(out: torch.Tensor, units: torch.Tensor, probabilities: bool) ->
     return flat[:, units]
 
 
+def _score(
+    model: torch.nn.Module,
+    output: OutputSelector,
+    inputs: torch.Tensor,
+    counts: Sequence[int],
+    scoring: Scoring,
+    evaluate: Callable[[torch.Tensor, int, int, int], Any],
+) -> list[np.ndarray]:
+    """Score ``evaluate(image, n, start, stop)`` batch by batch; ``(counts[n], T)`` per image."""
+    results: list[torch.Tensor] = []
+    with inference_state(model), torch.inference_mode():
+        for n, count in enumerate(counts):
+            x = inputs[n : n + 1]
+            index = torch.as_tensor(scoring.units[n], device=x.device)
+            parts = []
+            for start, stop in scoring.batches(count):
+                out = select_output(evaluate(x, n, start, stop), output, torch.is_tensor)
+                parts.append(_unit_scores(out, index, scoring.probabilities))
+                scoring.on_batch(stop - start)
+            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
+    return [r.double().cpu().numpy() for r in results]
+
+
 def masked_scores(
     model: torch.nn.Module,
     output: OutputSelector,
     inputs: torch.Tensor,
     masks: Callable[[int, int, int], Array],
     counts: Sequence[int],
-    units: np.ndarray,
-    *,
-    probabilities: bool,
-    batch_size: int,
-    on_batch: Callable[[int], None],
+    scoring: Scoring,
 ) -> list[np.ndarray]:
     """Return, per image, the target units' scores on ``inputs[n] * mask`` for each mask."""
-    results: list[torch.Tensor] = []
-    with inference_state(model), torch.inference_mode():
-        for n, count in enumerate(counts):
-            x = inputs[n : n + 1]
-            index = torch.as_tensor(units[n], device=x.device)
-            parts = []
-            for start in range(0, count, batch_size):
-                stop = min(count, start + batch_size)
-                m = torch.as_tensor(masks(n, start, stop), device=x.device, dtype=x.dtype)
-                out = select_output(call_model(model, x * m[:, None]), output, torch.is_tensor)
-                parts.append(_unit_scores(out, index, probabilities))
-                on_batch(stop - start)
-            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
-    return [r.double().cpu().numpy() for r in results]
+
+    def evaluate(x: torch.Tensor, n: int, start: int, stop: int) -> Any:
+        m = torch.as_tensor(masks(n, start, stop), device=x.device, dtype=x.dtype)
+        return call_model(model, x * m[:, None])
+
+    return _score(model, output, inputs, counts, scoring, evaluate)
 
 
 def ablated_scores(
@@ -63,26 +74,15 @@ def ablated_scores(
     inputs: torch.Tensor,
     activations: Sequence[Any],
     channels: Sequence[np.ndarray],
-    units: np.ndarray,
-    *,
-    probabilities: bool,
-    batch_size: int,
-    on_batch: Callable[[int], None],
+    scoring: Scoring,
 ) -> list[np.ndarray]:
     """Return, per image, the target units' scores with each listed channel zeroed."""
-    results: list[torch.Tensor] = []
-    with inference_state(model), torch.inference_mode():
-        for n, listed in enumerate(channels):
-            x = inputs[n : n + 1]
-            act = torch.as_tensor(activations[n], device=x.device).to(x.dtype)
-            index = torch.as_tensor(units[n], device=x.device)
-            parts = []
-            for start in range(0, len(listed), batch_size):
-                chunk = torch.as_tensor(listed[start : start + batch_size], device=x.device)
-                batch = act.expand(len(chunk), *act.shape).clone()
-                batch[torch.arange(len(chunk), device=x.device), chunk] = 0
-                out = select_output(tail(x, batch), output, torch.is_tensor)
-                parts.append(_unit_scores(out, index, probabilities))
-                on_batch(len(chunk))
-            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
-    return [r.double().cpu().numpy() for r in results]
+
+    def evaluate(x: torch.Tensor, n: int, start: int, stop: int) -> Any:
+        act = torch.as_tensor(activations[n], device=x.device).to(x.dtype)
+        chunk = torch.as_tensor(channels[n][start:stop], device=x.device)
+        batch = act.expand(len(chunk), *act.shape).clone()
+        batch[torch.arange(len(chunk), device=x.device), chunk] = 0
+        return tail(x, batch)
+
+    return _score(model, output, inputs, [len(c) for c in channels], scoring, evaluate)
