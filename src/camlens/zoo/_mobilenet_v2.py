@@ -9,18 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from camlens.zoo._setting import MOBILENET_V2_SETTING
+
 __all__ = ["InvertedResidual", "MobileNetV2"]
 
-# (expansion t, output channels c, repeats n, first stride s), as in Table 2 of the paper.
-_SETTING = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+_SETTING = MOBILENET_V2_SETTING
 
 
 class _ConvBNReLU6(nn.Sequential):

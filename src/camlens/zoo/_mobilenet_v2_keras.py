@@ -20,19 +20,11 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from camlens.zoo._setting import MOBILENET_V2_SETTING
+
 __all__ = ["mobilenet_v2"]
 
-# (expansion t, output channels c, repeats n, first stride s), as in `_mobilenet_v2._SETTING`
-# (copied, not imported: that module imports torch).
-_SETTING = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+_SETTING = MOBILENET_V2_SETTING
 
 _BN_EPSILON = 1e-5  # torch's BatchNorm2d default; Keras' is 1e-3
 
