@@ -32,7 +32,7 @@ typecheck: setup
 # Keras's backend is read from KERAS_BACKEND (TensorFlow by default): the Keras tests run again,
 # each backend in its own process. TensorFlow needs oneDNN's custom ops off on these CPUs.
 KERAS_TESTS := tests/test_keras.py tests/test_keras_real.py tests/test_zoo_keras.py \
-	tests/test_keras_perturbation.py tests/test_keras_tail.py
+	tests/test_keras_perturbation.py tests/test_keras_tail.py tests/test_keras_metrics.py
 export TF_ENABLE_ONEDNN_OPTS = 0
 
 test: lint typecheck

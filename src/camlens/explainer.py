@@ -195,6 +195,7 @@ class Explainer:
             units=res.units.reshape(-1),
             signs=res.signs.reshape(-1),
             target=resolved_target.describe(),
+            target_kind=type(resolved_target).__name__,
             score=backend.score,
             layers=tuple(ref.name for ref in self._layers),
             method=getattr(self.method, "name", type(self.method).__name__),

@@ -33,6 +33,7 @@ class Explanation:
         units: ``(M,)`` int64 output unit each row explains (``-1`` for a custom score).
         signs: ``(M,)`` float64, ``-1`` where the map explains what pushes the score down.
         target: Description of the target, e.g. ``"top-1 class"`` or ``"output 0 (down)"``.
+        target_kind: The target's type: ``"TopK"``, ``"Class"``, ``"Output"`` or ``"Score"``.
         score: What the scores were read from: ``"model output"``, or for a Keras classifier
             ending in a softmax ``"pre-softmax logit"`` (the default) or
             ``"softmax probability"``.
@@ -51,6 +52,7 @@ class Explanation:
     units: IntArray
     signs: np.ndarray
     target: str
+    target_kind: str
     score: str
     layers: tuple[str, ...]
     method: str

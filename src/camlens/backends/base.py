@@ -65,6 +65,8 @@ class Backend(Protocol):
     """The framework-specific half of camlens. Hooks and state changes live inside :meth:`probe`."""
 
     framework: str
+    #: Whether the model takes channels-last images, ``(N, H, W, C)``.
+    channels_last: bool
     #: What the explained scores are read from: ``"model output"``, ``"pre-softmax logit"``...
     score: str
 
@@ -105,6 +107,17 @@ class Backend(Protocol):
 
         Runs in inference mode on the model's device; at most ``scoring.batch_size`` masks and
         masked inputs exist at a time.
+        """
+        ...
+
+    def perturbed_scores(
+        self,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score the inputs ``make(n, start, stop)`` builds, ``(B, C, H, W)`` channels-first
+        whatever the model's layout, in batches; ``(counts[n], T)`` per image ``n``.
         """
         ...
 

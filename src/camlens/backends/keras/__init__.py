@@ -54,6 +54,7 @@ class KerasBackend:
         if not logits and self.score == "pre-softmax logit":
             self.score = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
+        self.channels_last = self._channels_last
         self._compiled: dict[tuple[Any, ...], Any] = {}
         self._forward: Any = None
         self._tails: dict[int, Any] = {}
@@ -210,7 +211,7 @@ class KerasBackend:
         """
         results = []
         for n, count in enumerate(counts):
-            x = inputs[n : n + 1]
+            x = None if inputs is None else inputs[n : n + 1]
             rows = []
             for start, stop in scoring.batches(count):
                 out = select_output(evaluate(x, n, start, stop), self.output, is_tensor)
@@ -235,18 +236,40 @@ class KerasBackend:
 
         Batches are padded to a power of two, so the compiled forward sees few shapes.
         """
-        if self._forward is None:
-            forward = Forward(self.model, [], self._replacements, self.output)
-            self._forward = self._impl.compile_forward(forward)
+        forward = self._compiled_forward()
 
         def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
             m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
             padded = min(scoring.batch_size, 1 << (stop - start - 1).bit_length())
             if padded > stop - start:
                 m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
-            return self._forward(x * (m[..., None] if self._channels_last else m[:, None]))
+            return forward(x * (m[..., None] if self._channels_last else m[:, None]))
 
         return self._score(inputs, counts, scoring, evaluate)
+
+    def _compiled_forward(self) -> Any:
+        if self._forward is None:
+            forward = Forward(self.model, [], self._replacements, self.output)
+            self._forward = self._impl.compile_forward(forward)
+        return self._forward
+
+    def perturbed_scores(
+        self,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score the channels-first ``(B, C, H, W)`` inputs ``make(n, start, stop)`` builds."""
+        forward = self._compiled_forward()
+        dtype = self.model.inputs[0].dtype if graph_of(self.model) is not None else "float32"
+
+        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+            batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
+            if self._channels_last:
+                batch = batch.transpose(0, 2, 3, 1)
+            return forward(ops.convert_to_tensor(batch, dtype=dtype))
+
+        return self._score(None, counts, scoring, evaluate)
 
     def ablated_scores(
         self,

@@ -24,6 +24,7 @@ class TorchBackend:
 
     framework = "torch"
     score = "model output"
+    channels_last = False
 
     def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
         """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""
@@ -104,6 +105,16 @@ class TorchBackend:
     ) -> list[np.ndarray]:
         """Score masked inputs in batches, on the model's device."""
         return _perturb.masked_scores(self.model, self.output, inputs, masks, counts, scoring)
+
+    def perturbed_scores(
+        self,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score the ``(B, C, H, W)`` inputs ``make(n, start, stop)`` builds, in batches."""
+        placement = self._placement()
+        return _perturb.perturbed_scores(self.model, self.output, placement, make, counts, scoring)
 
     def ablated_scores(
         self,

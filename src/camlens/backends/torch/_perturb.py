@@ -30,23 +30,22 @@ def _unit_scores(out: torch.Tensor, units: torch.Tensor, probabilities: bool) ->
 def _score(
     model: torch.nn.Module,
     output: OutputSelector,
-    inputs: torch.Tensor,
     counts: Sequence[int],
     scoring: Scoring,
-    evaluate: Callable[[torch.Tensor, int, int, int], Any],
+    evaluate: Callable[[int, int, int], Any],
 ) -> list[np.ndarray]:
-    """Score ``evaluate(image, n, start, stop)`` batch by batch; ``(counts[n], T)`` per image."""
+    """Score ``evaluate(n, start, stop)`` batch by batch; ``(counts[n], T)`` per image."""
     results: list[torch.Tensor] = []
     with inference_state(model), torch.inference_mode():
         for n, count in enumerate(counts):
-            x = inputs[n : n + 1]
-            index = torch.as_tensor(scoring.units[n], device=x.device)
             parts = []
             for start, stop in scoring.batches(count):
-                out = select_output(evaluate(x, n, start, stop), output, torch.is_tensor)
+                out = select_output(evaluate(n, start, stop), output, torch.is_tensor)
+                index = torch.as_tensor(scoring.units[n], device=out.device)
                 parts.append(_unit_scores(out, index, scoring.probabilities))
                 scoring.on_batch(stop - start)
-            results.append(torch.cat(parts) if parts else x.new_zeros((0, len(index))))
+            empty = torch.zeros((0, scoring.units.shape[1]), dtype=torch.float64)
+            results.append(torch.cat(parts) if parts else empty)
     return [r.double().cpu().numpy() for r in results]
 
 
@@ -60,11 +59,12 @@ def masked_scores(
 ) -> list[np.ndarray]:
     """Return, per image, the target units' scores on ``inputs[n] * mask`` for each mask."""
 
-    def evaluate(x: torch.Tensor, n: int, start: int, stop: int) -> Any:
+    def evaluate(n: int, start: int, stop: int) -> Any:
+        x = inputs[n : n + 1]
         m = torch.as_tensor(masks(n, start, stop), device=x.device, dtype=x.dtype)
         return call_model(model, x * m[:, None])
 
-    return _score(model, output, inputs, counts, scoring, evaluate)
+    return _score(model, output, counts, scoring, evaluate)
 
 
 def ablated_scores(
@@ -78,11 +78,29 @@ def ablated_scores(
 ) -> list[np.ndarray]:
     """Return, per image, the target units' scores with each listed channel zeroed."""
 
-    def evaluate(x: torch.Tensor, n: int, start: int, stop: int) -> Any:
+    def evaluate(n: int, start: int, stop: int) -> Any:
+        x = inputs[n : n + 1]
         act = torch.as_tensor(activations[n], device=x.device).to(x.dtype)
         chunk = torch.as_tensor(channels[n][start:stop], device=x.device)
         batch = act.expand(len(chunk), *act.shape).clone()
         batch[torch.arange(len(chunk), device=x.device), chunk] = 0
         return tail(x, batch)
 
-    return _score(model, output, inputs, [len(c) for c in channels], scoring, evaluate)
+    return _score(model, output, [len(c) for c in channels], scoring, evaluate)
+
+
+def perturbed_scores(
+    model: torch.nn.Module,
+    output: OutputSelector,
+    placement: tuple[torch.device, torch.dtype],
+    make: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Return, per image, the target units' scores on the inputs ``make(n, start, stop)``."""
+    dev, dtype = placement
+
+    def evaluate(n: int, start: int, stop: int) -> Any:
+        return call_model(model, torch.as_tensor(make(n, start, stop), device=dev, dtype=dtype))
+
+    return _score(model, output, counts, scoring, evaluate)
