@@ -9,10 +9,19 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from camlens.backends.base import Backend, LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends.base import Backend, Copies, LayerRef, OutputSelector, Probe, Scoring
 from camlens.errors import UnsupportedModelError
 
-__all__ = ["Backend", "LayerRef", "OutputSelector", "Probe", "Scoring", "backend_for"]
+__all__ = [
+    "Backend",
+    "Copies",
+    "LayerRef",
+    "OutputSelector",
+    "Probe",
+    "Scoring",
+    "backend_for",
+    "copies_for",
+]
 
 
 def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = True) -> Backend:
@@ -34,3 +43,19 @@ def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = Tru
         f"camlens cannot explain a {type(model).__module__}.{type(model).__qualname__}: "
         "pass a torch.nn.Module or a keras.Model"
     )
+
+
+def copies_for(model: Any) -> Copies:
+    """Return the maker of randomised copies of ``model`` (Keras before torch)."""
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(model, getattr(keras, "Model", ())):
+        from camlens.backends.keras._randomise import KerasCopies
+
+        return KerasCopies(model)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        from camlens.backends.torch._randomise import TorchCopies
+
+        return TorchCopies(model)
+    backend_for(model)  # raises UnsupportedModelError with the usual message
+    raise UnsupportedModelError(f"no sanity check for a {type(model).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
@@ -134,4 +135,34 @@ class Backend(Protocol):
         ``activations[n]`` is image ``n``'s ``(K, h, w)`` layer output. Only the network after
         the layer is re-run where the backend can isolate it.
         """
+        ...
+
+
+def seed_for(seed: int, *parts: str | int) -> int:
+    """Return a 31-bit seed from ``seed`` and a layer's name, the same in either mode."""
+    keys = [seed, *(zlib.crc32(p.encode()) if isinstance(p, str) else p for p in parts)]
+    return int(np.random.SeedSequence(keys).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Copies(Protocol):
+    """Framework-specific half of the check: copy the model, list and re-initialise layers."""
+
+    def copy(self) -> Any:
+        """Return an independent copy of the model, sharing no parameter with it."""
+        ...
+
+    def default_layers(self, model: Any) -> list[str]:
+        """Return the names of the layers that own parameters, from the output to the input."""
+        ...
+
+    def layer(self, model: Any, name: str) -> Any:
+        """Return the layer of ``model`` with this full name."""
+        ...
+
+    def has_parameters(self, layer: Any) -> bool:
+        """Return whether re-initialising ``layer`` changes anything."""
+        ...
+
+    def randomise(self, layer: Any, seed: int) -> None:
+        """Re-initialise every parameter inside ``layer`` (a layer of a copy)."""
         ...

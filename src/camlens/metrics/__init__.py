@@ -17,12 +17,14 @@ from camlens.metrics.faithfulness import (
     road,
 )
 from camlens.metrics.localisation import PointingResult, pointing_game
+from camlens.metrics.sanity import SanityResult, sanity_check
 
 __all__ = [
     "ConfidenceResult",
     "CurveResult",
     "PointingResult",
     "RoadResult",
+    "SanityResult",
     "Table",
     "compare",
     "confidence",
@@ -30,4 +32,5 @@ __all__ = [
     "insertion",
     "pointing_game",
     "road",
+    "sanity_check",
 ]
