@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/camlens demo --out camlens-demo
 
 lint: setup
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples scripts
+	$(BIN)/ruff format --check src tests bench examples scripts
 
 typecheck: setup
 	$(BIN)/mypy
