@@ -101,7 +101,11 @@ by its map; Win% = share of photos where the method has the lowest drop; ROAD at
 boxes of `tests/data/boxes.json`. SS-CAM and IS-CAM run on the 64 channels of highest
 variance (Faster-Score-CAM) with fewer samples than their papers, to keep the run short.
 Five photos are too few to rank methods with confidence: read the table as a smoke test of
-the metrics on real data, not as a benchmark of the methods.
+the metrics on real data, not as a benchmark of the methods. Identical rows are expected: at
+this layer the network is global average pooling then a linear layer, so every channel's
+gradient is constant over the map and Grad-CAM, XGrad-CAM and HiResCAM give the same map up
+to scale; so do LayerCAM and Grad-CAM element-wise, the activations being non-negative (ReLU6).
+Explain times were measured while other jobs shared the machine.
 
 Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, camlens
 {camlens.__version__}.
