@@ -159,6 +159,7 @@ def test_bad_inputs(linear, call, message: str) -> None:  # type: ignore[no-unty
 def test_compare_table() -> None:
     net = TrunkHead(classes=4)
     x = torch.randn(2, 3, 12, 12)
+    calls: list[tuple[int, int]] = []
     table = metrics.compare(
         net,
         x,
@@ -167,7 +168,9 @@ def test_compare_table() -> None:
         steps=4,
         metrics=("deletion", "insertion", "average_drop", "win", "pointing"),
         boxes=[[0, 0, 6, 6], [6, 6, 12, 12]],
+        progress=lambda done, total: calls.append((done, total)),
     )
+    assert calls == [(1, 2), (2, 2)]
     assert [r["method"] for r in table.rows] == ["gradcam", "eigencam"]
     assert sum(r["win"] for r in table.rows) == pytest.approx(100.0)
     assert table.to_csv().splitlines()[0].startswith("method,deletion_auc,insertion_auc")

@@ -13,6 +13,7 @@ import numpy as np
 from camlens.errors import BadInputError
 from camlens.explainer import Explainer
 from camlens.methods import Method
+from camlens.methods.perturbation import Progress
 from camlens.metrics.faithfulness import confidence, deletion, insertion, road
 from camlens.metrics.localisation import pointing_game
 from camlens.targets import TargetLike
@@ -61,6 +62,7 @@ def compare(
     region: np.ndarray | None = None,
     steps: int = 20,
     batch_size: int | None = None,
+    progress: Progress | None = None,
     **explainer_options: Any,
 ) -> Table:
     """Explain ``inputs`` with each method and score every map with each metric.
@@ -75,6 +77,7 @@ def compare(
         metrics: Which of ``deletion``, ``insertion``, ``average_drop``, ``increase``,
             ``win``, ``road``, ``pointing``.
         boxes: One ``[y0, x0, y1, x1]`` box (or an ``(N, H, W)`` mask) per image, for pointing.
+        progress: Called as ``progress(done, total)`` after each method.
         layer, target, region, steps, batch_size, **explainer_options: Passed on.
     """
     unknown = sorted(set(metrics) - set(METRICS))
@@ -84,7 +87,7 @@ def compare(
         raise BadInputError("the pointing game needs boxes= (one per image) or object masks")
     results: list[dict[str, Any]] = []
     drops: list[np.ndarray] = []
-    for method in methods:
+    for index, method in enumerate(methods):
         explainer = Explainer(model, layer, method=method, **explainer_options)
         exp = explainer(inputs, target)
         row: dict[str, Any] = {"method": exp.method}
@@ -111,6 +114,8 @@ def compare(
             row["pointing"] = pointing.accuracy
             row["energy"] = pointing.mean_energy
         results.append(row)
+        if progress is not None:
+            progress(index + 1, len(methods))
     if "win" in metrics:
         best = np.stack(drops).argmin(axis=0)
         for i, row in enumerate(results):

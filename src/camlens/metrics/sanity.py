@@ -29,6 +29,7 @@ from camlens.errors import BadInputError, CamlensWarning
 from camlens.explainer import explain
 from camlens.explanation import Explanation
 from camlens.methods import Method
+from camlens.methods.perturbation import Progress
 from camlens.targets import Class, TargetLike, TopK, as_target
 
 __all__ = ["MODES", "SanityResult", "sanity_check", "spearman"]
@@ -143,6 +144,7 @@ def sanity_check(
     mode: str = "cascading",
     layers: Sequence[str] | None = None,
     seed: int = 0,
+    progress: Progress | None = None,
     **explain_options: Any,
 ) -> SanityResult:
     """Run the model-parameter randomisation test of Adebayo et al. (NeurIPS 2018).
@@ -174,6 +176,7 @@ def sanity_check(
             (torch: modules with direct parameters; Keras: layers with weights, inside nested
             models too). Randomising a container randomises everything inside it.
         seed: Non-negative int; the same seed gives the same random weights.
+        progress: Called as ``progress(done, total)`` after each randomised layer.
         **explain_options: Passed to :func:`camlens.explain` (``relu``, ``logits``, ``output``,
             method hyper-parameters...).
 
@@ -221,6 +224,8 @@ def sanity_check(
             net = copies.copy()
         copies.randomise(copies.layer(net, name), seed_for(int(seed), name))
         rows.append(correlation(net))
+        if progress is not None:
+            progress(index + 1, len(names))
     return SanityResult(mode=mode, layers=tuple(names), correlations=np.stack(rows))
 
 
