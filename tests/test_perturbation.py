@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import camlens
-from camlens._forwards import MEMORY_BUDGET, auto_batch_size
+from camlens._forwards import ACTIVATION_FACTOR, MEMORY_BUDGET, auto_batch_size
 from nets import TrunkHead
 
 
@@ -169,7 +169,7 @@ def test_masks_are_built_in_batches_and_progress_is_reported(setup) -> None:  # 
 def test_auto_batch_size_keeps_the_stated_budget() -> None:
     item = 3 * 224 * 224 * 4
     b = auto_batch_size(item)
-    assert 1 <= b <= 256 and b * 16 * item <= MEMORY_BUDGET
+    assert 1 <= b <= 256 and b * ACTIVATION_FACTOR * item <= MEMORY_BUDGET
     assert auto_batch_size(10**12) == 1
 
 
