@@ -204,3 +204,8 @@ def test_user_method_object_works_without_registering() -> None:
 def test_unknown_method_name_lists_the_registry() -> None:
     with pytest.raises(camlens.CamlensError, match="gradcam\\+\\+"):
         camlens.explain(TrunkHead(), torch.randn(1, 3, 8, 8), method="gradcamm")
+
+
+def test_unknown_method_option_is_a_clear_error() -> None:
+    with pytest.raises(camlens.CamlensError, match="GradCAM does not take the option"):
+        camlens.GradCAM(TrunkHead(), "trunk", batch_size=4)

@@ -83,9 +83,9 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
                 f"unknown method {method!r}; choose one of: {', '.join(sorted(REGISTRY))}, "
                 "or pass a Method object"
             )
-        return cls(**options)
+        return _build(cls, options)
     if isinstance(method, type):
-        return method(**options)
+        return _build(method, options)
     if options:
         raise CamlensError(
             f"options {sorted(options)} go to the method's constructor; {method!r} is already "
@@ -96,3 +96,14 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
     raise CamlensError(
         f"method must be a name, a Method class or a Method object; got {type(method).__name__}"
     )
+
+
+def _build(cls: type[Method], options: dict[str, Any]) -> Method:
+    """Instantiate a method class, turning an unknown option into a clear error."""
+    try:
+        return cls(**options)
+    except TypeError as exc:
+        raise CamlensError(
+            f"{cls.__name__} does not take the option(s) {sorted(options)} ({exc}); see its "
+            "docstring for its hyper-parameters"
+        ) from exc
