@@ -126,6 +126,9 @@ def test_road_removes_most_relevant_pixels_with_more_effect(linear) -> None:  # 
     result = metrics.road(model, x, _explanation(c[None], [0]), percentiles=[20, 50], noise=0)
     assert result.morf.shape == (1, 2) and (result.lerf >= result.morf).all()
     assert result.combined[0] > 0
+    assert result.original[0] == pytest.approx(c.sum(), rel=1e-5)  # the output, in its units
+    morf_change, _ = result.change
+    np.testing.assert_allclose(morf_change, result.morf - c.sum(), rtol=1e-5)
 
 
 def test_pointing_game() -> None:

@@ -286,13 +286,21 @@ class RoadResult:
 
     Attributes:
         percentiles: ``(P,)`` shares of the region's pixels removed, in percent.
+        original: ``(M,)`` the score on the intact image.
         morf: ``(M, P)`` scores with the most relevant pixels removed first.
         lerf: ``(M, P)`` scores with the least relevant pixels removed first.
     """
 
     percentiles: np.ndarray
+    original: np.ndarray
     morf: np.ndarray
     lerf: np.ndarray
+
+    @property
+    def change(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(morf - original, lerf - original)``: for a regressor, in its own units."""
+        base = self.original[:, None]
+        return np.asarray(self.morf - base), np.asarray(self.lerf - base)
 
     @property
     def combined(self) -> np.ndarray:
@@ -347,13 +355,21 @@ def road(
     ]
 
     def make(m: int, start: int, stop: int) -> np.ndarray:
+        # Item 0 is the intact image; then MoRF and LeRF removals, one per percentile.
         image = scorer.image(m)
         return np.stack(
             [
-                noisy_linear_impute(image, plans[m][i], noise=noise, seed=seed + i)
+                image
+                if i == 0
+                else noisy_linear_impute(image, plans[m][i - 1], noise=noise, seed=seed + i - 1)
                 for i in range(start, stop)
             ]
         ).astype(np.float32)
 
-    scores = np.stack(scorer.scores(make, [2 * p] * len(explanation.maps)))
-    return RoadResult(percentiles=values, morf=scores[:, :p], lerf=scores[:, p:])
+    scores = np.stack(scorer.scores(make, [1 + 2 * p] * len(explanation.maps)))
+    return RoadResult(
+        percentiles=values,
+        original=scores[:, 0],
+        morf=scores[:, 1 : 1 + p],
+        lerf=scores[:, 1 + p :],
+    )
