@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 import camlens
+from _harness import reset_peak, status_kib, summarise
 from camlens import zoo
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gradcam_speed.json"
@@ -287,25 +288,6 @@ def time_case(network: str, batch: int, warmup: int, rounds: int) -> dict[str, l
     return times
 
 
-def _status_kib(key: str) -> int:
-    """Return a ``/proc/self/status`` size field in KiB (``VmRSS``, ``VmHWM``, ...)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the peak-RSS mark (Linux >= 4.0: ``5 > /proc/self/clear_refs``); True if done."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def memory_case(network: str, batch: int, mode: str) -> dict[str, Any]:
     """Build, then one warm-up and one measured call of ``mode``; return peak RSS growth.
 
@@ -321,21 +303,21 @@ def memory_case(network: str, batch: int, mode: str) -> dict[str, Any]:
     """
     case = make_case(network, batch)
     gc.collect()
-    baseline = _status_kib("VmRSS")
-    reset = _reset_peak()
+    baseline = status_kib("VmRSS")
+    reset = reset_peak()
     call = prepare(case, mode)
     call()
     del call
     finish(case)
     gc.collect()
-    before_call = _status_kib("VmRSS")
-    first_peak = _status_kib("VmHWM")
-    _reset_peak()
+    before_call = status_kib("VmRSS")
+    first_peak = status_kib("VmHWM")
+    reset_peak()
     call = prepare(case, mode)
     call()
     del call
     finish(case)
-    call_peak = _status_kib("VmHWM")
+    call_peak = status_kib("VmHWM")
     peak = max(first_peak, call_peak)
     return {
         "baseline_rss_mib": baseline / 1024,
@@ -364,20 +346,6 @@ def measure_memory(network: str, batch: int, mode: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------
-
-
-def summarise(samples: list[float]) -> dict[str, Any]:
-    """Return median, min, max and quartiles of ``samples`` (seconds)."""
-    arr = np.asarray(samples)
-    q1, q3 = np.percentile(arr, [25, 75])
-    return {
-        "samples_s": samples,
-        "median_s": float(np.median(arr)),
-        "min_s": float(arr.min()),
-        "max_s": float(arr.max()),
-        "q1_s": float(q1),
-        "q3_s": float(q3),
-    }
 
 
 def machine() -> dict[str, Any]:

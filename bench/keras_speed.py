@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from _harness import reset_peak, status_kib, summarise
+
 # Before TensorFlow is imported (Keras and TensorFlow are imported lazily, in the workers):
 # TensorFlow 2.21's oneDNN kernels crash in some convolution backward passes here; quieter logs.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -344,25 +346,6 @@ def time_case(network: str, batch: int, warmup: int, rounds: int) -> dict[str, A
     }
 
 
-def _status_kib(key: str) -> int:
-    """Return a ``/proc/self/status`` size field in KiB (``VmRSS``, ``VmHWM``, ...)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the peak-RSS mark (Linux >= 4.0: ``5 > /proc/self/clear_refs``); True if done."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def memory_case(network: str, batch: int, mode: str) -> dict[str, Any]:
     """Build, then one first (tracing) and one measured call of ``mode``; return peak RSS growth.
 
@@ -375,17 +358,17 @@ def memory_case(network: str, batch: int, mode: str) -> dict[str, Any]:
     case = make_case(network, batch)
     call = prepare(case, mode)
     gc.collect()
-    baseline = _status_kib("VmRSS")
-    reset = _reset_peak()
+    baseline = status_kib("VmRSS")
+    reset = reset_peak()
     start = time.perf_counter()
     call()
     cold = time.perf_counter() - start
     gc.collect()
-    before_call = _status_kib("VmRSS")
-    first_peak = _status_kib("VmHWM")
-    _reset_peak()
+    before_call = status_kib("VmRSS")
+    first_peak = status_kib("VmHWM")
+    reset_peak()
     call()
-    call_peak = _status_kib("VmHWM")
+    call_peak = status_kib("VmHWM")
     peak = max(first_peak, call_peak)
     return {
         "baseline_rss_mib": baseline / 1024,
@@ -452,20 +435,6 @@ def _worker(args: list[str], backend: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Reporting (parent side)
 # --------------------------------------------------------------------------------------------
-
-
-def summarise(samples: list[float]) -> dict[str, Any]:
-    """Return median, min, max and quartiles of ``samples`` (seconds)."""
-    arr = np.asarray(samples)
-    q1, q3 = np.percentile(arr, [25, 75])
-    return {
-        "samples_s": samples,
-        "median_s": float(np.median(arr)),
-        "min_s": float(arr.min()),
-        "max_s": float(arr.max()),
-        "q1_s": float(q1),
-        "q3_s": float(q3),
-    }
 
 
 def machine() -> dict[str, Any]:

@@ -51,6 +51,7 @@ from torch import nn
 
 import camlens
 import camlens.backends.torch as torch_backend
+from _harness import reset_peak, status_kib, summarise
 from camlens import _forwards, zoo
 from camlens.backends.torch._tail import Tail
 from camlens.methods.perturbation import constant_channels
@@ -383,25 +384,6 @@ def agreement(a: Any, b: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _status_kib(key: str) -> int:
-    """Return a ``/proc/self/status`` size field in KiB (``VmRSS``, ``VmHWM``, ...)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the peak-RSS mark (Linux >= 4.0: ``5 > /proc/self/clear_refs``); True if done."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    return True
-
-
 def memory_calls(
     network: str, mode: str, size: int
 ) -> tuple[Call, Call, Callable[[], dict[str, int]]]:
@@ -447,17 +429,17 @@ def memory_case(network: str, mode: str, size: int) -> dict[str, Any]:
     """Build, then a warm-up and a measured call; return peak RSS growth (see gradcam_speed)."""
     warm, call, facts = memory_calls(network, mode, size)
     gc.collect()
-    baseline = _status_kib("VmRSS")
-    reset = _reset_peak()
+    baseline = status_kib("VmRSS")
+    reset = reset_peak()
     warm()
     gc.collect()
-    before_call = _status_kib("VmRSS")
-    first_peak = _status_kib("VmHWM")
-    _reset_peak()
+    before_call = status_kib("VmRSS")
+    first_peak = status_kib("VmHWM")
+    reset_peak()
     start = time.perf_counter()
     call()
     elapsed = time.perf_counter() - start
-    call_peak = _status_kib("VmHWM")
+    call_peak = status_kib("VmHWM")
     return {
         **facts(),
         "batch": auto_batch(size),
@@ -488,20 +470,6 @@ def measure_memory(network: str, mode: str, size: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------
-
-
-def summarise(samples: list[float]) -> dict[str, Any]:
-    """Return median, min, max and quartiles of ``samples`` (seconds)."""
-    arr = np.asarray(samples)
-    q1, q3 = np.percentile(arr, [25, 75])
-    return {
-        "samples_s": samples,
-        "median_s": float(np.median(arr)),
-        "min_s": float(arr.min()),
-        "max_s": float(arr.max()),
-        "q1_s": float(q1),
-        "q3_s": float(q3),
-    }
 
 
 def machine() -> dict[str, Any]:
