@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -37,4 +42,35 @@ def summarise(samples: list[float]) -> dict[str, Any]:
         "max_s": float(arr.max()),
         "q1_s": float(q1),
         "q3_s": float(q3),
+    }
+
+
+def run_json(args: list[str], *, env: dict[str, str] | None = None, error_lines: int = 1) -> Any:
+    """Run ``python *args`` in a fresh interpreter; return the JSON on its last output line.
+
+    A failed run gives ``{"error": <the last error_lines lines of its stderr>}``.
+    """
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=False, env=env
+    )
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-error_lines:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def host() -> dict[str, Any]:
+    """Describe the machine: CPU model, core counts, Python and platform."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
     }

@@ -37,10 +37,8 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -51,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from _harness import reset_peak, status_kib, summarise
+from _harness import host, reset_peak, run_json, status_kib, summarise
 
 # Before TensorFlow is imported (Keras and TensorFlow are imported lazily, in the workers):
 # TensorFlow 2.21's oneDNN kernels crash in some convolution backward passes here; quieter logs.
@@ -419,16 +417,9 @@ def worker_info() -> dict[str, Any]:
 def _worker(args: list[str], backend: str) -> dict[str, Any]:
     """Run this script with ``args`` in a fresh interpreter under ``KERAS_BACKEND=backend``."""
     env = dict(os.environ, KERAS_BACKEND=backend)
-    proc = subprocess.run(
-        [sys.executable, __file__, "--backend", backend, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
+    result: dict[str, Any] = run_json(
+        [__file__, "--backend", backend, *args], env=env, error_lines=5
     )
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-5:]}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -439,19 +430,8 @@ def _worker(args: list[str], backend: str) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Describe the machine (framework versions come from the workers)."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **host(),
     }
 
 

@@ -33,9 +33,7 @@ import functools
 import gc
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -51,7 +49,7 @@ from torch import nn
 
 import camlens
 import camlens.backends.torch as torch_backend
-from _harness import reset_peak, status_kib, summarise
+from _harness import host, reset_peak, run_json, status_kib, summarise
 from camlens import _forwards, zoo
 from camlens.backends.torch._tail import Tail
 from camlens.methods.perturbation import constant_channels
@@ -455,15 +453,7 @@ def memory_case(network: str, mode: str, size: int) -> dict[str, Any]:
 
 def measure_memory(network: str, mode: str, size: int) -> dict[str, Any]:
     """Run :func:`memory_case` in a fresh interpreter and return its result."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--memory-case", network, mode, str(size)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1:]}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = run_json([__file__, "--memory-case", network, mode, str(size)])
     return result
 
 
@@ -474,21 +464,10 @@ def measure_memory(network: str, mode: str, size: int) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Describe the machine and the versions."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     return {
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)),
+        **host(),
         "torch_num_threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),  # type: ignore[no-untyped-call]
-        "python": platform.python_version(),
-        "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "camlens": camlens.__version__,
