@@ -26,3 +26,12 @@ FloatArray: TypeAlias = npt.NDArray[np.float32]
 IntArray: TypeAlias = npt.NDArray[np.int64]
 
 Size: TypeAlias = tuple[int, int]
+
+
+def to_host(x: Array) -> np.ndarray:
+    """Copy a small array of any array-API library to NumPy (torch: off autograd and device)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+    return np.asarray(x)

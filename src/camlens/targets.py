@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from camlens._types import Array, IntArray
+from camlens._types import Array, IntArray, to_host
 from camlens.errors import BadTargetError
 
 __all__ = [
@@ -68,15 +68,6 @@ def _flatten(output: Array) -> Array:
     return xp.reshape(output, (output.shape[0], -1))
 
 
-def _to_numpy(x: Array) -> np.ndarray:
-    """Copy a small array of any array-API library to NumPy."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):  # torch: leave autograd and the device
-        x = x.detach().cpu()
-    return np.asarray(x)
-
-
 class UnitTarget(Target):
     """A target that selects output units, one or several per image.
 
@@ -101,7 +92,7 @@ class UnitTarget(Target):
     def units(self, flat: Array) -> IntArray:
         """Return the ``(N, T)`` units to explain for the flattened output ``(N, U)``."""
         fixed = self.fixed_units(*flat.shape)
-        return fixed if fixed is not None else self.ranked_units(_to_numpy(flat))
+        return fixed if fixed is not None else self.ranked_units(to_host(flat))
 
     def resolve(self, output: Array) -> Resolved:
         """Return the selected units' scores, ``sign * output[n, unit]``."""
@@ -111,7 +102,7 @@ class UnitTarget(Target):
         index = xp.asarray(units, device=device(flat))
         picked = xp.take_along_axis(flat, index, axis=1)
         scores = picked if self.sign == 1 else -picked
-        values = _to_numpy(picked).astype(np.float64)
+        values = to_host(picked).astype(np.float64)
         signs = np.full(units.shape, float(self.sign))
         return Resolved(scores=scores, values=values, units=units, signs=signs)
 
@@ -241,7 +232,7 @@ class Score(Target):
                 f"the target function returned shape {shape}; it must return (N,) or (N, T) "
                 f"scores for a batch of N={n}"
             )
-        values = _to_numpy(scores).astype(np.float64)
+        values = to_host(scores).astype(np.float64)
         return Resolved(
             scores=scores,
             values=values,

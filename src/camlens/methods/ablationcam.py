@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from camlens._types import Array
-from camlens.methods.perturbation import Forwards, PerturbationMethod, to_host, weighted_sum
+from camlens._types import Array, to_host
+from camlens.methods.perturbation import Forwards, PerturbationMethod, weighted_sum
 
 
 class AblationCAM(PerturbationMethod):

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from camlens._types import Array, Size
+from camlens._types import Array, Size, to_host
 from camlens.errors import BadInputError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize
@@ -125,13 +125,6 @@ def constant_channels(activations: Array) -> np.ndarray:
     flat = xp.reshape(activations, (activations.shape[0], -1))
     same = xp.max(flat, axis=1) == xp.min(flat, axis=1)
     return np.asarray(to_host(same), dtype=bool)
-
-
-def to_host(x: Array) -> np.ndarray:
-    """Copy a small array of any array-API library to NumPy."""
-    if hasattr(x, "detach"):  # torch
-        x = x.detach().cpu()
-    return np.asarray(x)
 
 
 def weighted_sum(weights: np.ndarray, activations: Array) -> Array:

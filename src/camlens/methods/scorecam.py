@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from camlens._types import Array
+from camlens._types import Array, to_host
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import (
     Forwards,
@@ -14,7 +14,6 @@ from camlens.methods.perturbation import (
     ScoreKind,
     channel_masks,
     constant_channels,
-    to_host,
     weighted_sum,
 )
 
