@@ -1,10 +1,8 @@
-"""The ``camlens`` command. It uses the public API only, and is the one place that prints."""
+"""`camlens demo`: the bundled model on the bundled photos."""
 
 from __future__ import annotations
 
 import csv
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -12,36 +10,11 @@ import click
 import numpy as np
 
 import camlens
-from camlens.methods import REGISTRY
 
 DEMO_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(camlens.__version__, prog_name="camlens")
-def main() -> None:
-    """See where a convolutional network looks: Grad-CAM and the CAM family."""
-    # TensorFlow 2.21 crashes in some conv backward passes on common CPUs unless oneDNN's custom
-    # ops are off; it only takes effect if set before TensorFlow is imported. A user's own
-    # setting wins.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
-
-@main.command("methods")
-def methods_command() -> None:
-    """List the CAM methods with a one-line description."""
-    seen: set[type] = set()
-    for key, cls in REGISTRY.items():
-        if cls in seen:
-            continue
-        seen.add(cls)
-        aliases = [k for k, c in REGISTRY.items() if c is cls and k != key]
-        summary = (cls.__doc__ or "").strip().splitlines()[0]
-        alias_text = f" (also: {', '.join(aliases)})" if aliases else ""
-        click.echo(f"{key:<22}{summary}{alias_text}")
-
-
-@main.command("demo")
+@click.command("demo")
 @click.option(
     "--out",
     "out_dir",
@@ -121,7 +94,3 @@ def demo_command(out_dir: Path, method_names: tuple[str, ...], cmap: str, alpha:
         writer.writeheader()
         writer.writerows(rows)
     click.echo(f"wrote {len(photos)} pictures and summary.csv to {out_dir}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m camlens.cli``."""
+
+from camlens.cli import main
+
+main()
