@@ -180,3 +180,15 @@ def test_explanation_records_its_provenance() -> None:
     assert exp.target == "output 1 (down)"
     assert exp.framework == "torch" and exp.version == camlens.__version__
     np.testing.assert_array_equal(exp.signs, [-1.0, -1.0])
+
+
+def test_outputs_are_the_model_output_per_image() -> None:
+    torch.manual_seed(0)
+    model = NonLinearHead().eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x).reshape(3, -1).numpy()
+    exp = camlens.GradCAM(model, layer="trunk")(x, target=camlens.TopK(2))
+    assert exp.outputs is not None and exp.outputs.shape == expected.shape
+    np.testing.assert_allclose(exp.outputs, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(exp.units.reshape(3, 2), np.argsort(-expected, axis=1)[:, :2])

@@ -170,6 +170,8 @@ def test_batch_equals_single_calls_and_topk(seed_batch: np.ndarray) -> None:
     np.testing.assert_array_equal(top.units.reshape(3, 2), order)
     np.testing.assert_allclose(top.scores.reshape(3, 2), np.take_along_axis(z, order, 1), rtol=1e-5)
     assert top.score == "pre-softmax logit"
+    assert top.outputs is not None
+    np.testing.assert_allclose(top.outputs, z, rtol=1e-5, atol=1e-6)  # the logits, per image
     for i in range(3):
         for j in range(2):
             single = cam(batch[i : i + 1], target=int(order[i, j]))
@@ -178,6 +180,7 @@ def test_batch_equals_single_calls_and_topk(seed_batch: np.ndarray) -> None:
     assert probs.score == "softmax probability"
     p = ops.convert_to_numpy(model(batch))
     np.testing.assert_allclose(probs.scores, p.max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(probs.outputs, p, rtol=1e-5, atol=1e-7)
 
 
 def test_sequential_and_subclassed_models() -> None:

@@ -203,6 +203,7 @@ class Explainer:
             relu=self.relu,
             framework=backend.framework,
             version=__version__,
+            outputs=probe.outputs,
         )
 
 

@@ -43,6 +43,10 @@ class Explanation:
         relu: Whether maps were rectified before normalisation.
         framework: The backend that ran the model.
         version: camlens version that produced the explanation.
+        outputs: ``(N, U)`` float32 model output per image, flattened, that the scores were
+            read from (pre-softmax logits where ``score`` says so): the predictions, without
+            another forward pass. ``softmax(outputs, axis=1)`` gives a classifier's
+            probabilities.
     """
 
     maps: FloatArray
@@ -60,10 +64,13 @@ class Explanation:
     relu: bool
     framework: str
     version: str = field(default="")
+    outputs: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        for name in ("maps", "raw", "scores", "image_index", "units", "signs"):
-            getattr(self, name).setflags(write=False)
+        for name in ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"):
+            value = getattr(self, name)
+            if value is not None:
+                value.setflags(write=False)
 
     def __len__(self) -> int:
         """Return the number of rows ``M``."""

@@ -55,11 +55,14 @@ class Probe:
         activations: One ``(M, K, h, w)`` float array per layer, in the model's array library.
         gradients: Matching gradients of each row's score, or ``None`` if not asked for.
         resolved: The target's scores per image, ``(N, T)``.
+        outputs: The model output the scores were read from, ``(N, U)`` float32 NumPy, one
+            flattened row per image (pre-softmax where the backend skips a softmax).
     """
 
     activations: list[Array]
     gradients: list[Array] | None
     resolved: Resolved
+    outputs: np.ndarray
 
 
 class Backend(Protocol):

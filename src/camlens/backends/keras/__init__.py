@@ -167,7 +167,7 @@ class KerasBackend:
             forward = Forward(self.model, list(layers), self._replacements, self.output)
             compiled = self._impl.compile_probe(forward, Scores(target), gradients=gradients)
             self._compiled[key] = compiled
-        acts, picked, used, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
+        acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
         t = int(picked.shape[1])
         used_np = np.asarray(ops.convert_to_numpy(used), dtype=np.int64)
         if isinstance(target, Score):
@@ -182,7 +182,8 @@ class KerasBackend:
         to_array = self._impl.to_numpy
         rows = [self._channels_first(to_array(a), t) for a in acts]
         grad_rows = None if grads is None else [self._channels_first(to_array(g), 1) for g in grads]
-        return Probe(activations=rows, gradients=grad_rows, resolved=resolved)
+        outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
+        return Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
 
     def _channels_first(self, a: Array, repeat: int) -> Array:
         from array_api_compat import array_namespace

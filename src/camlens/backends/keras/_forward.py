@@ -62,8 +62,10 @@ class Scores:
 
     target: Target
 
-    def __call__(self, output: Any, units: Any, signs: Any) -> tuple[Any, Any, Any]:
-        """Return ``(scores, picked, units)``: signed scores, raw values, units, all ``(N, T)``.
+    def __call__(self, output: Any, units: Any, signs: Any) -> tuple[Any, Any, Any, Any]:
+        """Return ``(scores, picked, units, flat)``: signed scores, raw values, units ``(N, T)``.
+
+        ``flat`` is the model output, one row per image.
 
         ``units`` and ``signs`` are inputs for fixed targets; top-k ranks them here.
         """
@@ -71,12 +73,12 @@ class Scores:
         if isinstance(self.target, Score):
             picked = self.target.fn(output)
             picked = ops.reshape(picked, (n, -1))
-            return picked, picked, units
+            return picked, picked, units, ops.reshape(output, (n, -1))
         flat = ops.reshape(output, (n, -1))
         if isinstance(self.target, TopK):
             units = ops.cast(ops.top_k(flat, self.target.k, sorted=True)[1], "int32")
         picked = ops.take_along_axis(flat, units, axis=1)
-        return picked * ops.cast(signs, picked.dtype), picked, units
+        return picked * ops.cast(signs, picked.dtype), picked, units, flat
 
 
 def softmax_replacements(model: Any) -> tuple[dict[int, Replacement], str]:

@@ -17,11 +17,11 @@ import keras
 
 from camlens.backends.keras._forward import Forward, Scores
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, list[Any] | None]]
+Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
 def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
-    """Return a compiled ``(x, units, signs) -> (activations, picked, units, gradients)``."""
+    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
     variables = list(forward.model.variables)
 
     def stateless(values: list[Any], fn: Callable[[], Any]) -> Any:
@@ -41,29 +41,29 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
     @jax.jit
     def probe(
         values: list[Any], x: Any, units: Any, signs: Any
-    ) -> tuple[list[Any], Any, Any, list[Any] | None]:
+    ) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
         if not gradients:
             out, acts = run(values, x, None)
-            _, picked, used = scores(out, units, signs)
-            return acts, picked, used, None
+            _, picked, used, flat = scores(out, units, signs)
+            return acts, picked, used, flat, None
         shapes = jax.eval_shape(lambda: run(values, x, None)[1])
         zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
 
-        def signed_scores(deltas: list[Any]) -> tuple[Any, tuple[list[Any], Any, Any]]:
+        def signed_scores(deltas: list[Any]) -> tuple[Any, tuple[list[Any], Any, Any, Any]]:
             out, acts = run(values, x, deltas)
-            signed, picked, used = scores(out, units, signs)
-            return signed, (acts, picked, used)
+            signed, picked, used, flat = scores(out, units, signs)
+            return signed, (acts, picked, used, flat)
 
-        signed, pullback, (acts, picked, used) = jax.vjp(signed_scores, zeros, has_aux=True)
+        signed, pullback, (acts, picked, used, flat) = jax.vjp(signed_scores, zeros, has_aux=True)
         t = signed.shape[1]
         cotangents = jnp.broadcast_to(
             jnp.eye(t, dtype=signed.dtype)[:, None, :], (t, *signed.shape)
         )
         (per_target,) = jax.vmap(pullback)(cotangents)  # per layer (T, N, ...)
         grads = [jnp.reshape(jnp.swapaxes(g, 0, 1), (-1, *g.shape[2:])) for g in per_target]
-        return acts, picked, used, grads
+        return acts, picked, used, flat, grads
 
-    def call(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, list[Any] | None]:
+    def call(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
         return probe([v.value for v in variables], x, units, signs)  # type: ignore[no-any-return]
 
     return call

@@ -14,14 +14,14 @@ import tensorflow as tf
 from camlens.backends.keras._forward import Forward, Scores
 from camlens.errors import LayerError
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, list[Any] | None]]
+Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
 def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
-    """Return a compiled ``(x, units, signs) -> (activations, picked, units, gradients)``."""
+    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
 
     @tf.function(autograph=False)
-    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, list[Any] | None]:
+    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
         acts: list[Any] = []
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
 
@@ -31,11 +31,11 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
                 return a
 
             out = forward(x, tap)
-            signed, picked, used = scores(out, units, signs)
+            signed, picked, used, flat = scores(out, units, signs)
             # Inside the tape: the per-target sums must be recorded too.
             totals = [tf.reduce_sum(signed[:, t]) for t in range(signed.shape[1])]
         if not gradients:
-            return acts, picked, used, None
+            return acts, picked, used, flat, None
         per_target = [tape.gradient(total, acts) for total in totals]
         for i, g in enumerate(per_target[0]):
             if g is None:
@@ -48,7 +48,7 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
             tf.reshape(tf.stack([g[i] for g in per_target], axis=1), (-1, *acts[i].shape[1:]))
             for i in range(len(acts))
         ]
-        return acts, picked, used, grads
+        return acts, picked, used, flat, grads
 
     return probe  # type: ignore[no-any-return]
 

@@ -15,14 +15,14 @@ from camlens.backends.base import LayerRef
 from camlens.backends.keras._forward import Forward, Scores
 from camlens.backends.torch._probe import batched_gradients
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, list[Any] | None]]
+Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
 def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
-    """Return ``(x, units, signs) -> (activations, picked, units, gradients)`` (eager)."""
+    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager)."""
     layers: list[LayerRef] = list(forward.layers)
 
-    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, list[Any] | None]:
+    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
         acts: list[Any] = []
 
         def tap(i: int, a: Any) -> Any:
@@ -35,9 +35,9 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
         # Leaving the no_grad block restores the caller's grad mode, whatever the tap set.
         with torch.inference_mode(False), torch.no_grad():
             out = forward(x, tap)
-            signed, picked, used = scores(out, units, signs)
+            signed, picked, used, flat = scores(out, units, signs)
             grads = batched_gradients(signed, acts, layers) if gradients else None
-        return [a.detach() for a in acts], picked.detach(), used, grads
+        return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads
 
     return probe
 

@@ -1,8 +1,10 @@
 """One probe of a torch model: capture layer activations, target scores and their gradients.
 
-The autograd graph starts at the target layers: parameters are frozen and the inputs detached,
-so nothing below the layers records history, and ``torch.autograd.grad`` asks only for the
-activations' gradients. Hooks and flags live for this call only.
+The autograd graph starts at the target layers: the model runs with gradients disabled and the
+first target layer's hook enables them for the rest of the pass, so nothing below the layers
+records history (no graph, no saved tensors, no parameter flags to toggle), and
+``torch.autograd.grad`` asks only for the activations' gradients, so no parameter gradient is
+formed above them either. Hooks and modes live for this call only.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def _capture_hook(ref: LayerRef, slot: list[torch.Tensor | None], grads: bool) -
                 f"layer {ref.name!r} is called more than once in one forward pass (a shared "
                 "module); pick a layer the model calls once, e.g. the block that contains it"
             )
+        if grads:
+            # From here on the pass records history (restored when the probe's
+            # ``set_grad_enabled`` block exits).
+            torch.set_grad_enabled(True)
         captured = out.detach().requires_grad_(True) if grads and not out.requires_grad else out
         slot[0] = captured
         # The rest of the network works on a copy, so its in-place ops (ReLU(inplace=True))
@@ -116,7 +122,7 @@ def probe(
                 handles.append(
                     ref.handle.register_forward_hook(_capture_hook(ref, slot, gradients))
                 )
-            with torch.inference_mode(False), torch.set_grad_enabled(gradients):
+            with torch.inference_mode(False), torch.set_grad_enabled(False):
                 x = inputs.clone() if inputs.is_inference() else inputs.detach()
                 out = select_output(call_model(model, x), output, torch.is_tensor)
                 resolved = target.resolve(out)
@@ -136,6 +142,7 @@ def probe(
         activations=[_float(a) for a in rows],
         gradients=None if grads is None else [_float(g) for g in grads],
         resolved=resolved,
+        outputs=out.detach().reshape(out.shape[0], -1).float().cpu().numpy(),
     )
 
 
