@@ -1,0 +1,320 @@
+"""Turn a run folder into the values the HTML template shows, and render it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import numpy as np
+
+from camlens.errors import CamlensError
+from camlens.render import colorize
+from camlens.report._read import RunFolder
+
+__all__ = ["render_html"]
+
+#: Colours sampled from the colormap for the CSS colour bar (enough for jet's sharp bends).
+_COLORBAR_STOPS = 33
+
+
+@dataclass(frozen=True)
+class SortKey:
+    """One entry of the page's sort menu; rows carry its value as ``data-k<index>``."""
+
+    label: str
+    numeric: bool
+    descending: bool
+
+
+@dataclass(frozen=True)
+class Target:
+    """One map in a method's cell: the overlay and what it explains."""
+
+    rank: int | None
+    overlay: str | None
+    map: str | None
+    label: str
+    target: str
+    score: str
+    metrics: list[tuple[str, str]]
+    tooltip: str
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One row of the grid: an input image and its maps, one cell per method."""
+
+    image: str
+    thumbnail: str | None
+    width: int | None
+    height: int | None
+    prediction: str
+    probability: str
+    cells: list[tuple[str, list[Target]]]
+    search: str
+    sort_values: list[str | None]
+
+
+def render_html(folder: RunFolder, title: str | None) -> str:
+    """Return the report page for ``folder`` as an HTML string."""
+    run = folder.run
+    methods = _methods(run, folder.results)
+    metric_names = _unique(
+        str(name) for row in folder.results for name in _dict(row.get("metrics"))
+    )
+    sort_keys = _sort_keys(methods, metric_names)
+    rows = _image_rows(folder, methods, metric_names)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("camlens.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["number"] = _number
+    template = env.get_template("report.html.j2")
+    return template.render(
+        title=title or "camlens report",
+        settings=_settings(run, methods),
+        command=" ".join(str(arg) for arg in _list(run.get("command"))),
+        colorbar=_colorbar(run.get("cmap")),
+        cmap=_text(run.get("cmap")),
+        version=_text(run.get("camlens_version")),
+        methods=methods,
+        sort_keys=sort_keys,
+        rows=rows,
+        map_count=len(folder.results),
+        failures=[(_text(f.get("image")), _text(f.get("error"))) for f in folder.failures],
+        compare=folder.compare,
+        notes=folder.notes,
+    )
+
+
+def _methods(run: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    """Return the run's methods in its order, then any others the results hold."""
+    declared = [str(m) for m in _list(run.get("methods"))]
+    return _unique([*declared, *(str(row.get("method")) for row in results)])
+
+
+def _sort_keys(methods: list[str], metric_names: list[str]) -> list[SortKey]:
+    keys = [
+        SortKey("Run order", numeric=True, descending=False),
+        SortKey("Image name", numeric=False, descending=False),
+        SortKey("Prediction", numeric=False, descending=False),
+        SortKey("Probability", numeric=True, descending=True),
+    ]
+    for method in methods:
+        keys.append(SortKey(f"Score · {method}", numeric=True, descending=True))
+        keys.extend(
+            SortKey(f"{_metric_label(name)} · {method}", numeric=True, descending=True)
+            for name in metric_names
+        )
+    return keys
+
+
+def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> list[ImageRow]:
+    """Group the result rows by image, in the order the images were first written."""
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for row in folder.results:
+        by_image.setdefault(_text(row.get("key", row.get("image"))), []).append(row)
+    image_rows = []
+    for order, results in enumerate(by_image.values()):
+        first = results[0]
+        prediction = _dict(first.get("prediction"))
+        pred_name = _unit_label(prediction.get("name"), prediction.get("unit"))
+        probability = _finite(prediction.get("probability"))
+        cells = [
+            (
+                m,
+                sorted(
+                    (_target(folder.path, r, metrics) for r in results if r.get("method") == m),
+                    key=lambda t: -1 if t.rank is None else t.rank,
+                ),
+            )
+            for m in methods
+        ]
+        image = _text(first.get("image"))
+        sort_values: list[str | None] = [
+            str(order),
+            image.lower(),
+            pred_name.lower() if prediction else None,
+            _repr(probability),
+        ]
+        for m in methods:
+            top = next((r for r in results if r.get("method") == m and _rank(r) in (0, None)), {})
+            sort_values.append(_repr(_finite(top.get("score"))))
+            values = _dict(top.get("metrics"))
+            sort_values.extend(_repr(_finite(values.get(name))) for name in metrics)
+        words = [image, pred_name if prediction else ""]
+        words += [t.label for _, cell in cells for t in cell]
+        image_rows.append(
+            ImageRow(
+                image=image,
+                thumbnail=_relative_url(folder.path, first.get("image_file")),
+                width=_positive_int(first.get("width")),
+                height=_positive_int(first.get("height")),
+                prediction=pred_name if prediction else "",
+                probability="" if probability is None else f"{probability:.1%}",
+                cells=cells,
+                search=" ".join(_unique(words)).lower(),
+                sort_values=sort_values,
+            )
+        )
+    return image_rows
+
+
+def _target(folder: Path, row: dict[str, Any], metric_names: list[str]) -> Target:
+    values = _dict(row.get("metrics"))
+    score = _finite(row.get("score"))
+    kind = _text(row.get("score_kind"), "score")
+    peak = _list(row.get("peak"))
+    tooltip = [f"target {_text(row.get('target'))}", f"layer {_text(row.get('layer'))}"]
+    if len(peak) == 2:
+        tooltip.append(f"peak at (y={peak[0]}, x={peak[1]})")
+    seconds = _finite(row.get("seconds"))
+    if seconds is not None:
+        tooltip.append(f"{seconds:.3g} s")
+    return Target(
+        rank=_rank(row),
+        overlay=_relative_url(folder, row.get("overlay")),
+        map=_relative_url(folder, row.get("map")),
+        label=_unit_label(row.get("unit_name"), row.get("unit")),
+        target=_text(row.get("target")),
+        score="" if score is None else f"{kind} {_number(score)}",
+        metrics=[
+            (_metric_label(name), _number(values[name])) for name in metric_names if name in values
+        ],
+        tooltip=" · ".join(tooltip),
+    )
+
+
+def _settings(run: dict[str, Any], methods: list[str]) -> list[tuple[str, str]]:
+    """Return the run settings shown in the header, as (label, value) pairs."""
+    pre = _dict(run.get("preprocess"))
+    size = _list(pre.get("size"))
+    parts = [_text(pre.get("preset"), "")]
+    if len(size) == 2:
+        parts.append(f"{size[0]}x{size[1]}")
+    if pre.get("layout"):
+        parts.append(_text(pre.get("layout")))
+    for name in ("mean", "std"):
+        values = _list(pre.get(name))
+        if values:
+            parts.append(f"{name} " + ", ".join(_number(v) for v in values))
+    framework = {"torch": "PyTorch", "keras": "Keras"}.get(str(run.get("framework")), "")
+    settings = [
+        ("Model", _text(run.get("model"))),
+        ("Framework", framework or _text(run.get("framework"))),
+        ("Layer", _text(run.get("layer"))),
+        ("Target", _text(run.get("target"))),
+        ("Methods", ", ".join(methods) or "—"),
+        ("Preprocessing", " · ".join(p for p in parts if p) or "—"),
+        ("Overlay", f"{_text(run.get('cmap'))}, alpha {_number(run.get('alpha'))}"),
+        ("camlens", _text(run.get("camlens_version"))),
+        ("Started", _date(run.get("started"))),
+    ]
+    return settings
+
+
+def _colorbar(cmap: Any) -> str | None:
+    """Return a CSS ``linear-gradient`` of the colormap, or None if it is not a known colormap."""
+    if not isinstance(cmap, str):
+        return None
+    try:
+        colours = colorize(np.linspace(0.0, 1.0, _COLORBAR_STOPS)[None, :], cmap)[0]
+    except CamlensError:
+        return None
+    last = _COLORBAR_STOPS - 1
+    stops = ", ".join(
+        f"rgb({r}, {g}, {b}) {100 * i / last:.4g}%" for i, (r, g, b) in enumerate(colours.tolist())
+    )
+    return f"linear-gradient(to right, {stops})"
+
+
+def _relative_url(folder: Path, path: Any) -> str | None:
+    """Return a percent-encoded relative URL to a file inside ``folder``, or None.
+
+    None when the path is not a relative path inside the folder (absolute, ``..``, a URL) or the
+    file is missing, so the page shows a placeholder instead of a broken image.
+    """
+    if not isinstance(path, str) or not path:
+        return None
+    posix = PurePosixPath(path.replace("\\", "/"))
+    if posix.is_absolute() or ".." in posix.parts or ":" in posix.parts[0]:
+        return None
+    if not (folder / posix).is_file():
+        return None
+    return quote(posix.as_posix())
+
+
+def _unit_label(name: Any, unit: Any) -> str:
+    if isinstance(name, str) and name:
+        return name
+    return "—" if unit is None else f"unit {_text(unit)}"
+
+
+def _metric_label(name: str) -> str:
+    return " ".join("AUC" if word == "auc" else word for word in name.split("_"))
+
+
+def _date(value: Any) -> str:
+    """Return an ISO time as ``YYYY-MM-DD HH:MM`` (with its UTC offset), or as given."""
+    text = _text(value)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    offset = when.strftime("%z")
+    if offset:
+        offset = " UTC" if offset == "+0000" else f" UTC{offset[:3]}:{offset[3:]}"
+    return when.strftime("%Y-%m-%d %H:%M") + offset
+
+
+def _number(value: Any) -> str:
+    """Format a number with 4 significant digits; anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _text(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _repr(value: float | None) -> str | None:
+    return None if value is None else repr(value)
+
+
+def _rank(row: dict[str, Any]) -> int | None:
+    rank = row.get("rank")
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+def _positive_int(value: Any) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return value if ok else None
+
+
+def _text(value: Any, default: str = "—") -> str:
+    return default if value is None or value == "" else str(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _unique(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,127 @@
+"""Read the folder `camlens explain` writes, tolerating a run that is still being written."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camlens.errors import BadInputError
+
+__all__ = ["RunFolder", "read_folder"]
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+FAILURES_FILE = "failures.jsonl"
+COMPARE_FILE = "compare.json"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """What an output folder holds, as plain JSON values.
+
+    Attributes:
+        path: The folder.
+        run: The run settings (``run.json``).
+        results: One dict per result row (``results.jsonl``), later duplicates of the same
+            (image, method, rank) dropped in favour of the last one written.
+        failures: One dict per image that could not be explained (``failures.jsonl``).
+        compare: The ``compare.json`` table (``{"columns": [...], "rows": [[...]]}``), if any.
+        notes: Human-readable remarks about lines or files that were skipped.
+    """
+
+    path: Path
+    run: dict[str, Any]
+    results: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    compare: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+
+
+def read_folder(folder: Path) -> RunFolder:
+    """Read ``folder``'s run settings, results, failures and comparison table.
+
+    Lines of a JSONL file that are not a complete JSON object (a run interrupted mid-line, or a
+    line being written right now) are skipped and counted in `RunFolder.notes`.
+
+    Raises:
+        BadInputError: If ``folder`` is not a directory or has no readable ``run.json``.
+    """
+    if not folder.is_dir():
+        raise BadInputError(
+            f"{str(folder)!r} is not a folder; pass the folder `camlens explain` wrote"
+        )
+    run_path = folder / RUN_FILE
+    try:
+        run = json.loads(run_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInputError(
+            f"{str(folder)!r} has no {RUN_FILE}; pass the folder `camlens explain` wrote"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadInputError(f"cannot read {str(run_path)!r}: {error}") from None
+    if not isinstance(run, dict):
+        raise BadInputError(f"{str(run_path)!r} holds {type(run).__name__}; expected an object")
+
+    notes: list[str] = []
+    results = _latest_per_result(_read_jsonl(folder / RESULTS_FILE, notes))
+    failures = _read_jsonl(folder / FAILURES_FILE, notes)
+    compare = _read_compare(folder / COMPARE_FILE, notes)
+    return RunFolder(folder, run, results, failures, compare, notes)
+
+
+def _read_jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """Return the JSON objects of a JSONL file, one per line; skip (and note) any other line."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            skipped += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            skipped += 1
+    if skipped:
+        lines = "line" if skipped == 1 else "lines"
+        notes.append(f"{skipped} incomplete or unreadable {lines} in {path.name} skipped")
+    return records
+
+
+def _latest_per_result(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep one row per (image key, method, rank): the last written (a resumed run may repeat)."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        image = row.get("key", row.get("image"))
+        ident = (str(image), str(row.get("method")), str(row.get("rank")))
+        latest[ident] = row  # a dict keeps the first position, so run order is kept
+    return list(latest.values())
+
+
+def _read_compare(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """Return the comparison table, or None (with a note if the file exists but is unusable)."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        notes.append(f"{path.name} is unreadable; comparison table left out")
+        return None
+    if (
+        not isinstance(table, dict)
+        or not isinstance(table.get("columns"), list)
+        or not isinstance(table.get("rows"), list)
+        or not all(isinstance(row, list) for row in table["rows"])
+    ):
+        notes.append(f"{path.name} is not a {{columns, rows}} table; comparison table left out")
+        return None
+    return table
