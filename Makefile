@@ -44,4 +44,4 @@ bench: setup
 	$(BIN)/python bench/gradcam_speed.py
 
 clean:
-	rm -rf $(VENV) camlens-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) camlens-demo camlens-test-artifacts .pytest_cache .mypy_cache .ruff_cache
