@@ -285,3 +285,11 @@ def test_a_folder_without_run_json_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text("[1, 2]")
     with pytest.raises(camlens.BadInputError, match="expected an object"):
         write_report(tmp_path)
+
+
+def test_an_automatic_layer_shows_the_layer_it_picked(tmp_path: Path) -> None:
+    folder = make_run_folder(tmp_path / "run")
+    run = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**run, "layer": "auto"}))
+    page = _parse(write_report(folder))
+    assert "auto → features" in page.text

@@ -50,6 +50,8 @@ class ImageRow:
     """One row of the grid: an input image and its maps, one cell per method."""
 
     image: str
+    folder: str
+    name: str
     thumbnail: str | None
     width: int | None
     height: int | None
@@ -80,7 +82,7 @@ def render_html(folder: RunFolder, title: str | None) -> str:
     template = env.get_template("report.html.j2")
     return template.render(
         title=title or "camlens report",
-        settings=_settings(run, methods),
+        settings=_settings(run, methods, folder.results),
         command=" ".join(str(arg) for arg in _list(run.get("command"))),
         colorbar=_colorbar(run.get("cmap")),
         cmap=_text(run.get("cmap")),
@@ -150,11 +152,15 @@ def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> li
             sort_values.append(_repr(_finite(top.get("score"))))
             values = _dict(top.get("metrics"))
             sort_values.extend(_repr(_finite(values.get(name))) for name in metrics)
+        cut = max(image.rfind("/"), image.rfind("\\")) + 1  # show the folder apart, muted
+        folder_part, name_part = image[:cut], image[cut:]
         words = [image, pred_name if prediction else ""]
         words += [t.label for _, cell in cells for t in cell]
         image_rows.append(
             ImageRow(
                 image=image,
+                folder=folder_part,
+                name=name_part,
                 thumbnail=_relative_url(folder.path, first.get("image_file")),
                 width=_positive_int(first.get("width")),
                 height=_positive_int(first.get("height")),
@@ -193,8 +199,14 @@ def _target(folder: Path, row: dict[str, Any], metric_names: list[str]) -> Targe
     )
 
 
-def _settings(run: dict[str, Any], methods: list[str]) -> list[tuple[str, str]]:
+def _settings(
+    run: dict[str, Any], methods: list[str], results: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
     """Return the run settings shown in the header, as (label, value) pairs."""
+    layer = _text(run.get("layer"))
+    resolved = _unique(str(row["layer"]) for row in results if row.get("layer"))
+    if resolved and resolved != [layer]:  # e.g. "auto" and the layer it picked
+        layer = f"{layer} → {', '.join(resolved)}"
     pre = _dict(run.get("preprocess"))
     size = _list(pre.get("size"))
     parts = [_text(pre.get("preset"), "")]
@@ -210,7 +222,7 @@ def _settings(run: dict[str, Any], methods: list[str]) -> list[tuple[str, str]]:
     settings = [
         ("Model", _text(run.get("model"))),
         ("Framework", framework or _text(run.get("framework"))),
-        ("Layer", _text(run.get("layer"))),
+        ("Layer", layer),
         ("Target", _text(run.get("target"))),
         ("Methods", ", ".join(methods) or "—"),
         ("Preprocessing", " · ".join(p for p in parts if p) or "—"),
@@ -276,12 +288,12 @@ def _date(value: Any) -> str:
 
 
 def _number(value: Any) -> str:
-    """Format a number with 4 significant digits; anything else as text."""
+    """Format a number with 4 significant digits (NaN and infinities as a dash); else as text."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return _text(value)
     if isinstance(value, int):
         return str(value)
-    return f"{value:.4g}"
+    return f"{value:.4g}" if math.isfinite(value) else "—"
 
 
 def _finite(value: Any) -> float | None:
