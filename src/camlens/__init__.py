@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from camlens._layers import LayerInfo, layers
 from camlens._version import __version__
 from camlens.errors import (
     BadInputError,
@@ -15,6 +16,7 @@ from camlens.errors import (
     CamlensWarning,
     LayerError,
     LayerNotFoundError,
+    ModelLoadError,
     UnsupportedModelError,
 )
 from camlens.explainer import (
@@ -56,7 +58,9 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "LayerError",
+    "LayerInfo",
     "LayerNotFoundError",
+    "ModelLoadError",
     "Output",
     "Score",
     "ScoreCAM",
@@ -67,6 +71,7 @@ __all__ = [
     "__version__",
     "explain",
     "grid",
+    "layers",
     "overlay",
     "save_grid",
 ]

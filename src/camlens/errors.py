@@ -9,6 +9,7 @@ __all__ = [
     "CamlensWarning",
     "LayerError",
     "LayerNotFoundError",
+    "ModelLoadError",
     "UnsupportedModelError",
 ]
 
@@ -38,6 +39,10 @@ class BadTargetError(CamlensError, ValueError):
 
 class BadInputError(CamlensError, ValueError):
     """The inputs are unusable: wrong rank, empty batch, NaN or infinite values..."""
+
+
+class ModelLoadError(CamlensError):
+    """A model cannot be loaded: missing or corrupt file, unknown format, bad factory..."""
 
 
 class CamlensWarning(UserWarning):

@@ -36,6 +36,12 @@ def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = Tru
         return KerasBackend(model, output=output, logits=logits)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
+        if isinstance(model, torch.jit.ScriptModule):
+            from camlens.backends.torch._load import TORCHSCRIPT_ADVICE
+
+            raise UnsupportedModelError(
+                f"this is a TorchScript {type(model).__name__}; {TORCHSCRIPT_ADVICE}"
+            )
         from camlens.backends.torch import TorchBackend
 
         return TorchBackend(model, output=output)

@@ -6,9 +6,11 @@ import difflib
 from typing import Any
 
 import keras
+import numpy as np
 
+from camlens.backends._summary import LayerInfo
 from camlens.backends.base import LayerRef
-from camlens.backends.keras._graph import iter_layers, run
+from camlens.backends.keras._graph import graph_of, iter_layers, run
 from camlens.errors import LayerError, LayerNotFoundError
 
 
@@ -47,17 +49,18 @@ def resolve_layer(model: Any, layer: Any) -> LayerRef:
     raise LayerNotFoundError(f"layer {layer!r} not found in model {model.name!r}{hint}")
 
 
-def auto_layer(model: Any, inputs: Any) -> LayerRef:
-    """Return the last layer, in execution order, whose output is a spatial feature map.
+def _record(
+    model: Any, inputs: Any
+) -> tuple[list[tuple[str, Any, tuple[int, ...]]], dict[int, int]]:
+    """Run one image with a tap on every layer; the model is left as found.
 
-    One image is run with a tap on every layer; the pick is the last layer to finish with a
-    4-D output whose spatial size exceeds 1x1, among layers called once (a nested model that
-    ends in such a map is picked over its own last layer, since it finishes later).
+    Returns:
+        ``(path, layer, output shape)`` in the order layers finish (``()`` for an output that
+        is not a tensor), and how many times each layer (by ``id``) ran.
     """
     paths = list(iter_layers(model))
     finished: list[tuple[str, Any, tuple[int, ...]]] = []
     counts: dict[int, int] = {}
-    channels_last = keras.config.image_data_format() == "channels_last"
 
     def make_tap(path: str, layer: Any) -> Any:
         def tap(out: Any) -> Any:
@@ -70,13 +73,79 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
 
     taps = {id(layer): make_tap(path, layer) for path, layer in paths}
     run(model, inputs[:1], taps, once=False)
+    return finished, counts
+
+
+def is_feature_map(shape: tuple[int, ...], calls: int) -> bool:
+    """Return whether a layer can be explained: 4-D output, ``H * W > 1``, called once."""
+    if len(shape) != 4 or calls != 1:
+        return False
+    channels_last = keras.config.image_data_format() == "channels_last"
+    h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
+    return bool(h * w > 1)
+
+
+def _pick(
+    finished: list[tuple[str, Any, tuple[int, ...]]], counts: dict[int, int]
+) -> LayerRef | None:
     for path, layer, shape in reversed(finished):
-        if len(shape) != 4 or counts[id(layer)] != 1:
-            continue
-        h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
-        if h * w > 1:
+        if is_feature_map(shape, counts[id(layer)]):
             return LayerRef(path, layer)
-    raise LayerError(
-        f"found no layer of model {model.name!r} with a spatial 4-D output for inputs of shape "
-        f"{tuple(inputs.shape)}; pass layer= explicitly"
+    return None
+
+
+def auto_layer(model: Any, inputs: Any) -> LayerRef:
+    """Return the last layer, in execution order, whose output is a spatial feature map.
+
+    One image is run with a tap on every layer; the pick is the last layer to finish with a
+    4-D output whose spatial size exceeds 1x1, among layers called once (a nested model that
+    ends in such a map is picked over its own last layer, since it finishes later).
+    """
+    picked = _pick(*_record(model, inputs))
+    if picked is None:
+        raise LayerError(
+            f"found no layer of model {model.name!r} with a spatial 4-D output for inputs of "
+            f"shape {tuple(inputs.shape)}; pass layer= explicitly"
+        )
+    return picked
+
+
+def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
+    """Describe every layer, nested ones included, from one forward pass of one image."""
+    finished, counts = _record(model, inputs)
+    picked = _pick(finished, counts)
+    first: dict[str, tuple[int, ...]] = {}
+    for path, _, shape in finished:
+        first.setdefault(path, shape)
+    rows = []
+    for path, layer in iter_layers(model):
+        shape = first.get(path, ())
+        rows.append(
+            LayerInfo(
+                name=path,
+                type=type(layer).__name__,
+                output_shape=(None, *(int(d) for d in shape[1:])) if shape else None,
+                candidate=is_feature_map(shape, counts.get(id(layer), 0)),
+                auto=picked is not None and picked.name == path,
+            )
+        )
+    return rows
+
+
+def sample_input(model: Any, input_size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """Return one image of zeros for ``model``; sizes the model's input fixes win.
+
+    The model's static channels always win; its static height and width win unless
+    ``input_size`` is given (then a model that does not take it fails with a clear error).
+    """
+    h_axis, w_axis, c_axis = (
+        (1, 2, 3) if keras.config.image_data_format() == "channels_last" else (2, 3, 1)
     )
+    h, w = input_size if input_size is not None else (224, 224)
+    dims = {h_axis: h, w_axis: w, c_axis: channels}
+    graph = graph_of(model)
+    shape = tuple(graph.inputs[0].shape) if graph is not None and len(graph.inputs) == 1 else ()
+    if len(shape) == 4:
+        fixed = (c_axis,) if input_size is not None else (h_axis, w_axis, c_axis)
+        dims.update({axis: int(shape[axis]) for axis in fixed if shape[axis] is not None})
+    return np.zeros((1, dims[1], dims[2], dims[3]), dtype=np.float32)

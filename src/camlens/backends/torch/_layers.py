@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from camlens.backends._summary import LayerInfo
 from camlens.backends.base import LayerRef
 from camlens.backends.torch._call import call_model
 from camlens.backends.torch._state import inference_state
@@ -51,22 +52,23 @@ def resolve_layer(model: torch.nn.Module, layer: Any) -> LayerRef:
     raise LayerNotFoundError(f"layer {layer!r} not found in {type(model).__name__}{tip}")
 
 
-def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
-    """Return the last module, in execution order, whose output is a spatial feature map.
+def _record(
+    model: torch.nn.Module, inputs: torch.Tensor
+) -> tuple[list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], Counter[str]]:
+    """Run one image with a hook on every submodule; the model is left as found.
 
-    One image is run through the model with a hook on every submodule. The pick is the last
-    module to finish with an ``(N, C, H, W)`` output, ``H * W > 1``, among modules called once:
-    the network's last feature map before it is pooled away (for a container and its last child
-    returning the same tensor, the container, which finishes last).
+    Returns:
+        ``(name, module, output shape)`` in the order modules finish (``None`` for an output
+        that is not a tensor), and how many times each module ran.
     """
-    finished: list[tuple[str, torch.nn.Module, tuple[int, ...]]] = []
+    finished: list[tuple[str, torch.nn.Module, tuple[int, ...] | None]] = []
     calls: Counter[str] = Counter()
 
     def make_hook(name: str) -> Any:
         def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
             calls[name] += 1
-            if isinstance(out, torch.Tensor):
-                finished.append((name, module, tuple(out.shape)))
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+            finished.append((name, module, shape))
 
         return hook
 
@@ -81,10 +83,59 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
         finally:
             for handle in handles:
                 handle.remove()
+    return finished, calls
+
+
+def is_feature_map(shape: tuple[int, ...] | None, calls: int) -> bool:
+    """Return whether a module can be explained: ``(N, C, H, W)`` output, ``H * W > 1``, once."""
+    return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1 and calls == 1
+
+
+def _pick(
+    finished: list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], calls: Counter[str]
+) -> LayerRef | None:
     for name, module, shape in reversed(finished):
-        if len(shape) == 4 and shape[2] * shape[3] > 1 and calls[name] == 1:
+        if is_feature_map(shape, calls[name]):
             return LayerRef(name, module)
-    raise LayerError(
-        f"found no layer of {type(model).__name__} with a spatial (N, C, H, W) output for inputs "
-        f"of shape {tuple(inputs.shape)}; pass layer= explicitly"
-    )
+    return None
+
+
+def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
+    """Return the last module, in execution order, whose output is a spatial feature map.
+
+    One image is run through the model with a hook on every submodule. The pick is the last
+    module to finish with an ``(N, C, H, W)`` output, ``H * W > 1``, among modules called once:
+    the network's last feature map before it is pooled away (for a container and its last child
+    returning the same tensor, the container, which finishes last).
+    """
+    picked = _pick(*_record(model, inputs))
+    if picked is None:
+        raise LayerError(
+            f"found no layer of {type(model).__name__} with a spatial (N, C, H, W) output for "
+            f"inputs of shape {tuple(inputs.shape)}; pass layer= explicitly"
+        )
+    return picked
+
+
+def summarize(model: torch.nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
+    """Describe every submodule, in definition order, from one forward pass of one image."""
+    finished, calls = _record(model, inputs)
+    picked = _pick(finished, calls)
+    first: dict[str, tuple[int, ...] | None] = {}
+    for name, _, shape in finished:
+        first.setdefault(name, shape)
+    rows = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        shape = first.get(name)
+        rows.append(
+            LayerInfo(
+                name=name,
+                type=type(module).__name__,
+                output_shape=None if shape is None else (None, *shape[1:]),
+                candidate=is_feature_map(shape, calls[name]),
+                auto=picked is not None and picked.name == name,
+            )
+        )
+    return rows
