@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU wheel, pinned: an unpinned torch pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench bench-env bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -44,5 +44,26 @@ test: lint typecheck
 bench: setup
 	$(BIN)/python bench/gradcam_speed.py
 
+# camlens against its peers, in an environment of its own: the peers are never camlens's
+# dependencies. pytorch-grad-cam and torchcam need torchvision, which imports here only beside
+# torch 2.14.1 (a large wheel, from the local index).
+BENCH_VENV ?= .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_TORCH ?= torch==2.14.1 torchvision==0.29.1
+BENCH_PEERS := grad-cam torchcam captum tf-keras-vis tensorflow-cpu keras scipy
+
+bench-env: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/python -m pip install --quiet --upgrade pip
+	$(BENCH_BIN)/python -m pip install --quiet $(BENCH_TORCH) $(BENCH_PEERS)
+	# camlens from this checkout, with its core dependencies only (no extras).
+	$(BENCH_BIN)/python -m pip install --quiet -e . $(BENCH_TORCH)
+	touch $@
+
+bench-peers: bench-env
+	$(BENCH_BIN)/python bench/run.py
+
 clean:
-	rm -rf $(VENV) camlens-demo camlens-test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) camlens-demo camlens-test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from _harness import host, reset_peak, run_json, status_kib, summarise
+from _harness import corr, host, minmax, reset_peak, run_json, status_kib, summarise
 
 # Before TensorFlow is imported (Keras and TensorFlow are imported lazily, in the workers):
 # TensorFlow 2.21's oneDNN kernels crash in some convolution backward passes here; quieter logs.
@@ -255,15 +255,6 @@ def _recipe(case: Case) -> Call:
 # --------------------------------------------------------------------------------------------
 
 
-def _minmax(maps: np.ndarray) -> np.ndarray:
-    """Min-max normalise each ``(h, w)`` map of ``(N, h, w)`` (constant maps become zeros)."""
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
-    low = flat.min(1, keepdims=True)
-    span = flat.max(1, keepdims=True) - low
-    out = np.where(span > 0, (flat - low) / np.where(span > 0, span, 1.0), 0.0)
-    return out.reshape(maps.shape)
-
-
 def agreement(case: Case) -> dict[str, Any]:
     """Compare camlens's Grad-CAM with the recipe's on this case's batch (TensorFlow only).
 
@@ -276,14 +267,14 @@ def agreement(case: Case) -> dict[str, Any]:
     theirs = np.asarray(prepare(case, "recipe")(), dtype=np.float64)
     raw = np.asarray(ours.raw)
     signed = np.asarray(case.extras["recipe_signed"])
-    a = _minmax(np.maximum(raw, 0))
-    b = _minmax(np.nan_to_num(theirs))
+    a = minmax(np.maximum(raw, 0))
+    b = minmax(np.nan_to_num(theirs))
     rows = []
     for i in range(len(a)):
         row = {
             "max_abs_diff": float(np.abs(a[i] - b[i]).max()),
-            "corr_rectified": _corr(a[i], b[i]),
-            "corr_signed": _corr(raw[i], signed[i]),
+            "corr_rectified": corr(a[i], b[i]),
+            "corr_signed": corr(raw[i], signed[i]),
             "recipe_map_degenerate": bool(not np.isfinite(theirs[i]).all()),
         }
         rows.append(row)
@@ -293,14 +284,6 @@ def agreement(case: Case) -> dict[str, Any]:
         "min_corr_signed": min(r["corr_signed"] for r in rows),
         "per_image": rows,
     }
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two arrays (NaN if either is constant)."""
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 # --------------------------------------------------------------------------------------------

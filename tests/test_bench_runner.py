@@ -1,0 +1,61 @@
+"""The peer benchmark runner's own logic (bench/run.py), without any peer or subprocess."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import run  # bench/ is not a package: on sys.path above
+
+
+def test_every_case_id_reads_back() -> None:
+    cases = run.all_cases()
+    assert len({c.id for c in cases}) == len(cases)
+    for case in cases:
+        assert run.Case.parse(case.id) == case
+        assert case.camlens_twin().library == "camlens"
+    libraries = {c.library for c in cases}
+    assert {"camlens", "pytorch-grad-cam", "torchcam", "captum", "tf-keras-vis"} <= libraries
+
+
+def _record(ratio: float) -> dict[str, object]:
+    timing = {"median_s": 0.1 * ratio, "min_s": 0.1, "max_s": 0.2}
+    return {
+        "status": "ok",
+        "call": timing,
+        "forward": {"median_s": 0.1, "min_s": 0.1, "max_s": 0.1},
+        "ratio_to_forward": ratio,
+        "cpu_ratio_to_forward": ratio,
+        "memory": {"peak_mib": 10.0},
+    }
+
+
+def test_agreement_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    ours = run.Case("torch", "camlens", "gradcam", "resnet50", 1)
+    peer = run.Case("torch", "torchcam", "gradcam", "resnet50", 1)
+    ramp = np.arange(8, dtype=np.float32)
+    maps = np.stack([np.add.outer(ramp, k * ramp) ** 2 for k in (1, 2)])  # smooth maps
+    ours.maps_path.parent.mkdir(parents=True)
+    np.savez(ours.maps_path, maps=maps)
+    np.savez(peer.maps_path, maps=3 * maps[:, ::2, ::2] + 1)  # coarser, other range
+    agree = run.agreement(peer)
+    assert agree is not None and agree["note"]  # upsampled to camlens's size
+    assert 0.5 < agree["min_corr"] <= 1.0
+    assert run.agreement(ours) is None
+    failed = run.Case("torch", "captum", "gradcam", "resnet50", 1)
+    saved = {
+        "cases": {
+            ours.id: _record(1.0),
+            peer.id: {**_record(2.0), "agreement": agree},
+            failed.id: {"status": "failed", "error": "ValueError: no | pipes"},
+        }
+    }
+    table = run.markdown(saved)
+    assert "| torchcam | gradcam |" in table and "| 2.00 |" in table
+    assert "failed: ValueError: no / pipes" in table
