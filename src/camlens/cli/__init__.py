@@ -9,6 +9,7 @@ import click
 
 import camlens
 from camlens.cli._demo import demo_command
+from camlens.cli._explain import explain_command
 from camlens.cli._layers import layers_command
 from camlens.cli._methods import methods_command
 
@@ -26,6 +27,7 @@ def main() -> None:
 main.add_command(methods_command)
 main.add_command(demo_command)
 main.add_command(layers_command)
+main.add_command(explain_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,184 @@
+"""What `camlens explain` and `camlens compare` share: model and preprocessing options, targets,
+progress and the closing summary."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+import camlens
+from camlens.cli._options import parse_size
+from camlens.io import PRESETS, LoadedModel, Preprocess, load_model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+LAYER_HELP = "Layer to explain: a name or nested path (see `camlens layers MODEL`), or auto."
+TARGET_HELP = (
+    "What to explain: top1, topk:K (K maps per image), class:I, output:I (a regressor's output "
+    "I), output:I:down (what pushes it down)."
+)
+
+_stderr = Console(stderr=True, highlight=False)
+
+
+def model_options(fn: F) -> F:
+    """Add --factory, --trust-pickle and --device."""
+    fn = click.option("--device", help="Device for a PyTorch model: cpu, cuda, cuda:1 ...")(fn)
+    fn = click.option(
+        "--trust-pickle",
+        is_flag=True,
+        help="Allow a whole pickled PyTorch model (unpickling can run arbitrary code).",
+    )(fn)
+    return click.option(
+        "--factory",
+        metavar="PKG.MOD:FN",
+        help="Function that builds the model, for a state dict (.pt/.pth/.safetensors).",
+    )(fn)
+
+
+def preprocess_options(fn: F) -> F:
+    """Add the preprocessing options."""
+    fn = click.option(
+        "--layout",
+        type=click.Choice(["NCHW", "NHWC"]),
+        help="Input layout (default: the model's; NCHW for PyTorch, NHWC for Keras).",
+    )(fn)
+    fn = click.option(
+        "--channel-order",
+        type=click.Choice(["RGB", "BGR"]),
+        help="Channel order (default: the preset's; BGR for caffe).",
+    )(fn)
+    fn = click.option("--std", type=float, nargs=3, help="Per-channel std, in the preset's units.")(
+        fn
+    )
+    fn = click.option(
+        "--mean", type=float, nargs=3, help="Per-channel mean, in the preset's units."
+    )(fn)
+    fn = click.option(
+        "--size",
+        callback=parse_size,
+        metavar="N|HxW",
+        help="Model input size (default: the model's own, else 224).",
+    )(fn)
+    return click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESETS)),
+        default="imagenet",
+        show_default=True,
+        help="Pixel preprocessing: imagenet ([0,1], ImageNet mean/std), tf ([-1,1]), caffe (BGR "
+        "minus mean), unit ([0,1]), none (0..255).",
+    )(fn)
+
+
+def load(source: str, options: dict[str, Any]) -> LoadedModel:
+    """Load the model named on the command line, or stop with the library's message."""
+    if os.getcwd() not in sys.path:  # factories in the current folder, as `python -m` finds them
+        sys.path.insert(0, os.getcwd())
+    try:
+        return load_model(
+            source,
+            factory=options.get("factory"),
+            trust_pickle=bool(options.get("trust_pickle")),
+            device=options.get("device"),
+        )
+    except camlens.CamlensError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def preprocessing(loaded: LoadedModel, options: dict[str, Any]) -> Preprocess:
+    """Return the preprocessing the options ask for, completed from what the model says."""
+    try:
+        return Preprocess(
+            preset=options["preset"],
+            size=options.get("size") or loaded.input_size or (224, 224),
+            mean=options.get("mean") or None,
+            std=options.get("std") or None,
+            channel_order=options.get("channel_order"),
+            layout=options.get("layout") or loaded.layout,
+            channels=loaded.channels or 3,
+        )
+    except camlens.CamlensError as exc:
+        raise click.BadParameter(str(exc), param_hint="preprocessing options") from exc
+
+
+def parse_target(text: str) -> camlens.Target | None:
+    """Parse ``top1``, ``topk:K``, ``class:I``, ``output:I`` or ``output:I:down|up``."""
+    value = text.strip().lower()
+    if value in ("top1", "topk:1"):
+        return None
+    if match := re.fullmatch(r"topk:(\d+)", value):
+        if int(match[1]) >= 1:
+            return camlens.TopK(int(match[1]))
+    elif match := re.fullmatch(r"class:(\d+)", value):
+        return camlens.Class(int(match[1]))
+    elif match := re.fullmatch(r"output:(\d+)(?::(up|down))?", value):
+        return camlens.Output(int(match[1]), sign=-1 if match[2] == "down" else 1)
+    raise click.BadParameter(
+        f"{text!r} is not a target: use top1, topk:K, class:I, output:I or output:I:down",
+        param_hint="--target",
+    )
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Show a progress bar on stderr; yield a thread-safe ``advance(n)``."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_stderr,
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def warn(message: str) -> None:
+    """Print a warning on stderr."""
+    _stderr.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+
+
+def summary(
+    *,
+    explained: int,
+    resumed: int,
+    failures: Sequence[tuple[str, str]],
+    ignored: Sequence[str],
+    report: Path,
+) -> None:
+    """Print what the run did: counts, each failed image with its reason, the report's path."""
+    out = Console(highlight=False)
+    parts = [f"{explained} image(s) explained"]
+    if resumed:
+        parts.append(f"{resumed} already done (resumed)")
+    if failures:
+        parts.append(f"{len(failures)} failed")
+    if ignored:
+        parts.append(f"{len(ignored)} non-image file(s) ignored")
+    out.print(", ".join(parts))
+    for image, error in failures:
+        out.print(f"  failed: {image}: {error.removeprefix(image + ': ')}", markup=False)
+    for path in ignored[:20]:
+        out.print(f"  ignored: {path}", markup=False)
+    if len(ignored) > 20:
+        out.print(f"  ... and {len(ignored) - 20} more ignored")
+    out.print(f"report: {report}", markup=False)

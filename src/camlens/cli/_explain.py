@@ -1,0 +1,474 @@
+"""`camlens explain`: a model and a folder of images in; overlays, maps, tables and a report out.
+
+Reading the next batch and writing the last one's pictures run in worker threads while the
+model runs, so the command keeps close to the library's own speed.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from PIL import Image
+
+import camlens
+import camlens.report
+from camlens.cli import _common
+from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
+from camlens.io import LoadedModel, Preprocess, find_images, image_key, read_image
+
+#: Exit status when the run finished but some images failed (their list is printed).
+EXIT_SOME_FAILED = 3
+#: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Picture:
+    """One input image, read for the model and for display."""
+
+    path: Path
+    key: str
+    display: np.ndarray  # uint8 (h, w, 3), at most max_size on its longer side
+
+
+@click.command("explain")
+@click.argument("model_source", metavar="MODEL")
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (created).",
+)
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam",),
+    show_default=True,
+    help="CAM method; repeat for several (see `camlens methods`).",
+)
+@click.option("--layer", default="auto", show_default=True, help=_common.LAYER_HELP)
+@click.option("--target", default="top1", show_default=True, help=_common.TARGET_HELP)
+@click.option(
+    "--batch-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per call.",
+)
+@click.option("--cmap", default="jet", show_default=True, help="Matplotlib colormap name.")
+@click.option(
+    "--alpha",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Heatmap weight in the overlay.",
+)
+@click.option(
+    "--max-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Longer side of the pictures in the output (larger inputs are scaled down).",
+)
+@click.option(
+    "--metrics",
+    "with_metrics",
+    is_flag=True,
+    help="Also score each map: deletion and insertion AUC (extra forward passes).",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in the same --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
+@_common.model_options
+@_common.preprocess_options
+def explain_command(
+    model_source: str,
+    images: tuple[str, ...],
+    out_dir: Path,
+    methods: tuple[str, ...],
+    layer: str,
+    target: str,
+    batch_size: int,
+    cmap: str,
+    alpha: float,
+    max_size: int,
+    with_metrics: bool,
+    resume: bool,
+    overwrite: bool,
+    **options: Any,
+) -> None:
+    """Explain MODEL on IMAGES (files, folders searched recursively, or glob patterns).
+
+    MODEL is a .keras/.h5 file, a TorchScript or torch.export (.pt2) file, a state dict or
+    .safetensors file with --factory, or a bundled model name (mobilenet_v2). Writes to --out an
+    overlay and a grayscale map PNG per image and method, all maps in maps.npz,
+    results.csv/results.jsonl and an HTML report (index.html). Unreadable images are reported
+    and skipped; exit status 3 then. An interrupted run continues with --resume.
+    """
+    loaded = _common.load(model_source, options)
+    preprocess = _common.preprocessing(loaded, options)
+    parsed_target = _common.parse_target(target)
+    layer_arg = None if layer == "auto" else layer
+    explainers = {}
+    for name in dict.fromkeys(methods):
+        try:
+            explainers[name] = camlens.Explainer(loaded.model, layer_arg, method=name)
+        except camlens.CamlensError as exc:
+            raise click.BadParameter(str(exc), param_hint="--method/--layer") from exc
+    try:
+        camlens.render.colorize(np.zeros((1, 1)), cmap)
+    except camlens.CamlensError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cmap") from exc
+
+    found = find_images(images)
+    for missing in found.missing:
+        _common.warn(f"no such file, folder or match: {missing}")
+    if not found.images:
+        raise click.ClickException("no images to explain")
+    settings = {
+        "camlens_version": camlens.__version__,
+        "model": loaded.source,
+        "framework": loaded.framework,
+        "methods": list(explainers),
+        "layer": layer,
+        "target": target,
+        "preprocess": preprocess.describe(),
+        "cmap": cmap,
+        "alpha": alpha,
+        "max_size": max_size,
+        "metrics": ["deletion_auc", "insertion_auc"] if with_metrics else [],
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["camlens", *sys.argv[1:]],
+    }
+    try:
+        folder = OutputFolder(out_dir, settings, resume=resume, overwrite=overwrite)
+    except FolderError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    run = Run(
+        loaded,
+        preprocess,
+        explainers,
+        parsed_target,
+        folder,
+        cmap=cmap,
+        alpha=alpha,
+        max_size=max_size,
+        with_metrics=with_metrics,
+    )
+    todo = [p for p in found.images if set(explainers) - folder.methods_done(image_key(p))]
+    skipped = len(found.images) - len(todo)
+    interrupted = False
+    with _common.progress_bar(len(todo), "explaining") as advance:
+        try:
+            run.all(todo, batch_size, advance)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            folder.close()
+    folder.gather_arrays()
+    report = camlens.report.write_report(out_dir)
+
+    _common.summary(
+        explained=run.explained,
+        resumed=skipped,
+        failures=run.failures,
+        ignored=[str(p) for p in found.ignored],
+        report=report,
+    )
+    if interrupted:
+        _common.warn("interrupted: finished images are kept; run again with --resume")
+        sys.exit(EXIT_INTERRUPTED)
+    if run.failures:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+class Run:
+    """Reads, explains and writes images batch by batch, overlapping I/O with the model."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        preprocess: Preprocess,
+        explainers: dict[str, camlens.Explainer],
+        target: Any,
+        folder: OutputFolder,
+        *,
+        cmap: str,
+        alpha: float,
+        max_size: int,
+        with_metrics: bool,
+    ) -> None:
+        """Keep what every batch needs."""
+        self.loaded = loaded
+        self.preprocess = preprocess
+        self.explainers = explainers
+        self.target = target
+        self.folder = folder
+        self.cmap = cmap
+        self.alpha = alpha
+        self.max_size = max_size
+        self.with_metrics = with_metrics
+        self.explained = 0
+        self.failures: list[tuple[str, str]] = []
+        #: Progress callback, set for each run by :meth:`all`.
+        self.advance: Callable[[int], None] = lambda n: None
+
+    def all(self, paths: Sequence[Path], batch_size: int, advance: Callable[[int], None]) -> None:
+        """Process ``paths`` in batches: read ahead one batch, write behind one batch."""
+        self.advance = advance
+        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            pending: Future[None] | None = None
+            ahead = reader.submit(self.read, batches[0]) if batches else None
+            for index in range(len(batches)):
+                assert ahead is not None
+                pictures, x = ahead.result()
+                ahead = (
+                    reader.submit(self.read, batches[index + 1])
+                    if index + 1 < len(batches)
+                    else None
+                )
+                results = self.explain(pictures, x)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(self.write, pictures, results)
+            if pending is not None:
+                pending.result()
+
+    def read(self, paths: Sequence[Path]) -> tuple[list[Picture], np.ndarray | None]:
+        """Read a batch (failures recorded and left out); return it and its model input."""
+        pictures: list[Picture] = []
+        model_inputs: list[np.ndarray] = []
+        # Read once, big enough for both the model and the display copy (large JPEGs are
+        # decoded at a reduced scale directly).
+        read_size = max(self.max_size, *self.preprocess.size)
+        for path in paths:
+            try:
+                pixels = read_image(path, max_size=read_size)
+            except camlens.CamlensError as exc:
+                self.failures.append((str(path), str(exc)))
+                self.folder.fail(str(path), str(exc))
+                self.advance(1)
+                continue
+            display = _fit(pixels, self.max_size)
+            pictures.append(Picture(path, image_key(path), display))
+            model_inputs.append(pixels)
+        x = self.preprocess(model_inputs) if model_inputs else None
+        return pictures, x
+
+    def explain(self, pictures: list[Picture], x: np.ndarray | None) -> dict[str, Any]:
+        """Return each method's explanation of the batch (one image at a time on failure)."""
+        if x is None:
+            return {}
+        results: dict[str, Any] = {}
+        for name, explainer in self.explainers.items():
+            needed = [
+                i for i, p in enumerate(pictures) if name not in self.folder.methods_done(p.key)
+            ]
+            if not needed:
+                continue
+            start = time.perf_counter()
+            rows: dict[int, Any] = {}
+            try:
+                exp = explainer(x[needed], self.target)
+                rows = {i: _rows_of(exp, j) for j, i in enumerate(needed)}
+            except Exception:  # retried image by image; each failure is reported
+                for i in needed:  # find the culprit, keep the others
+                    try:
+                        rows[i] = _rows_of(explainer(x[i : i + 1], self.target), 0)
+                    except Exception as exc:  # reported as this image's failure
+                        rows[i] = exc
+            seconds = (time.perf_counter() - start) / len(needed)
+            if self.with_metrics:
+                self._score(x, rows)
+            results[name] = (rows, seconds)
+        return results
+
+    def _score(self, x: np.ndarray, rows: dict[int, Any]) -> None:
+        """Add deletion and insertion AUCs to each image's rows."""
+        from camlens import metrics
+
+        for i, item in rows.items():
+            if isinstance(item, Exception):
+                continue
+            exp = item["explanation"]
+            xi = x[i : i + 1]
+            item["metrics"] = {
+                "deletion_auc": [
+                    float(v) for v in metrics.deletion(self.loaded.model, xi, exp).auc
+                ],
+                "insertion_auc": [
+                    float(v) for v in metrics.insertion(self.loaded.model, xi, exp).auc
+                ],
+            }
+
+    def write(self, pictures: list[Picture], results: dict[str, Any]) -> None:
+        """Write each image's pictures and arrays, then its result lines."""
+        for index, picture in enumerate(pictures):
+            try:
+                records = self._write_image(index, picture, results)
+            except camlens.CamlensError as exc:
+                self.failures.append((str(picture.path), str(exc)))
+                self.folder.fail(str(picture.path), str(exc))
+            else:
+                if records:
+                    self.folder.add(records)
+                    self.explained += 1
+            self.advance(1)
+
+    def _write_image(
+        self, index: int, picture: Picture, results: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Write one image's files; return its result records."""
+        root = self.folder.root
+        image_file = f"images/{picture.key}.jpg"
+        records: list[dict[str, Any]] = []
+        if not (root / image_file).exists():
+            write_file(root / image_file, _encode(picture.display, "JPEG", quality=90))
+        height, width = picture.display.shape[:2]
+        for method, (rows, seconds) in results.items():
+            item = rows.get(index)
+            if item is None:
+                continue
+            if isinstance(item, Exception):
+                message = str(item) if isinstance(item, camlens.CamlensError) else repr(item)
+                raise camlens.CamlensError(f"{method}: {message}")
+            exp, row_indices = item["explanation"], item["rows"]
+            prediction = _prediction(
+                exp.outputs[0] if exp.outputs is not None else None, self.loaded
+            )
+            for rank, row in enumerate(row_indices):
+                stem = row_id(picture.key, method, rank)
+                cam_map = exp.maps[row]
+                shown = _resize_map(cam_map, (height, width))
+                overlay = camlens.overlay(picture.display, shown, cmap=self.cmap, alpha=self.alpha)
+                write_file(root / f"overlays/{stem}.png", _encode(np.asarray(overlay), "PNG"))
+                gray = np.round(shown * 255).astype(np.uint8)
+                write_file(root / f"maps/{stem}.png", _encode(gray, "PNG"))
+                buffer = io.BytesIO()
+                np.savez(buffer, map=cam_map.astype(np.float16), raw=exp.raw[row])
+                write_file(root / f"arrays/{stem}.npz", buffer.getvalue())
+                peak = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
+                unit = int(exp.units[row])
+                record: dict[str, Any] = {
+                    "image": str(picture.path),
+                    "key": picture.key,
+                    "method": method,
+                    "layer": ",".join(exp.layers),
+                    "target": exp.target,
+                    "rank": rank,
+                    "targets": len(row_indices),
+                    "unit": unit,
+                    "unit_name": _class_name(self.loaded, unit),
+                    "score": float(exp.scores[row]),
+                    "score_kind": exp.score,
+                    "sign": int(exp.signs[row]),
+                    "prediction": prediction,
+                    "image_file": image_file,
+                    "overlay": f"overlays/{stem}.png",
+                    "map": f"maps/{stem}.png",
+                    "arrays": f"arrays/{stem}.npz",
+                    "peak": [int(peak[0]), int(peak[1])],
+                    "height": int(cam_map.shape[0]),
+                    "width": int(cam_map.shape[1]),
+                    "seconds": round(seconds, 6),
+                }
+                if "metrics" in item:
+                    record["metrics"] = {k: v[rank] for k, v in item["metrics"].items()}
+                records.append(record)
+        return records
+
+
+def _rows_of(exp: camlens.Explanation, image: int) -> dict[str, Any]:
+    """Return one image's rows of an explanation, with the explanation cut to that image."""
+    t = exp.targets_per_image
+    rows = list(range(image * t, (image + 1) * t))
+    return {"explanation": _slice(exp, image, rows), "rows": list(range(t))}
+
+
+def _slice(exp: camlens.Explanation, image: int, rows: list[int]) -> camlens.Explanation:
+    """Return the explanation of one image (its rows, its output)."""
+    from dataclasses import replace
+
+    return replace(
+        exp,
+        maps=exp.maps[rows],
+        raw=exp.raw[rows],
+        scores=exp.scores[rows],
+        image_index=np.zeros(len(rows), dtype=np.int64),
+        units=exp.units[rows],
+        signs=exp.signs[rows],
+        outputs=None if exp.outputs is None else exp.outputs[image : image + 1],
+    )
+
+
+def _prediction(output: np.ndarray | None, loaded: LoadedModel) -> dict[str, Any] | None:
+    """Return the model's top prediction for one image (with its probability for classifiers)."""
+    if output is None or output.size == 0:
+        return None
+    if output.size == 1:
+        return {"unit": 0, "name": _class_name(loaded, 0), "value": float(output[0])}
+    top = int(np.argmax(output))
+    values = output.astype(np.float64)
+    is_probability = values.min() >= 0 and abs(values.sum() - 1) < 1e-3
+    if is_probability:
+        probability = float(values[top])
+    else:
+        shifted = np.exp(values - values.max())
+        probability = float(shifted[top] / shifted.sum())
+    return {
+        "unit": top,
+        "name": _class_name(loaded, top),
+        "value": float(values[top]),
+        "probability": probability,
+    }
+
+
+def _class_name(loaded: LoadedModel, unit: int) -> str | None:
+    """Return the class name of an output unit, where the model's classes are known."""
+    if loaded.classes is None or not 0 <= unit < len(loaded.classes):
+        return None
+    return loaded.classes[unit]
+
+
+def _resize_map(cam_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Return a map bilinearly resized to ``size`` ``(H, W)``, clipped to [0, 1]."""
+    if cam_map.shape == size:
+        return np.asarray(np.clip(cam_map, 0.0, 1.0), dtype=np.float32)
+    resized = Image.fromarray(cam_map.astype(np.float32)).resize(
+        (size[1], size[0]), Image.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:
+    """Return a picture scaled down so that its longer side is at most ``max_size``."""
+    height, width = pixels.shape[:2]
+    if max(height, width) <= max_size:
+        return pixels
+    scale = max_size / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
+
+
+def _encode(pixels: np.ndarray, fmt: str, **options: Any) -> bytes:
+    """Return a uint8 picture encoded as PNG (fast compression) or JPEG."""
+    buffer = io.BytesIO()
+    if fmt == "PNG":
+        options.setdefault("compress_level", 1)
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()

