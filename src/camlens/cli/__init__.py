@@ -8,6 +8,7 @@ import sys
 import click
 
 import camlens
+from camlens.cli._compare import compare_command
 from camlens.cli._demo import demo_command
 from camlens.cli._explain import explain_command
 from camlens.cli._layers import layers_command
@@ -28,6 +29,7 @@ main.add_command(methods_command)
 main.add_command(demo_command)
 main.add_command(layers_command)
 main.add_command(explain_command)
+main.add_command(compare_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

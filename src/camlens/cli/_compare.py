@@ -1,0 +1,175 @@
+"""`camlens compare`: a methods x metrics table for a model and images, into the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from PIL import Image
+
+import camlens
+import camlens.metrics
+import camlens.report
+from camlens.cli import _common
+from camlens.io import find_images, read_image
+
+DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
+
+
+@click.command("compare")
+@click.argument("model_source", metavar="MODEL")
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for compare.csv/.md/.json and the report (may hold an explain run).",
+)
+@click.option(
+    "-m",
+    "--method",
+    "methods",
+    multiple=True,
+    default=("gradcam", "gradcam++", "layercam", "eigencam"),
+    show_default=True,
+    help="CAM method; repeat for several.",
+)
+@click.option(
+    "--metric",
+    "metric_names",
+    multiple=True,
+    default=DEFAULT_METRICS,
+    show_default=True,
+    type=click.Choice(
+        ["deletion", "insertion", "average_drop", "increase", "win", "road", "pointing"]
+    ),
+    help="Metric; repeat for several (road needs scipy; pointing needs --boxes).",
+)
+@click.option(
+    "--boxes",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help='JSON {"image file name": [y0, x0, y1, x1]} in the image\'s own pixels, for pointing.',
+)
+@click.option("--layer", default="auto", show_default=True, help=_common.LAYER_HELP)
+@click.option("--target", default="top1", show_default=True, help=_common.TARGET_HELP)
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=2))
+@_common.model_options
+@_common.preprocess_options
+def compare_command(
+    model_source: str,
+    images: tuple[str, ...],
+    out_dir: Path,
+    methods: tuple[str, ...],
+    metric_names: tuple[str, ...],
+    boxes: Path | None,
+    layer: str,
+    target: str,
+    steps: int,
+    **options: Any,
+) -> None:
+    """Score each method's maps on IMAGES with faithfulness metrics; one row per method.
+
+    Writes compare.csv, compare.md and compare.json to --out and adds the table to its report
+    (index.html). Lower is better for deletion and average_drop, higher for the others.
+    """
+    loaded = _common.load(model_source, options)
+    preprocess = _common.preprocessing(loaded, options)
+    parsed_target = _common.parse_target(target)
+    found = find_images(images)
+    pixels: list[np.ndarray] = []
+    used: list[Path] = []
+    failures: list[tuple[str, str]] = []
+    for path in found.images:
+        try:
+            pixels.append(read_image(path, max_size=2 * max(preprocess.size)))
+            used.append(path)
+        except camlens.CamlensError as exc:
+            failures.append((str(path), str(exc)))
+    if not pixels:
+        raise click.ClickException("no readable images to compare on")
+    box_list = _boxes(boxes, used, preprocess.size) if "pointing" in metric_names else None
+    x = preprocess(pixels)
+
+    with _common.progress_bar(len(methods), "comparing methods") as advance:
+        try:
+            table = camlens.metrics.compare(
+                loaded.model,
+                x,
+                list(dict.fromkeys(methods)),
+                layer=None if layer == "auto" else layer,
+                target=parsed_target,
+                metrics=list(dict.fromkeys(metric_names)),
+                boxes=box_list,
+                steps=steps,
+                progress=lambda done, total: advance(1),
+            )
+        except camlens.CamlensError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "compare.csv").write_text(table.to_csv(), encoding="utf-8")
+    (out_dir / "compare.md").write_text(table.to_markdown(), encoding="utf-8")
+    payload = {
+        "columns": list(table.columns),
+        "rows": [[r.get(c) for c in table.columns] for r in table.rows],
+    }
+    (out_dir / "compare.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    if not (out_dir / "run.json").exists():  # a folder of its own: the report needs the settings
+        run = {
+            "camlens_version": camlens.__version__,
+            "model": loaded.source,
+            "framework": loaded.framework,
+            "methods": list(dict.fromkeys(methods)),
+            "layer": layer,
+            "target": target,
+            "preprocess": preprocess.describe(),
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": ["camlens", *sys.argv[1:]],
+        }
+        (out_dir / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
+    report = camlens.report.write_report(out_dir)
+    click.echo(table.to_markdown(), nl=False)
+    click.echo(f"{len(used)} image(s); report: {report}")
+    for image, error in failures:
+        click.echo(f"  failed: {image}: {error.removeprefix(image + ': ')}")
+    if failures:
+        sys.exit(3)
+
+
+def _boxes(path: Path | None, used: list[Path], size: tuple[int, int]) -> list[list[float]]:
+    """Return each image's box scaled to the model input, from a JSON file keyed by file name.
+
+    Boxes are in the pixels of the image as shown upright (EXIF orientation applied).
+    """
+    if path is None:
+        raise click.BadParameter("the pointing metric needs --boxes", param_hint="--metric")
+    try:
+        given = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--boxes") from exc
+    result = []
+    for image in used:
+        box = given.get(image.name, given.get(str(image)))
+        if not (isinstance(box, list) and len(box) == 4):
+            raise click.BadParameter(
+                f"no [y0, x0, y1, x1] box for {image.name!r} in {path}", param_hint="--boxes"
+            )
+        height, width = _upright_size(image)
+        sy, sx = size[0] / height, size[1] / width
+        y0, x0, y1, x1 = (float(v) for v in box)
+        result.append([y0 * sy, x0 * sx, y1 * sy, x1 * sx])
+    return result
+
+
+def _upright_size(path: Path) -> tuple[int, int]:
+    """Return ``(H, W)`` of an image as shown upright, from its header."""
+    with Image.open(path) as im:
+        width, height = im.size
+        rotated = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+    return (width, height) if rotated else (height, width)
