@@ -254,3 +254,61 @@ def test_same_report_for_a_keras_and_a_pytorch_model(tmp_path: Path) -> None:
         result = open_report(moved / "index.html", shot)
         assert result.ok, result.problems()
         keep_artifact(shot, f"explain-{model}.png")
+
+
+def test_ctrl_c_keeps_finished_images_and_says_how_to_resume(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(30):
+        shutil.copy(PHOTOS / "coffee.jpg", src / f"cup{i:02d}.jpg")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [*_camlens(), "explain", "mobilenet_v2", str(src), "--out", str(out), "--batch-size", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "results.jsonl").exists() and (out / "results.jsonl").read_text().count(
+            "\n"
+        ) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    records = _records(out)  # every line complete
+    assert 2 <= len(records) < 30
+    assert (out / "index.html").is_file() and (out / "maps.npz").is_file()
+    assert f"{len(records)} image(s) explained" in stdout
+
+
+def test_metrics_and_compare(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    boxes = json.loads((Path(__file__).parent / "data" / "boxes.json").read_text())
+    for name in ("chelsea", "coffee"):
+        shutil.copy(PHOTOS / f"{name}.jpg", src / f"{name}.jpg")
+    (tmp_path / "boxes.json").write_text(json.dumps({f"{k}.jpg": v for k, v in boxes.items()}))
+    out = tmp_path / "out"
+    result = _run("explain", "mobilenet_v2", src, "--out", out, "--metrics")
+    assert result.returncode == 0, result.stderr
+    for record in _records(out):
+        assert 0 <= record["metrics"]["deletion_auc"] <= record["metrics"]["insertion_auc"] <= 1
+
+    result = _run(
+        "compare", "mobilenet_v2", src, "--out", out, "-m", "gradcam", "-m", "eigencam",
+        "--metric", "deletion", "--metric", "pointing", "--boxes", tmp_path / "boxes.json",
+        "--steps", "5",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((out / "compare.csv").open(encoding="utf-8")))
+    assert [r["method"] for r in rows] == ["gradcam", "eigencam"]
+    gradcam = rows[0]
+    assert float(gradcam["pointing"]) == 1.0  # both peaks in their hand-drawn boxes
+    assert 0 <= float(gradcam["deletion_auc"]) <= 1
+    table = json.loads((out / "compare.json").read_text())
+    assert table["columns"][0] == "method" and len(table["rows"]) == 2
+    assert "eigencam" in (out / "index.html").read_text()
