@@ -79,7 +79,7 @@ def test_folder_with_bad_files(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 3, result.stderr  # finished, some images failed
     text = result.stdout
-    assert "6 image(s) explained" in text and "3 failed" in text, text
+    assert "6 image(s) explained in" in text and "3 failed" in text, text
     for bad in ("corrupt.jpg", "empty.png", "fake.png"):
         assert f"failed: {tmp_path / 'in' / bad}" in text, text
     assert "ignored: " in text and "notes.txt" in text
@@ -282,7 +282,7 @@ def test_ctrl_c_keeps_finished_images_and_says_how_to_resume(tmp_path: Path) -> 
     records = _records(out)  # every line complete
     assert 2 <= len(records) < 30
     assert (out / "index.html").is_file() and (out / "maps.npz").is_file()
-    assert f"{len(records)} image(s) explained" in stdout
+    assert f"{len(records)} image(s) explained in" in stdout
 
 
 def test_metrics_and_compare(tmp_path: Path) -> None:

@@ -160,14 +160,16 @@ def warn(message: str) -> None:
 def summary(
     *,
     explained: int,
+    seconds: float,
     resumed: int,
     failures: Sequence[tuple[str, str]],
     ignored: Sequence[str],
     report: Path,
 ) -> None:
-    """Print what the run did: counts, each failed image with its reason, the report's path."""
+    """Print what the run did: counts, speed, each failed image and why, the report's path."""
     out = Console(highlight=False)
-    parts = [f"{explained} image(s) explained"]
+    rate = f", {explained / seconds:.1f} images/s" if explained and seconds > 0 else ""
+    parts = [f"{explained} image(s) explained in {seconds:.1f} s{rate}"]
     if resumed:
         parts.append(f"{resumed} already done (resumed)")
     if failures:

@@ -172,6 +172,7 @@ def explain_command(
     todo = [p for p in found.images if set(explainers) - folder.methods_done(image_key(p))]
     skipped = len(found.images) - len(todo)
     interrupted = False
+    start = time.perf_counter()
     with _common.progress_bar(len(todo), "explaining") as advance:
         try:
             run.all(todo, batch_size, advance)
@@ -179,11 +180,13 @@ def explain_command(
             interrupted = True
         finally:
             folder.close()
+    seconds = time.perf_counter() - start
     folder.gather_arrays()
     report = camlens.report.write_report(out_dir)
 
     _common.summary(
         explained=run.explained,
+        seconds=seconds,
         resumed=skipped,
         failures=run.failures,
         ignored=[str(p) for p in found.ignored],

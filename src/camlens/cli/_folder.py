@@ -200,7 +200,7 @@ class OutputFolder:
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
         tmp = self.root / (NPZ + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, self.root / NPZ)
         return self.root / NPZ
 
