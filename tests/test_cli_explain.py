@@ -312,3 +312,47 @@ def test_metrics_and_compare(tmp_path: Path) -> None:
     table = json.loads((out / "compare.json").read_text())
     assert table["columns"][0] == "method" and len(table["rows"]) == 2
     assert "eigencam" in (out / "index.html").read_text()
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+
+def build() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1),
+    )
+"""
+
+
+def test_a_grayscale_regressor_from_a_state_dict(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    (tmp_path / "regressor.py").write_text(FACTORY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import regressor
+    finally:
+        sys.path.remove(str(tmp_path))
+    torch.manual_seed(0)
+    model = regressor.build()
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    shutil.copy(PHOTOS / "cameraman.jpg", tmp_path / "cameraman.jpg")
+    out = tmp_path / "out"
+    result = _run(
+        "explain", "weights.pth", "cameraman.jpg", "--factory", "regressor:build", "--out", out,
+        "--target", "output:0:down", "--preset", "unit", "--size", "32", "--channels", "1",
+        "--layer", "2", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (record,) = _records(out)
+    pixels = np.asarray(Image.open(PHOTOS / "cameraman.jpg").convert("L").resize((32, 32)))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(pixels / 255.0).float()[None, None]).item()
+    assert record["sign"] == -1 and record["unit"] == 0
+    assert record["prediction"]["value"] == pytest.approx(expected, abs=1e-3)
+    assert "probability" not in record["prediction"]  # a regressor's output is not a class
+    assert record["layer"] == "2"
+    run = json.loads((out / "run.json").read_text())
+    assert run["preprocess"]["channels"] == 1 and run["preprocess"]["size"] == [32, 32]

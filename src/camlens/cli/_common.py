@@ -60,6 +60,11 @@ def preprocess_options(fn: F) -> F:
         help="Input layout (default: the model's; NCHW for PyTorch, NHWC for Keras).",
     )(fn)
     fn = click.option(
+        "--channels",
+        type=click.Choice(["1", "3"]),
+        help="Input channels: 1 for grayscale models (default: the model's, else 3).",
+    )(fn)
+    fn = click.option(
         "--channel-order",
         type=click.Choice(["RGB", "BGR"]),
         help="Channel order (default: the preset's; BGR for caffe).",
@@ -111,7 +116,7 @@ def preprocessing(loaded: LoadedModel, options: dict[str, Any]) -> Preprocess:
             std=options.get("std") or None,
             channel_order=options.get("channel_order"),
             layout=options.get("layout") or loaded.layout,
-            channels=loaded.channels or 3,
+            channels=int(options.get("channels") or loaded.channels or 3),
         )
     except camlens.CamlensError as exc:
         raise click.BadParameter(str(exc), param_hint="preprocessing options") from exc

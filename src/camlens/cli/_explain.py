@@ -352,7 +352,9 @@ class Run:
                 raise camlens.CamlensError(f"{method}: {message}")
             exp, row_indices = item["explanation"], item["rows"]
             prediction = _prediction(
-                exp.outputs[0] if exp.outputs is not None else None, self.loaded
+                None if exp.outputs is None else exp.outputs[0],
+                self.loaded,
+                regression=isinstance(self.target, camlens.Output),
             )
             for rank, row in enumerate(row_indices):
                 stem = row_id(picture.key, method, rank)
@@ -419,11 +421,17 @@ def _slice(exp: camlens.Explanation, image: int, rows: list[int]) -> camlens.Exp
     )
 
 
-def _prediction(output: np.ndarray | None, loaded: LoadedModel) -> dict[str, Any] | None:
-    """Return the model's top prediction for one image (with its probability for classifiers)."""
+def _prediction(
+    output: np.ndarray | None, loaded: LoadedModel, *, regression: bool
+) -> dict[str, Any] | None:
+    """Return the model's top prediction for one image (with its probability for classifiers).
+
+    A regressor (a single output, or ``output:I`` targets) has values, not probabilities: its
+    first output is given.
+    """
     if output is None or output.size == 0:
         return None
-    if output.size == 1:
+    if output.size == 1 or regression:
         return {"unit": 0, "name": _class_name(loaded, 0), "value": float(output[0])}
     top = int(np.argmax(output))
     values = output.astype(np.float64)

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,8 @@ CSV_FIELDS = (
     "overlay",
     "map",
 )
+#: The files each result record names (relative paths).
+FILE_KEYS = ("overlay", "map", "arrays", "image_file")
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("model", "methods", "layer", "target", "preprocess", "cmap", "alpha", "max_size")
 
@@ -122,6 +125,7 @@ class OutputFolder:
         self._results = (root / RESULTS).open("a", encoding="utf-8")
         self._csv = (root / CSV).open("a", newline="", encoding="utf-8")
         self._failures = (root / FAILURES).open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # the reader and the writer threads both record failures
 
     def _clear(self) -> None:
         """Remove a previous run's files (only camlens's own; other files are left alone)."""
@@ -156,13 +160,15 @@ class OutputFolder:
             by_image.setdefault(str(record.get("key")), []).append(record)
         kept: list[dict[str, Any]] = []
         for key, rows in by_image.items():
+            if not all(_is_result(r) for r in rows):
+                continue
             expected = {(r["method"], r["rank"]) for r in rows}
             totals = {r["method"]: r["targets"] for r in rows}
             complete = all(
                 sum(1 for m, _ in expected if m == method) == total
                 for method, total in totals.items()
             )
-            if complete and all((self.root / r["overlay"]).exists() for r in rows):
+            if complete and all((self.root / r[k]).exists() for r in rows for k in FILE_KEYS):
                 self.done[key] = rows
                 kept.extend(rows)
         _atomic_write(self.root / RESULTS, b"".join(_json_line(r) for r in kept))
@@ -180,15 +186,17 @@ class OutputFolder:
     def add(self, records: Iterable[dict[str, Any]]) -> None:
         """Append one image's results (their files already written) to the JSONL and CSV."""
         records = list(records)
-        self._results.write(b"".join(_json_line(r) for r in records).decode())
-        self._results.flush()
-        csv.DictWriter(self._csv, CSV_FIELDS).writerows(csv_row(r) for r in records)
-        self._csv.flush()
+        with self._lock:
+            self._results.write(b"".join(_json_line(r) for r in records).decode())
+            self._results.flush()
+            csv.DictWriter(self._csv, CSV_FIELDS).writerows(csv_row(r) for r in records)
+            self._csv.flush()
 
     def fail(self, image: str, error: str) -> None:
         """Record an image that could not be read or explained."""
-        self._failures.write(json.dumps({"image": image, "error": error}) + "\n")
-        self._failures.flush()
+        with self._lock:
+            self._failures.write(json.dumps({"image": image, "error": error}) + "\n")
+            self._failures.flush()
 
     def gather_arrays(self) -> Path:
         """Write ``maps.npz`` from every complete result's arrays; return its path."""
@@ -208,6 +216,15 @@ class OutputFolder:
         """Close the appended files."""
         for f in (self._results, self._csv, self._failures):
             f.close()
+
+
+def _is_result(record: dict[str, Any]) -> bool:
+    """Return whether a JSONL record has what resuming relies on (else it is redone)."""
+    return (
+        all(isinstance(record.get(k), str) for k in ("key", "method", *FILE_KEYS))
+        and isinstance(record.get("rank"), int)
+        and isinstance(record.get("targets"), int)
+    )
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
