@@ -37,6 +37,34 @@ TARGET_HELP = (
 _stderr = Console(stderr=True, highlight=False)
 
 
+def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
+    """Add MODEL, IMAGES..., --out, -m/--method, --layer and --target."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--target", default="top1", show_default=True, help=TARGET_HELP)(fn)
+        fn = click.option("--layer", default="auto", show_default=True, help=LAYER_HELP)(fn)
+        fn = click.option(
+            "-m",
+            "--method",
+            "methods",
+            multiple=True,
+            default=methods,
+            show_default=True,
+            help="CAM method; repeat for several (see `camlens methods`).",
+        )(fn)
+        fn = click.option(
+            "--out",
+            "out_dir",
+            required=True,
+            type=click.Path(file_okay=False, path_type=Path),
+            help=out_help,
+        )(fn)
+        fn = click.argument("images", nargs=-1, required=True)(fn)
+        return click.argument("model_source", metavar="MODEL")(fn)
+
+    return decorate
+
+
 def model_options(fn: F) -> F:
     """Add --factory, --trust-pickle and --device."""
     fn = click.option("--device", help="Device for a PyTorch model: cpu, cuda, cuda:1 ...")(fn)

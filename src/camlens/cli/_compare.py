@@ -22,23 +22,9 @@ DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
 
 
 @click.command("compare")
-@click.argument("model_source", metavar="MODEL")
-@click.argument("images", nargs=-1, required=True)
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for compare.csv/.md/.json and the report (may hold an explain run).",
-)
-@click.option(
-    "-m",
-    "--method",
-    "methods",
-    multiple=True,
-    default=("gradcam", "gradcam++", "layercam", "eigencam"),
-    show_default=True,
-    help="CAM method; repeat for several.",
+@_common.run_arguments(
+    "Folder for compare.csv/.md/.json and the report (may hold an explain run).",
+    ("gradcam", "gradcam++", "layercam", "eigencam"),
 )
 @click.option(
     "--metric",
@@ -56,8 +42,6 @@ DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help='JSON {"image file name": [y0, x0, y1, x1]} in the image\'s own pixels, for pointing.',
 )
-@click.option("--layer", default="auto", show_default=True, help=_common.LAYER_HELP)
-@click.option("--target", default="top1", show_default=True, help=_common.TARGET_HELP)
 @click.option("--steps", default=20, show_default=True, type=click.IntRange(min=2))
 @_common.model_options
 @_common.preprocess_options

@@ -42,26 +42,7 @@ class Picture:
 
 
 @click.command("explain")
-@click.argument("model_source", metavar="MODEL")
-@click.argument("images", nargs=-1, required=True)
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (created).",
-)
-@click.option(
-    "-m",
-    "--method",
-    "methods",
-    multiple=True,
-    default=("gradcam",),
-    show_default=True,
-    help="CAM method; repeat for several (see `camlens methods`).",
-)
-@click.option("--layer", default="auto", show_default=True, help=_common.LAYER_HELP)
-@click.option("--target", default="top1", show_default=True, help=_common.TARGET_HELP)
+@_common.run_arguments("Output folder (created).", ("gradcam",))
 @click.option(
     "--batch-size",
     default=16,
@@ -112,8 +93,9 @@ def explain_command(
 ) -> None:
     """Explain MODEL on IMAGES (files, folders searched recursively, or glob patterns).
 
-    MODEL is a .keras/.h5 file, a TorchScript or torch.export (.pt2) file, a state dict or
-    .safetensors file with --factory, or a bundled model name (mobilenet_v2). Writes to --out an
+    MODEL is a Keras .keras/.h5 file, a torch.export program (.pt2), a state dict or
+    .safetensors file with --factory, a pickled model with --trust-pickle, or a bundled model
+    (mobilenet_v2, mobilenet_v2_keras); see `camlens layers`. Writes to --out an
     overlay and a grayscale map PNG per image and method, all maps in maps.npz,
     results.csv/results.jsonl and an HTML report (index.html). Unreadable images are reported
     and skipped; exit status 3 then. An interrupted run continues with --resume.
