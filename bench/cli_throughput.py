@@ -7,12 +7,14 @@ batch size, one process each, run alternately.
 
     python bench/cli_throughput.py                # 200 images of 448x448, batch 16, 3 rounds
     python bench/cli_throughput.py --images 40 --rounds 1   # smoke run
+    python bench/cli_throughput.py --threads 1    # one intra-op thread (robust on a busy machine)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -61,14 +63,16 @@ def api_rate(paths: list[Path], batch: int, method: str) -> float:
     return len(x) / (time.perf_counter() - start)
 
 
-def cli_rate(folder: Path, out: Path, batch: int, method: str) -> tuple[float, float]:
+def cli_rate(
+    folder: Path, out: Path, batch: int, method: str, env: dict[str, str]
+) -> tuple[float, float]:
     """Return (images/s the command reports for its loop, images/s over its whole wall time)."""
     camlens_exe = shutil.which("camlens", path=str(Path(sys.executable).parent)) or "camlens"
     start = time.perf_counter()
     proc = subprocess.run(
         [camlens_exe, "explain", "mobilenet_v2", str(folder), "--out", str(out), "-m", method,
          "--batch-size", str(batch), "--overwrite"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=env,
     )  # fmt: skip
     wall = time.perf_counter() - start
     match = re.search(r"(\d+) image\(s\) explained in ([\d.]+) s", proc.stdout)
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both (default: torch's)")
     parser.add_argument("--api-worker", nargs=3, metavar=("FOLDER", "BATCH", "METHOD"))
     args = parser.parse_args()
     if args.api_worker:  # a fresh process for the API loop, like the command's
@@ -93,6 +98,9 @@ def main() -> None:
         print(json.dumps(api_rate(sorted(Path(folder).glob("*.jpg")), int(batch), method)))
         return
 
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "in").mkdir()
@@ -102,10 +110,10 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, __file__, "--api-worker", str(root / "in"), str(args.batch),
                  args.method],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True, check=True, env=env,
             )  # fmt: skip
             api.append(float(out.stdout.strip().splitlines()[-1]))
-            loop_rate, wall_rate = cli_rate(root / "in", root / "out", args.batch, args.method)
+            loop_rate, wall_rate = cli_rate(root / "in", root / "out", args.batch, args.method, env)
             loop.append(loop_rate)
             whole.append(wall_rate)
     api_s, loop_s, whole_s = (summarise([1 / r for r in rates]) for rates in (api, loop, whole))
@@ -115,6 +123,7 @@ def main() -> None:
         "side": args.side,
         "batch": args.batch,
         "method": args.method,
+        "threads": args.threads,
         "api_images_per_s": api,
         "cli_loop_images_per_s": loop,
         "cli_wall_images_per_s": whole,
@@ -125,8 +134,9 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
+    threads = f"{args.threads} thread(s)" if args.threads else "default threads"
     print(f"{args.images} images {args.side}x{args.side}, batch {args.batch}, {args.method}, "
-          f"{args.rounds} rounds (medians)\n")  # fmt: skip
+          f"{threads}, {args.rounds} rounds (medians)\n")  # fmt: skip
     print("| run | images/s | x API |")
     print("|---|---:|---:|")
     print(f"| library API loop (in-memory batches) | {np.median(api):.1f} | 1.00 |")

@@ -300,3 +300,14 @@ def test_render_does_not_import_matplotlib_or_frameworks_at_import() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["jet", "viridis", "turbo", "gray"])
+def test_overlay_colours_equal_matplotlibs_own_call(name: str) -> None:
+    # Every value, including the edges 0 and 1 and just below 1, in float32 maps.
+    rng = np.random.default_rng(3)
+    cam = rng.random((40, 50)).astype(np.float32)
+    cam[0, :3] = [0.0, 1.0, np.nextafter(np.float32(1), np.float32(0))]
+    pure = np.asarray(overlay(np.zeros((40, 50, 3), np.uint8), cam, cmap=name, alpha=1.0))
+    expected = np.rint(np.asarray(matplotlib.colormaps[name](cam))[..., :3] * 255)
+    np.testing.assert_array_equal(pure, expected.astype(np.uint8))

@@ -122,8 +122,10 @@ def blend(
     rgb: FloatArray, unit_map: FloatArray, colormap: Colormap, alpha: float
 ) -> npt.NDArray[np.uint8]:
     """Return ``(1 - alpha) * rgb + alpha * colormap(unit_map)`` as uint8 RGB pixels."""
-    colours = _apply_colormap(unit_map, colormap)
-    return _to_uint8((1.0 - alpha) * rgb.astype(np.float64) + alpha * colours)
+    mixed = _apply_colormap(unit_map, colormap)  # a new array: computed in place from here
+    mixed *= alpha
+    mixed += (1.0 - alpha) * rgb.astype(np.float64)
+    return _to_uint8(mixed, in_place=True)
 
 
 def _check_map(cam_map: Any) -> FloatArray:
@@ -145,11 +147,25 @@ def _check_map(cam_map: Any) -> FloatArray:
 
 
 def _apply_colormap(unit: npt.NDArray[Any], colormap: Colormap) -> npt.NDArray[np.float64]:
-    """Return the float RGB colours (alpha dropped) of values in [0, 1]."""
-    rgba = np.asarray(colormap(unit), dtype=np.float64)
-    return rgba[..., :3]
+    """Return the float RGB colours (alpha dropped) of values in [0, 1].
+
+    The same colours as ``colormap(unit)``, by the same rule (index ``floor(x * N)`` computed
+    in the input's float type, ``x == 1`` taking the last of the ``N`` entries), read from the
+    colormap's table directly: several times faster on large pictures.
+    """
+    n = int(colormap.N)
+    lut = np.asarray(colormap(np.arange(n)), dtype=np.float64)[:, :3]
+    values = np.asarray(unit)
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    index = (values * values.dtype.type(n)).astype(np.intp)
+    np.clip(index, 0, n - 1, out=index)
+    return lut[index]
 
 
-def _to_uint8(unit_rgb: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """Round float colours in [0, 1] to uint8."""
-    return np.clip(np.rint(unit_rgb * 255.0), 0, 255).astype(np.uint8)
+def _to_uint8(unit_rgb: npt.NDArray[Any], *, in_place: bool = False) -> npt.NDArray[np.uint8]:
+    """Round float colours in [0, 1] to uint8 (``in_place``: reuse ``unit_rgb``'s memory)."""
+    scaled = np.multiply(unit_rgb, 255.0, out=unit_rgb if in_place else None)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
