@@ -160,12 +160,13 @@ def _apply_colormap(unit: npt.NDArray[Any], colormap: Colormap) -> npt.NDArray[n
         values = values.astype(np.float64)
     index = (values * values.dtype.type(n)).astype(np.intp)
     np.clip(index, 0, n - 1, out=index)
-    return lut[index]
+    colours: npt.NDArray[np.float64] = lut[index]
+    return colours
 
 
 def _to_uint8(unit_rgb: npt.NDArray[Any], *, in_place: bool = False) -> npt.NDArray[np.uint8]:
     """Round float colours in [0, 1] to uint8 (``in_place``: reuse ``unit_rgb``'s memory)."""
-    scaled = np.multiply(unit_rgb, 255.0, out=unit_rgb if in_place else None)
+    scaled: npt.NDArray[Any] = np.multiply(unit_rgb, 255.0, out=unit_rgb if in_place else None)
     np.rint(scaled, out=scaled)
     np.clip(scaled, 0, 255, out=scaled)
     return scaled.astype(np.uint8)
