@@ -30,6 +30,7 @@ def _record(ratio: float) -> dict[str, object]:
         "call": timing,
         "forward": {"median_s": 0.1, "min_s": 0.1, "max_s": 0.1},
         "ratio_to_forward": ratio,
+        "fixed_malloc": True,
         "cpu_ratio_to_forward": ratio,
         "memory": {"peak_mib": 10.0},
     }
