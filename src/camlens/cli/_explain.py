@@ -1,16 +1,17 @@
 """`camlens explain`: a model and a folder of images in; overlays, maps, tables and a report out.
 
-Reading the next batch and writing the last one's pictures run in worker threads while the
-model runs, so the command keeps close to the library's own speed.
+Between model calls, a pool of threads writes the last batch's pictures and reads the next
+batch on every core, so the command keeps close to the library's own speed.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -214,46 +215,49 @@ class Run:
         self.advance: Callable[[int], None] = lambda n: None
 
     def all(self, paths: Sequence[Path], batch_size: int, advance: Callable[[int], None]) -> None:
-        """Process ``paths`` in batches: read ahead one batch, write behind one batch."""
+        """Process ``paths`` in batches, alternating two phases.
+
+        The model runs alone (its own threads use every core), then one pool of threads, one
+        per core, writes that batch's pictures and reads the next batch (decoders and encoders
+        release the GIL). Running them beside the model instead was slower: the model's
+        threads stall whenever another thread takes their core.
+        """
         self.advance = advance
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-            pending: Future[None] | None = None
-            ahead = reader.submit(self.read, batches[0]) if batches else None
+        if not batches:
+            return
+        with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+            pictures, x = self.read(pool, batches[0])
             for index in range(len(batches)):
-                assert ahead is not None
-                pictures, x = ahead.result()
-                ahead = (
-                    reader.submit(self.read, batches[index + 1])
-                    if index + 1 < len(batches)
-                    else None
-                )
                 results = self.explain(pictures, x)
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(self.write, pictures, results)
-            if pending is not None:
-                pending.result()
+                writes = [
+                    pool.submit(self._write_image, i, picture, results)
+                    for i, picture in enumerate(pictures)
+                ]
+                following = batches[index + 1] if index + 1 < len(batches) else []
+                next_batch = self.read(pool, following)
+                self.record(pictures, writes)
+                pictures, x = next_batch
 
-    def read(self, paths: Sequence[Path]) -> tuple[list[Picture], np.ndarray | None]:
-        """Read a batch (failures recorded and left out); return it and its model input."""
-        pictures: list[Picture] = []
-        model_inputs: list[np.ndarray] = []
+    def read(
+        self, pool: Executor, paths: Sequence[Path]
+    ) -> tuple[list[Picture], np.ndarray | None]:
+        """Read a batch on the pool (failures recorded and left out); return it and its input."""
         # Read once, big enough for both the model and the display copy (large JPEGs are
         # decoded at a reduced scale directly).
         read_size = max(self.max_size, *self.preprocess.size)
-        for path in paths:
+        reads = [pool.submit(read_image, path, max_size=read_size) for path in paths]
+        pictures: list[Picture] = []
+        model_inputs: list[Future[np.ndarray]] = []
+        for path, future in zip(paths, reads, strict=True):
             try:
-                pixels = read_image(path, max_size=read_size)
+                pixels = future.result()
             except camlens.CamlensError as exc:
-                self.failures.append((str(path), str(exc)))
-                self.folder.fail(str(path), str(exc))
-                self.advance(1)
+                self._fail(path, str(exc))
                 continue
-            display = _fit(pixels, self.max_size)
-            pictures.append(Picture(path, image_key(path), display))
-            model_inputs.append(pixels)
-        x = self.preprocess(model_inputs) if model_inputs else None
+            pictures.append(Picture(path, image_key(path), _fit(pixels, self.max_size)))
+            model_inputs.append(pool.submit(self.preprocess.resize_channels, pixels))
+        x = self.preprocess([f.result() for f in model_inputs]) if model_inputs else None
         return pictures, x
 
     def explain(self, pictures: list[Picture], x: np.ndarray | None) -> dict[str, Any]:
@@ -302,19 +306,24 @@ class Run:
                 ],
             }
 
-    def write(self, pictures: list[Picture], results: dict[str, Any]) -> None:
-        """Write each image's pictures and arrays, then its result lines."""
-        for index, picture in enumerate(pictures):
+    def record(self, pictures: list[Picture], writes: list[Future[list[dict[str, Any]]]]) -> None:
+        """Append each image's result lines, in input order, once its files are written."""
+        for picture, future in zip(pictures, writes, strict=True):
             try:
-                records = self._write_image(index, picture, results)
+                records = future.result()
             except camlens.CamlensError as exc:
-                self.failures.append((str(picture.path), str(exc)))
-                self.folder.fail(str(picture.path), str(exc))
-            else:
-                if records:
-                    self.folder.add(records)
-                    self.explained += 1
+                self._fail(picture.path, str(exc))
+                continue
+            if records:
+                self.folder.add(records)
+                self.explained += 1
             self.advance(1)
+
+    def _fail(self, path: Path, error: str) -> None:
+        """Record an image that failed."""
+        self.failures.append((str(path), error))
+        self.folder.fail(str(path), error)
+        self.advance(1)
 
     def _write_image(
         self, index: int, picture: Picture, results: dict[str, Any]

@@ -133,7 +133,9 @@ class Preprocess:
         """Return the float32 batch for uint8 ``(H, W, C)`` pictures of any sizes."""
         if len(images) == 0:
             raise BadInputError("no images to preprocess")
-        batch = np.stack([self._pixels(im) for im in images]).astype(np.float32)
+        batch = np.stack([self.resize_channels(im) for im in images]).astype(np.float32)
+        if self.order == "BGR" and self.channels == 3:
+            batch = batch[..., ::-1]
         mean, std = self._stats
         scale = np.float32(PRESETS[self.preset].scale)
         batch = (batch * scale - mean) / std
@@ -141,8 +143,12 @@ class Preprocess:
             batch = batch.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(batch, dtype=np.float32)
 
-    def _pixels(self, image: np.ndarray) -> np.ndarray:
-        """Return one picture resized, with the model's channel count and order."""
+    def resize_channels(self, image: np.ndarray) -> np.ndarray:
+        """Return one uint8 picture resized, with the model's channel count (RGB order kept).
+
+        The per-picture half of :meth:`__call__`, which takes its results unchanged (applying
+        it twice changes nothing): for spreading a batch's pictures over threads.
+        """
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
             raise BadInputError(
                 f"expected a uint8 (H, W, 1 or 3) picture; got {image.dtype} {image.shape}"
@@ -153,8 +159,7 @@ class Preprocess:
                 if self.channels == 3
                 else np.asarray(Image.fromarray(image).convert("L"))[..., None]
             )
-        image = self.resize(image)
-        return image[..., ::-1] if self.order == "BGR" and self.channels == 3 else image
+        return self.resize(image)
 
     def describe(self) -> dict[str, Any]:
         """Return the settings as plain JSON values (recorded with every run)."""
