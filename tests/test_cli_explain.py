@@ -356,3 +356,30 @@ def test_a_grayscale_regressor_from_a_state_dict(tmp_path: Path) -> None:
     assert record["layer"] == "2"
     run = json.loads((out / "run.json").read_text())
     assert run["preprocess"]["channels"] == 1 and run["preprocess"]["size"] == [32, 32]
+
+
+def test_a_decoder_crash_on_one_file_skips_only_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from camlens.cli import _explain, main
+
+    for name in ("chelsea", "coffee"):
+        shutil.copy(PHOTOS / f"{name}.jpg", tmp_path / f"{name}.jpg")
+    real = _explain.read_image
+
+    def flaky(path: Path, **options: object) -> np.ndarray:
+        if Path(path).name == "coffee.jpg":
+            raise IndexError("tile index out of range")  # what a malformed TIFF can raise
+        return real(path, **options)
+
+    monkeypatch.setattr(_explain, "read_image", flaky)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["explain", "mobilenet_v2", str(tmp_path / "chelsea.jpg"),
+               str(tmp_path / "coffee.jpg"), "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 3, result.output
+    assert "IndexError: tile index out of range" in result.output
+    assert [Path(r["image"]).name for r in _records(out)] == ["chelsea.jpg"]

@@ -255,6 +255,9 @@ class Run:
             except camlens.CamlensError as exc:
                 self._fail(path, str(exc))
                 continue
+            except Exception as exc:  # a decoder's own error on a malformed file: skip it too
+                self._fail(path, f"{path}: cannot be read ({type(exc).__name__}: {exc})")
+                continue
             pictures.append(Picture(path, image_key(path), _fit(pixels, self.max_size)))
             model_inputs.append(pool.submit(self.preprocess.resize_channels, pixels))
         x = self.preprocess([f.result() for f in model_inputs]) if model_inputs else None
