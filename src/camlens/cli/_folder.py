@@ -69,18 +69,16 @@ def row_id(key: str, method: str, rank: int) -> str:
     return f"{key}__{safe_method}" + (f"__t{rank}" if rank else "")
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Return a JSONL file's complete records and the byte length of the complete part.
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Return a JSONL file's complete records.
 
     A last line without its newline, or one that is not a JSON object, is what an interrupted
     write leaves: it ends the valid part.
     """
     if not path.exists():
-        return [], 0
-    data = path.read_bytes()
+        return []
     records: list[dict[str, Any]] = []
-    good = 0
-    for line in data.splitlines(keepends=True):
+    for line in path.read_bytes().splitlines(keepends=True):
         if not line.endswith(b"\n"):
             break
         try:
@@ -90,8 +88,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not isinstance(record, dict):
             break
         records.append(record)
-        good += len(line)
-    return records, good
+    return records
 
 
 class OutputFolder:
@@ -154,7 +151,7 @@ class OutputFolder:
         An image counts as done when every method has all its rows; its rows are kept verbatim
         (and the CSV rebuilt from them). Failed images are tried again.
         """
-        records, _ = read_jsonl(self.root / RESULTS)
+        records = read_jsonl(self.root / RESULTS)
         by_image: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_image.setdefault(str(record.get("key")), []).append(record)
@@ -200,7 +197,7 @@ class OutputFolder:
 
     def gather_arrays(self) -> Path:
         """Write ``maps.npz`` from every complete result's arrays; return its path."""
-        records, _ = read_jsonl(self.root / RESULTS)
+        records = read_jsonl(self.root / RESULTS)
         arrays: dict[str, np.ndarray] = {}
         for record in records:
             with np.load(self.root / record["arrays"]) as data:
