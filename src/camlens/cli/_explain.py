@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -354,7 +354,7 @@ class Run:
             for rank, row in enumerate(row_indices):
                 stem = row_id(picture.key, method, rank)
                 cam_map = exp.maps[row]
-                shown = _resize_map(cam_map, (height, width))
+                shown = camlens.render.map_at_size(cam_map, (height, width))
                 overlay = camlens.overlay(picture.display, shown, cmap=self.cmap, alpha=self.alpha)
                 write_file(root / f"overlays/{stem}.png", encode_png(np.asarray(overlay)))
                 gray = np.round(shown * 255).astype(np.uint8)
@@ -402,8 +402,6 @@ def _rows_of(exp: camlens.Explanation, image: int) -> dict[str, Any]:
 
 def _slice(exp: camlens.Explanation, image: int, rows: list[int]) -> camlens.Explanation:
     """Return the explanation of one image (its rows, its output)."""
-    from dataclasses import replace
-
     return replace(
         exp,
         maps=exp.maps[rows],
@@ -449,16 +447,6 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
     if loaded.classes is None or not 0 <= unit < len(loaded.classes):
         return None
     return loaded.classes[unit]
-
-
-def _resize_map(cam_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Return a map bilinearly resized to ``size`` ``(H, W)``, clipped to [0, 1]."""
-    if cam_map.shape == size:
-        return np.asarray(np.clip(cam_map, 0.0, 1.0), dtype=np.float32)
-    resized = Image.fromarray(cam_map.astype(np.float32)).resize(
-        (size[1], size[0]), Image.Resampling.BILINEAR
-    )
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
 def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:

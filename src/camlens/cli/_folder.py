@@ -115,7 +115,7 @@ class OutputFolder:
                 (root / name).unlink(missing_ok=True)
         for sub in SUBFOLDERS:
             (root / sub).mkdir(exist_ok=True)
-        _atomic_write(root / RUN, json.dumps(settings, indent=2).encode())
+        write_file(root / RUN, json.dumps(settings, indent=2).encode())
         if not (root / CSV).exists():
             with (root / CSV).open("w", newline="", encoding="utf-8") as f:
                 csv.DictWriter(f, CSV_FIELDS).writeheader()
@@ -168,12 +168,12 @@ class OutputFolder:
             if complete and all((self.root / r[k]).exists() for r in rows for k in FILE_KEYS):
                 self.done[key] = rows
                 kept.extend(rows)
-        _atomic_write(self.root / RESULTS, b"".join(_json_line(r) for r in kept))
+        write_file(self.root / RESULTS, b"".join(_json_line(r) for r in kept))
         text = io.StringIO()
         writer = csv.DictWriter(text, CSV_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_row(r) for r in kept)
-        _atomic_write(self.root / CSV, text.getvalue().encode())
+        write_file(self.root / CSV, text.getvalue().encode())
         (self.root / FAILURES).unlink(missing_ok=True)
 
     def methods_done(self, key: str) -> set[str]:
@@ -239,16 +239,12 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write a result file atomically (a killed run never leaves half a picture)."""
-    _atomic_write(path, data)
-
-
 def _json_line(record: dict[str, Any]) -> bytes:
     return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
+    """Write a file atomically (a killed run never leaves half a picture or table)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)

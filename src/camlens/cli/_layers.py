@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 import camlens
+from camlens.cli import _common
 from camlens.cli._options import parse_size
-from camlens.io import load_model
 
 
 @click.command("layers")
@@ -43,10 +40,8 @@ def layers_command(
     model: mobilenet_v2, mobilenet_v2_keras. Layers marked * can be explained; the one marked
     auto is what `camlens explain` uses when no --layer is given.
     """
-    if os.getcwd() not in sys.path:  # factories in the current folder, as `python -m` finds them
-        sys.path.insert(0, os.getcwd())
+    loaded = _common.load(model, {"factory": factory, "trust_pickle": trust_pickle})
     try:
-        loaded = load_model(model, factory=factory, trust_pickle=trust_pickle)
         rows = camlens.layers(
             loaded.model,
             input_size=size or loaded.input_size,

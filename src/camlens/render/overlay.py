@@ -17,7 +17,7 @@ from camlens.render._image import as_numpy, to_rgb_float
 if TYPE_CHECKING:
     from matplotlib.colors import Colormap
 
-__all__ = ["colorize", "overlay"]
+__all__ = ["colorize", "map_at_size", "overlay"]
 
 
 def colorize(
