@@ -6,6 +6,7 @@ Array-API maths: it runs where the arrays live (NumPy, torch CPU/CUDA, JAX) with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from array_api_compat import array_namespace, device
@@ -20,6 +21,13 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     ``torch.nn.functional.interpolate(..., align_corners=False)`` and of PIL's bilinear
     resampling when enlarging.
     """
+    matrix: np.ndarray = _bilinear_matrix(out_size, in_size).copy()
+    return matrix
+
+
+@lru_cache(maxsize=64)
+def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
+    """:func:`bilinear_matrix`, cached (every call of an explainer resizes to the same size)."""
     scale = in_size / out_size
     src = np.clip((np.arange(out_size) + 0.5) * scale - 0.5, 0.0, in_size - 1)
     lo = np.floor(src).astype(np.int64)
@@ -29,6 +37,7 @@ def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     rows = np.arange(out_size)
     np.add.at(matrix, (rows, lo), 1.0 - frac)
     np.add.at(matrix, (rows, hi), frac)
+    matrix.flags.writeable = False
     return matrix
 
 
@@ -44,8 +53,8 @@ def resize(maps: Array, size: Size) -> Array:
     if (h, w) == (big_h, big_w):
         return maps
     dev = device(maps)
-    rows = xp.asarray(bilinear_matrix(big_h, h), dtype=maps.dtype, device=dev)
-    cols = xp.asarray(bilinear_matrix(big_w, w).T, dtype=maps.dtype, device=dev)
+    rows = xp.asarray(_bilinear_matrix(big_h, h), dtype=maps.dtype, device=dev)
+    cols = xp.asarray(_bilinear_matrix(big_w, w).T, dtype=maps.dtype, device=dev)
     wide = xp.reshape(xp.reshape(maps, (m * h, w)) @ cols, (m, h, big_w))  # (M, h, W)
     stacked = xp.reshape(xp.permute_dims(wide, (1, 0, 2)), (h, m * big_w))  # (h, M * W)
     tall = xp.reshape(rows @ stacked, (big_h, m, big_w))  # (H, M, W)
@@ -61,14 +70,16 @@ def normalise(maps: Array, *, signed: bool) -> tuple[Array, Array]:
     xp = array_namespace(maps)
     flat = xp.reshape(maps, (maps.shape[0], -1))
     if signed:
-        low = xp.zeros_like(flat[:, :1])
+        shifted = flat
         span = xp.max(xp.abs(flat), axis=1, keepdims=True)
     else:
         low = xp.min(flat, axis=1, keepdims=True)
+        shifted = flat - low
         span = xp.max(flat, axis=1, keepdims=True) - low
     degenerate = span == 0
-    safe = xp.where(degenerate, xp.ones_like(span), span)
-    scaled = xp.where(degenerate, xp.zeros_like(flat), (flat - low) / safe)
+    # A degenerate row is all zeros once shifted (constant values minus their minimum, or
+    # zeros when signed), so dividing it by 1 instead of 0 leaves exact zeros.
+    scaled = shifted / xp.where(degenerate, xp.ones_like(span), span)
     return xp.reshape(scaled, maps.shape), degenerate[:, 0]
 
 
