@@ -131,3 +131,22 @@ def test_cuda_model_matches_cpu() -> None:
     cpu = camlens.explain(net, x, target=camlens.TopK(2))
     gpu = camlens.explain(net.cuda(), x, target=camlens.TopK(2))  # inputs follow the model
     np.testing.assert_allclose(gpu.maps, cpu.maps, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_top_k_ranks_ties_to_the_lower_index_and_nan_last(k: int) -> None:
+    # Written out by hand: row 0 ties at the top (units 1 and 3), row 1 has a NaN that must
+    # not win, row 2 is all equal (units in index order).
+    values = np.array(
+        [
+            [0.5, 2.0, -1.0, 2.0, 0.0],
+            [np.nan, 1.0, 3.0, 2.0, 3.5],
+            [7.0, 7.0, 7.0, 7.0, 7.0],
+        ]
+    )
+    expected = np.array([[1, 3, 0], [4, 2, 3], [0, 1, 2]])[:, :k]
+    units = camlens.TopK(k).ranked_units(values)
+    assert units.dtype == np.int64
+    np.testing.assert_array_equal(units, expected)
+    only_nan = camlens.TopK(k).ranked_units(np.array([[np.nan, 1.0, 0.0, 2.0]]))
+    np.testing.assert_array_equal(only_nan, np.array([[3, 1, 2]])[:, :k])

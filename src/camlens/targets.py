@@ -197,7 +197,15 @@ class TopK(UnitTarget):
             raise BadTargetError(f"top-{self.k} asked of an output with only {n_units} unit(s)")
 
     def ranked_units(self, values: np.ndarray) -> IntArray:
-        """Return each image's top-k units in decreasing score order, ``(N, k)``."""
+        """Return each image's top-k units in decreasing score order, ``(N, k)``.
+
+        Ties go to the lower index; NaN scores rank last.
+        """
+        if self.k == 1:
+            # argmax is the first maximum (the stable sort's pick) unless a NaN wins it.
+            best: IntArray = np.argmax(values, axis=1)[:, None].astype(np.int64)
+            if not np.isnan(np.take_along_axis(values, best, axis=1)).any():
+                return best
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 
