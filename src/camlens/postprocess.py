@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace, device
@@ -41,6 +42,19 @@ def _bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
     return matrix
 
 
+@lru_cache(maxsize=32)
+def _matrix_on(
+    xp: Any, out_size: int, in_size: int, dtype: Any, dev: Any, *, transpose: bool
+) -> Array:
+    """Return :func:`bilinear_matrix` (or its transpose) as an array of ``xp`` on ``dev``.
+
+    Cached: building and copying the matrix to the maps' library and device on every call cost
+    as much as the resize itself. The arrays are a few KiB.
+    """
+    matrix = _bilinear_matrix(out_size, in_size)
+    return xp.asarray(matrix.T if transpose else matrix, dtype=dtype, device=dev)
+
+
 def resize(maps: Array, size: Size) -> Array:
     """Resize ``(M, h, w)`` maps to ``size = (H, W)`` bilinearly, as two matrix products.
 
@@ -52,9 +66,8 @@ def resize(maps: Array, size: Size) -> Array:
     big_h, big_w = size
     if (h, w) == (big_h, big_w):
         return maps
-    dev = device(maps)
-    rows = xp.asarray(_bilinear_matrix(big_h, h), dtype=maps.dtype, device=dev)
-    cols = xp.asarray(_bilinear_matrix(big_w, w).T, dtype=maps.dtype, device=dev)
+    rows = _matrix_on(xp, big_h, h, maps.dtype, device(maps), transpose=False)
+    cols = _matrix_on(xp, big_w, w, maps.dtype, device(maps), transpose=True)
     wide = xp.reshape(xp.reshape(maps, (m * h, w)) @ cols, (m, h, big_w))  # (M, h, W)
     stacked = xp.reshape(xp.permute_dims(wide, (1, 0, 2)), (h, m * big_w))  # (h, M * W)
     tall = xp.reshape(rows @ stacked, (big_h, m, big_w))  # (H, M, W)

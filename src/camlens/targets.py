@@ -61,8 +61,7 @@ class Target(ABC):
         """Return a short human-readable description, recorded in explanations."""
 
 
-def _flatten(output: Array) -> Array:
-    xp = array_namespace(output)
+def _flatten(output: Array, xp: Any) -> Array:
     if output.ndim == 0:
         raise BadTargetError("the model output is a scalar; it needs a batch axis (N, ...)")
     return xp.reshape(output, (output.shape[0], -1))
@@ -96,8 +95,8 @@ class UnitTarget(Target):
 
     def resolve(self, output: Array) -> Resolved:
         """Return the selected units' scores, ``sign * output[n, unit]``."""
-        flat = _flatten(output)
-        xp = array_namespace(flat)
+        xp = array_namespace(output)
+        flat = _flatten(output, xp)
         units = self.units(flat)
         index = xp.asarray(units, device=device(flat))
         picked = xp.take_along_axis(flat, index, axis=1)
@@ -201,11 +200,10 @@ class TopK(UnitTarget):
 
         Ties go to the lower index; NaN scores rank last.
         """
-        if self.k == 1:
-            # argmax is the first maximum (the stable sort's pick) unless a NaN wins it.
+        if self.k == 1 and not np.isnan(values).any():
+            # Without NaN (which argmax would pick), argmax is the stable sort's first pick.
             best: IntArray = np.argmax(values, axis=1)[:, None].astype(np.int64)
-            if not np.isnan(np.take_along_axis(values, best, axis=1)).any():
-                return best
+            return best
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 

@@ -8,20 +8,24 @@ from contextlib import contextmanager
 import torch
 
 
-def _modules(model: torch.nn.Module) -> dict[torch.nn.Module, None]:
-    """Return ``model`` and every submodule once, as ``model.modules()`` does, ~3x faster.
+def _training_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Return the modules of ``model`` (itself included) that are in training mode.
 
-    ``modules()`` builds a dotted name for every module on the way (``named_modules``): a cost
-    paid on every call of every explainer. Shared modules are listed once, as there.
+    One pass over ``_modules``, each module once, even if shared: ``model.modules()`` would
+    also build a dotted name for every module, a cost paid on every call of every explainer.
     """
-    found: dict[torch.nn.Module, None] = {model: None}
+    seen: set[torch.nn.Module] = {model}
     stack = [model]
+    training = []
     while stack:
-        for child in stack.pop()._modules.values():
-            if child is not None and child not in found:
-                found[child] = None
+        module = stack.pop()
+        if module.training:
+            training.append(module)
+        for child in module._modules.values():
+            if child is not None and child not in seen:
+                seen.add(child)
                 stack.append(child)
-    return found
+    return training
 
 
 @contextmanager
@@ -34,7 +38,7 @@ def inference_state(model: torch.nn.Module) -> Iterator[None]:
     large models. Parameters are left alone: the probe keeps the network below the target
     layers out of autograd by running it with gradients disabled instead.
     """
-    training = [module for module in _modules(model) if module.training]
+    training = _training_modules(model)
     try:
         for module in training:
             module.__dict__["training"] = False
