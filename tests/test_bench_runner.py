@@ -60,3 +60,27 @@ def test_agreement_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     table = run.markdown(saved)
     assert "| torchcam | gradcam |" in table and "| 2.00 |" in table
     assert "failed: ValueError: no / pipes" in table
+
+
+def test_call_overhead_script_runs_every_step(tmp_path: Path) -> None:
+    # The script calls camlens's private steps one by one: a rename must fail here, not in a
+    # benchmark session. One round, in its own process (it pins threads and malloc settings).
+    import json
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "call_overhead.py"
+    out = tmp_path / "overhead.json"
+    done = subprocess.run(
+        [sys.executable, str(script), "--rounds", "1", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["fixed_malloc"] is True
+    rows = result["rows"]
+    assert list(rows)[:2] == ["forward", "floor"]
+    assert {"camlens.GradCAM", "camlens.GradCAMPlusPlus", "floor + all of them"} <= set(rows)
+    assert all(np.isfinite(row["median_ms"]) and row["median_ms"] > 0 for row in rows.values())
+    assert "| floor + eval walk |" in done.stdout
