@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,9 @@ from camlens.cli._options import parse_size
 from camlens.io import PRESETS, LoadedModel, Preprocess, load_model
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit status when the run finished but some images failed (their list is printed).
+EXIT_SOME_FAILED = 3
 
 LAYER_HELP = "Layer to explain: a name or nested path (see `camlens layers MODEL`), or auto."
 TARGET_HELP = (
@@ -148,6 +152,30 @@ def preprocessing(loaded: LoadedModel, options: dict[str, Any]) -> Preprocess:
         )
     except camlens.CamlensError as exc:
         raise click.BadParameter(str(exc), param_hint="preprocessing options") from exc
+
+
+def run_settings(
+    loaded: LoadedModel,
+    preprocess: Preprocess,
+    methods: Sequence[str],
+    layer: str,
+    target: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Return the settings a run records in ``run.json``: the model, the command's own
+    options (``extra``), when and how it was started."""
+    return {
+        "camlens_version": camlens.__version__,
+        "model": loaded.source,
+        "framework": loaded.framework,
+        "methods": list(methods),
+        "layer": layer,
+        "target": target,
+        "preprocess": preprocess.describe(),
+        **extra,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": ["camlens", *sys.argv[1:]],
+    }
 
 
 def parse_target(text: str) -> camlens.Target | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +104,7 @@ def compare_command(
     }
     (out_dir / "compare.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     if not (out_dir / "run.json").exists():  # a folder of its own: the report needs the settings
-        run = {
-            "camlens_version": camlens.__version__,
-            "model": loaded.source,
-            "framework": loaded.framework,
-            "methods": list(dict.fromkeys(methods)),
-            "layer": layer,
-            "target": target,
-            "preprocess": preprocess.describe(),
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": ["camlens", *sys.argv[1:]],
-        }
+        run = _common.run_settings(loaded, preprocess, list(dict.fromkeys(methods)), layer, target)
         (out_dir / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
     report = camlens.report.write_report(out_dir)
     click.echo(table.to_markdown(), nl=False)
@@ -123,7 +112,7 @@ def compare_command(
     for image, error in failures:
         click.echo(f"  failed: {image}: {error.removeprefix(image + ': ')}")
     if failures:
-        sys.exit(3)
+        sys.exit(_common.EXIT_SOME_FAILED)
 
 
 def _boxes(path: Path | None, used: list[Path], size: tuple[int, int]) -> list[list[float]]:

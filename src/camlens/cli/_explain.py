@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,6 @@ from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
 from camlens.cli._png import encode_png
 from camlens.io import LoadedModel, Preprocess, find_images, image_key, read_image
 
-#: Exit status when the run finished but some images failed (their list is printed).
-EXIT_SOME_FAILED = 3
 #: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
 EXIT_INTERRUPTED = 130
 
@@ -122,21 +119,17 @@ def explain_command(
         _common.warn(f"no such file, folder or match: {missing}")
     if not found.images:
         raise click.ClickException("no images to explain")
-    settings = {
-        "camlens_version": camlens.__version__,
-        "model": loaded.source,
-        "framework": loaded.framework,
-        "methods": list(explainers),
-        "layer": layer,
-        "target": target,
-        "preprocess": preprocess.describe(),
-        "cmap": cmap,
-        "alpha": alpha,
-        "max_size": max_size,
-        "metrics": ["deletion_auc", "insertion_auc"] if with_metrics else [],
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": ["camlens", *sys.argv[1:]],
-    }
+    settings = _common.run_settings(
+        loaded,
+        preprocess,
+        list(explainers),
+        layer,
+        target,
+        cmap=cmap,
+        alpha=alpha,
+        max_size=max_size,
+        metrics=["deletion_auc", "insertion_auc"] if with_metrics else [],
+    )
     try:
         folder = OutputFolder(out_dir, settings, resume=resume, overwrite=overwrite)
     except FolderError as exc:
@@ -180,7 +173,7 @@ def explain_command(
         _common.warn("interrupted: finished images are kept; run again with --resume")
         sys.exit(EXIT_INTERRUPTED)
     if run.failures:
-        sys.exit(EXIT_SOME_FAILED)
+        sys.exit(_common.EXIT_SOME_FAILED)
 
 
 class Run:
