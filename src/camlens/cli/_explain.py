@@ -26,6 +26,7 @@ from camlens.cli import _common
 from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
 from camlens.cli._png import encode_png
 from camlens.io import LoadedModel, Preprocess, find_images, image_key, read_image
+from camlens.io._images import fitted_size
 
 #: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
 EXIT_INTERRUPTED = 130
@@ -445,10 +446,9 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
 def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:
     """Return a picture scaled down so that its longer side is at most ``max_size``."""
     height, width = pixels.shape[:2]
-    if max(height, width) <= max_size:
+    size = fitted_size((width, height), max_size)
+    if size is None:
         return pixels
-    scale = max_size / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.LANCZOS))
 
 

@@ -99,13 +99,11 @@ def read_image(
         if path.stat().st_size == 0:
             raise BadInputError(f"{path}: the file is empty (0 bytes)")
         with Image.open(path) as im:
-            if max_size is not None and max(im.size) > max_size:
-                scale = max_size / max(im.size)
-                im.draft("RGB" if channels == 3 else "L", _scaled(im.size, scale))
+            if (draft := fitted_size(im.size, max_size)) is not None:
+                im.draft("RGB" if channels == 3 else "L", draft)
             im = ImageOps.exif_transpose(im)
-            if max_size is not None and max(im.size) > max_size:
-                scale = max_size / max(im.size)
-                im = im.resize(_scaled(im.size, scale), Image.Resampling.LANCZOS, reducing_gap=3)
+            if (fitted := fitted_size(im.size, max_size)) is not None:
+                im = im.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=3)
             return _to_uint8(im, channels)
     except BadInputError:
         raise
@@ -121,8 +119,12 @@ def read_image(
         raise BadInputError(f"{path}: the image is corrupt or truncated ({exc})") from exc
 
 
-def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """Return ``size`` (width, height) times ``scale``, at least one pixel each."""
+def fitted_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int] | None:
+    """Return ``size`` (width, height) scaled so that its longer side is ``max_size`` (aspect
+    kept, at least one pixel each), or ``None`` if it already fits (or ``max_size`` is None)."""
+    if max_size is None or max(size) <= max_size:
+        return None
+    scale = max_size / max(size)
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
