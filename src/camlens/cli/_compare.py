@@ -15,6 +15,7 @@ import camlens
 import camlens.metrics
 import camlens.report
 from camlens.cli import _common
+from camlens.cli._folder import RUN, write_file
 from camlens.io import find_images, read_image
 
 DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
@@ -96,16 +97,16 @@ def compare_command(
             raise click.ClickException(str(exc)) from exc
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "compare.csv").write_text(table.to_csv(), encoding="utf-8")
-    (out_dir / "compare.md").write_text(table.to_markdown(), encoding="utf-8")
+    write_file(out_dir / "compare.csv", table.to_csv().encode("utf-8"))
+    write_file(out_dir / "compare.md", table.to_markdown().encode("utf-8"))
     payload = {
         "columns": list(table.columns),
         "rows": [[r.get(c) for c in table.columns] for r in table.rows],
     }
-    (out_dir / "compare.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    if not (out_dir / "run.json").exists():  # a folder of its own: the report needs the settings
+    write_file(out_dir / "compare.json", json.dumps(payload, indent=1).encode("utf-8"))
+    if not (out_dir / RUN).exists():  # a folder of its own: the report needs the settings
         run = _common.run_settings(loaded, preprocess, list(dict.fromkeys(methods)), layer, target)
-        (out_dir / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
+        write_file(out_dir / RUN, json.dumps(run, indent=2).encode("utf-8"))
     report = camlens.report.write_report(out_dir)
     click.echo(table.to_markdown(), nl=False)
     click.echo(f"{len(used)} image(s); report: {report}")
