@@ -214,11 +214,10 @@ def _keras_file(path: Path, kind: str, device: str | None) -> LoadedModel:
         h, w, c = (shape[1], shape[2], shape[3]) if last else (shape[2], shape[3], shape[1])
         size = (h, w) if h is not None and w is not None else None
         channels = c
-    label = "Keras file" if kind == "keras" else "Keras HDF5 file"
     return LoadedModel(
         model=model,
         framework="keras",
-        source=f"{label} {path.name}",
+        source=f"{_WHOLE_MODELS[kind]} {path.name}",
         layout="NHWC" if last else "NCHW",
         input_size=size,
         channels=channels,
@@ -243,7 +242,7 @@ def _torch_file(
         model, shape = loader.export_program(path)
         channels = shape[1]
         size = (shape[2], shape[3]) if shape[2] is not None and shape[3] is not None else None
-        source = f"torch.export program {path.name}"
+        source = f"{_WHOLE_MODELS[kind]} {path.name}"
     elif kind == "safetensors":
         model = loader.as_module(loader.safetensors_state(path), path, build, factory)
         source = f"safetensors file {path.name} + factory {factory}"
