@@ -15,8 +15,9 @@ import camlens
 import camlens.metrics
 import camlens.report
 from camlens.cli import _common
-from camlens.cli._folder import RUN, write_file
+from camlens.cli._folder import write_file
 from camlens.io import find_images, read_image
+from camlens.report._read import COMPARE_FILE, RUN_FILE
 
 DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
 
@@ -103,10 +104,10 @@ def compare_command(
         "columns": list(table.columns),
         "rows": [[r.get(c) for c in table.columns] for r in table.rows],
     }
-    write_file(out_dir / "compare.json", json.dumps(payload, indent=1).encode("utf-8"))
-    if not (out_dir / RUN).exists():  # a folder of its own: the report needs the settings
+    write_file(out_dir / COMPARE_FILE, json.dumps(payload, indent=1).encode("utf-8"))
+    if not (out_dir / RUN_FILE).exists():  # a folder of its own: the report needs the settings
         run = _common.run_settings(loaded, preprocess, list(dict.fromkeys(methods)), layer, target)
-        write_file(out_dir / RUN, json.dumps(run, indent=2).encode("utf-8"))
+        write_file(out_dir / RUN_FILE, json.dumps(run, indent=2).encode("utf-8"))
     report = camlens.report.write_report(out_dir)
     click.echo(table.to_markdown(), nl=False)
     click.echo(f"{len(used)} image(s); report: {report}")

@@ -27,13 +27,16 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = "results.jsonl"
-FAILURES = "failures.jsonl"
-RUN = "run.json"
+# The names the report reads the folder by.
+from camlens.report._read import COMPARE_FILE
+from camlens.report._read import FAILURES_FILE as FAILURES
+from camlens.report._read import RESULTS_FILE as RESULTS
+from camlens.report._read import RUN_FILE as RUN
+
 CSV = "results.csv"
 NPZ = "maps.npz"
 SUBFOLDERS = ("images", "overlays", "maps", "arrays")
-OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", "compare.json", "compare.csv")
+OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, "compare.csv")
 CSV_FIELDS = (
     "image",
     "method",
