@@ -69,9 +69,8 @@ def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
     return decorate
 
 
-def model_options(fn: F) -> F:
-    """Add --factory, --trust-pickle and --device."""
-    fn = click.option("--device", help="Device for a PyTorch model: cpu, cuda, cuda:1 ...")(fn)
+def model_file_options(fn: F) -> F:
+    """Add --factory and --trust-pickle: how to read a model file."""
     fn = click.option(
         "--trust-pickle",
         is_flag=True,
@@ -80,8 +79,15 @@ def model_options(fn: F) -> F:
     return click.option(
         "--factory",
         metavar="PKG.MOD:FN",
-        help="Function that builds the model, for a state dict (.pt/.pth/.safetensors).",
+        help="Function that builds the model, for a state dict (.pt/.pth/.safetensors); a module "
+        "on the Python path or the current folder, or path/to/file.py:fn.",
     )(fn)
+
+
+def model_options(fn: F) -> F:
+    """Add --factory, --trust-pickle and --device."""
+    fn = click.option("--device", help="Device for a PyTorch model: cpu, cuda, cuda:1 ...")(fn)
+    return model_file_options(fn)
 
 
 def preprocess_options(fn: F) -> F:

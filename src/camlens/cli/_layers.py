@@ -14,17 +14,7 @@ from camlens.cli._options import parse_size
 
 @click.command("layers")
 @click.argument("model")
-@click.option(
-    "--factory",
-    metavar="PKG.MOD:FN",
-    help="Function that builds the model, for a state dict (.pt/.pth/.safetensors); a module "
-    "on the Python path or the current folder, or path/to/file.py:fn.",
-)
-@click.option(
-    "--trust-pickle",
-    is_flag=True,
-    help="Allow a whole pickled PyTorch model (unpickling can run arbitrary code).",
-)
+@_common.model_file_options
 @click.option(
     "--size",
     callback=parse_size,
