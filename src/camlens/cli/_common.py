@@ -90,6 +90,20 @@ def model_options(fn: F) -> F:
     return model_file_options(fn)
 
 
+def overlay_options(fn: F) -> F:
+    """Add --cmap and --alpha: how overlays are drawn."""
+    fn = click.option(
+        "--alpha",
+        default=0.5,
+        show_default=True,
+        type=click.FloatRange(0, 1),
+        help="Heatmap weight in the overlay.",
+    )(fn)
+    return click.option(
+        "--cmap", default="jet", show_default=True, help="Matplotlib colormap name."
+    )(fn)
+
+
 def preprocess_options(fn: F) -> F:
     """Add the preprocessing options."""
     fn = click.option(

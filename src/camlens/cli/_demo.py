@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from camlens.cli import _common
 from camlens.cli._explain import explain_command
 
 DEMO_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
@@ -29,8 +30,7 @@ DEMO_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
     show_default=True,
     help="CAM method (repeat for several); see `camlens methods`.",
 )
-@click.option("--cmap", default="jet", show_default=True, help="Matplotlib colormap name.")
-@click.option("--alpha", default=0.5, show_default=True, help="Heatmap weight in the overlay.")
+@_common.overlay_options
 @click.pass_context
 def demo_command(
     ctx: click.Context, out_dir: Path, method_names: tuple[str, ...], cmap: str, alpha: float

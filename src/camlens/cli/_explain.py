@@ -50,14 +50,7 @@ class Picture:
     type=click.IntRange(min=1),
     help="Images per call.",
 )
-@click.option("--cmap", default="jet", show_default=True, help="Matplotlib colormap name.")
-@click.option(
-    "--alpha",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0, 1),
-    help="Heatmap weight in the overlay.",
-)
+@_common.overlay_options
 @click.option(
     "--max-size",
     default=1024,
