@@ -58,3 +58,16 @@ def test_demo_rejects_an_unknown_method(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown method 'gradcan'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_demo_refuses_an_alpha_outside_0_1_before_running(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [*_camlens(), "demo", "--out", str(out), "--alpha", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--alpha" in result.stderr and "0<=x<=1" in result.stderr
+    assert not out.exists()  # refused before any image was read or written
