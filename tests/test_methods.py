@@ -184,6 +184,20 @@ def test_exact_values_on_hand_weighted_cnn() -> None:
     np.testing.assert_allclose(pp.raw[0], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_gradcam_plusplus_zero_denominator_gives_a_zero_coefficient(library: str) -> None:
+    # Channel 0 sums to S = -4. At g = 0.5 the denominator 2 g^2 + S g^3 = 0.5 - 0.5 is exactly
+    # 0 (coefficient 0); at g = 0.25 it is 0.125 - 0.0625, so a = 0.0625 / 0.0625 = 1 and the
+    # pixel adds 1 * 0.25; g = 0 and g = -1 add nothing. Channel 1 (S = 2, g = 1 everywhere):
+    # a = 1 / (2 + 2) at each of 4 pixels, w = 4 * 0.25 * 1 = 1.
+    acts = np.array([[[[-1.0, -1.0], [-1.0, -1.0]], [[0.5, 0.5], [0.5, 0.5]]]])
+    grads = np.array([[[[0.5, 0.25], [0.0, -1.0]], [[1.0, 1.0], [1.0, 1.0]]]])
+    if library == "torch":
+        acts, grads = torch.from_numpy(acts), torch.from_numpy(grads)
+    weights = camlens.methods.GradCAMPlusPlus().weights(acts, grads)
+    np.testing.assert_allclose(np.asarray(weights), [[0.25, 1.0]], rtol=1e-12)
+
+
 def test_user_method_object_works_without_registering() -> None:
     class MaxGrad(camlens.methods.Method):
         name = "maxgrad"

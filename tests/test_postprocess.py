@@ -9,9 +9,10 @@ import torch
 from camlens.postprocess import bilinear_matrix, finish, normalise, resize
 
 
+@pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize(("h", "w", "H", "W"), [(7, 7, 224, 224), (3, 5, 17, 40), (6, 4, 6, 9)])
-def test_resize_matches_torch_bilinear(h: int, w: int, H: int, W: int) -> None:
-    maps = np.random.default_rng(0).normal(size=(2, h, w))
+def test_resize_matches_torch_bilinear(m: int, h: int, w: int, H: int, W: int) -> None:
+    maps = np.random.default_rng(0).normal(size=(m, h, w))
     expected = torch.nn.functional.interpolate(
         torch.from_numpy(maps)[:, None], size=(H, W), mode="bilinear", align_corners=False
     )[:, 0].numpy()

@@ -150,3 +150,18 @@ def test_top_k_ranks_ties_to_the_lower_index_and_nan_last(k: int) -> None:
     np.testing.assert_array_equal(units, expected)
     only_nan = camlens.TopK(k).ranked_units(np.array([[np.nan, 1.0, 0.0, 2.0]]))
     np.testing.assert_array_equal(only_nan, np.array([[3, 1, 2]])[:, :k])
+
+    # The same ranks when resolved on a model's tensor output (k = 1 picks on the tensor), and
+    # the scores are the picked outputs, differentiable.
+    output = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    resolved = camlens.TopK(k).resolve(output)
+    np.testing.assert_array_equal(resolved.units, expected)
+    picked = np.take_along_axis(values, expected, axis=1)
+    np.testing.assert_array_equal(resolved.values, picked)
+    np.testing.assert_array_equal(resolved.scores.detach().numpy(), picked)
+    (grad,) = torch.autograd.grad(resolved.scores.sum(), output)
+    chosen = np.zeros(values.shape)
+    np.put_along_axis(chosen, expected, 1.0, axis=1)
+    np.testing.assert_array_equal(grad.numpy(), chosen)
+    all_nan = camlens.TopK(1).resolve(torch.full((1, 3), float("nan")))
+    np.testing.assert_array_equal(all_nan.units, [[0]])

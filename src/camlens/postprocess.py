@@ -10,9 +10,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from camlens._types import Array, Size
+from camlens._xp import namespace
 
 
 def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
@@ -52,7 +53,8 @@ def _matrix_on(
     as much as the resize itself. The arrays are a few KiB.
     """
     matrix = _bilinear_matrix(out_size, in_size)
-    return xp.asarray(matrix.T if transpose else matrix, dtype=dtype, device=dev)
+    # A writable copy: torch warns when it is handed a read-only buffer it could share.
+    return xp.asarray(np.array(matrix.T if transpose else matrix), dtype=dtype, device=dev)
 
 
 def resize(maps: Array, size: Size) -> Array:
@@ -61,13 +63,16 @@ def resize(maps: Array, size: Size) -> Array:
     Both products are single 2-D matrix multiplications over the whole stack (not ``M`` small
     batched ones, which BLAS runs far slower, especially on a busy machine).
     """
-    xp = array_namespace(maps)
+    xp = namespace(maps)
     m, h, w = maps.shape
     big_h, big_w = size
     if (h, w) == (big_h, big_w):
         return maps
-    rows = _matrix_on(xp, big_h, h, maps.dtype, device(maps), transpose=False)
-    cols = _matrix_on(xp, big_w, w, maps.dtype, device(maps), transpose=True)
+    dev = device(maps)
+    rows = _matrix_on(xp, big_h, h, maps.dtype, dev, transpose=False)
+    cols = _matrix_on(xp, big_w, w, maps.dtype, dev, transpose=True)
+    if m == 1:  # the same products, without the stacking views
+        return xp.reshape(rows @ (xp.reshape(maps, (h, w)) @ cols), (1, big_h, big_w))
     wide = xp.reshape(xp.reshape(maps, (m * h, w)) @ cols, (m, h, big_w))  # (M, h, W)
     stacked = xp.reshape(xp.permute_dims(wide, (1, 0, 2)), (h, m * big_w))  # (h, M * W)
     tall = xp.reshape(rows @ stacked, (big_h, m, big_w))  # (H, M, W)
@@ -80,26 +85,26 @@ def normalise(maps: Array, *, signed: bool) -> tuple[Array, Array]:
     A map that cannot be scaled (constant, or all zeros when signed) becomes zeros instead of
     NaN. Returns the scaled maps and an ``(M,)`` boolean array marking those degenerate rows.
     """
-    xp = array_namespace(maps)
-    flat = xp.reshape(maps, (maps.shape[0], -1))
+    xp = namespace(maps)
+    axes = tuple(range(1, maps.ndim))
     if signed:
-        shifted = flat
-        span = xp.max(xp.abs(flat), axis=1, keepdims=True)
+        shifted = maps
+        span = xp.max(xp.abs(maps), axis=axes, keepdims=True)
     else:
-        low = xp.min(flat, axis=1, keepdims=True)
-        shifted = flat - low
-        span = xp.max(flat, axis=1, keepdims=True) - low
+        low = xp.min(maps, axis=axes, keepdims=True)
+        shifted = maps - low
+        span = xp.max(maps, axis=axes, keepdims=True) - low
     degenerate = span == 0
     # A degenerate row is all zeros once shifted (constant values minus their minimum, or
     # zeros when signed), so dividing it by 1 instead of 0 leaves exact zeros.
-    scaled = shifted / xp.where(degenerate, xp.ones_like(span), span)
-    return xp.reshape(scaled, maps.shape), degenerate[:, 0]
+    scaled = shifted / xp.where(degenerate, 1.0, span)
+    return scaled, xp.reshape(degenerate, (maps.shape[0],))
 
 
 def rectify(maps: Array) -> Array:
     """Return ``max(maps, 0)``."""
-    xp = array_namespace(maps)
-    return xp.maximum(maps, xp.zeros_like(maps))
+    xp = namespace(maps)
+    return xp.clip(maps, min=0.0)
 
 
 def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Array, Array]:
@@ -113,7 +118,7 @@ def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Arr
     Returns:
         ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
     """
-    xp = array_namespace(*cams)
+    xp = namespace(*cams)
     per_layer = [normalise(resize(rectify(c) if relu else c, size), signed=not relu) for c in cams]
     if len(per_layer) == 1:
         maps, degenerate = per_layer[0]

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from camlens._types import Array, IntArray, to_host
+from camlens._xp import is_torch, namespace
 from camlens.errors import BadTargetError
 
 __all__ = [
@@ -64,7 +65,18 @@ class Target(ABC):
 def _flatten(output: Array, xp: Any) -> Array:
     if output.ndim == 0:
         raise BadTargetError("the model output is a scalar; it needs a batch axis (N, ...)")
-    return xp.reshape(output, (output.shape[0], -1))
+    return output if output.ndim == 2 else xp.reshape(output, (output.shape[0], -1))
+
+
+def _take(flat: Array, index: Array, xp: Any) -> Array:
+    """Return ``flat[n, index[n, t]]``, ``(N, T)``, for non-negative indices.
+
+    torch's ``gather`` is one op; the array-API ``take_along_axis`` of array_api_compat adds a
+    pass that wraps negative indices, which these never are.
+    """
+    if is_torch(flat):
+        return flat.gather(1, index)
+    return xp.take_along_axis(flat, index, axis=1)
 
 
 class UnitTarget(Target):
@@ -95,11 +107,11 @@ class UnitTarget(Target):
 
     def resolve(self, output: Array) -> Resolved:
         """Return the selected units' scores, ``sign * output[n, unit]``."""
-        xp = array_namespace(output)
+        xp = namespace(output)
         flat = _flatten(output, xp)
         units = self.units(flat)
         index = xp.asarray(units, device=device(flat))
-        picked = xp.take_along_axis(flat, index, axis=1)
+        picked = _take(flat, index, xp)
         scores = picked if self.sign == 1 else -picked
         values = to_host(picked).astype(np.float64)
         signs = np.full(units.shape, float(self.sign))
@@ -207,6 +219,27 @@ class TopK(UnitTarget):
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 
+    def resolve(self, output: Array) -> Resolved:
+        """Return each image's top-k scores; ``k = 1`` is picked where the output lives.
+
+        The predicted class is the default target, so its pick avoids the host round trip of
+        the output: ``argmax`` gives the first of tied maxima, as the stable sort does, and a
+        row whose pick is NaN (torch, NumPy and JAX pick NaN first; NaN must rank last) goes
+        the general way.
+        """
+        if self.k != 1:
+            return super().resolve(output)
+        xp = namespace(output)
+        flat = _flatten(output, xp)
+        self.fixed_units(*flat.shape)
+        index = xp.argmax(flat, axis=1, keepdims=True)
+        picked = _take(flat, index, xp)
+        values = to_host(picked).astype(np.float64)
+        if np.isnan(values).any():
+            return super().resolve(output)
+        units = to_host(index).astype(np.int64)
+        return Resolved(scores=picked, values=values, units=units, signs=np.ones(units.shape))
+
     def describe(self) -> str:
         """Return ``top-1 class`` or ``top-k classes``."""
         return "top-1 class" if self.k == 1 else f"top-{self.k} classes"
@@ -231,7 +264,7 @@ class Score(Target):
         n = output.shape[0]
         shape = tuple(getattr(scores, "shape", ()))
         if len(shape) == 1 and shape[0] == n:
-            xp = array_namespace(scores)
+            xp = namespace(scores)
             scores = xp.reshape(scores, (n, 1))
         elif not (len(shape) == 2 and shape[0] == n and shape[1] >= 1):
             raise BadTargetError(

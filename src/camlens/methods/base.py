@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from array_api_compat import array_namespace
-
 from camlens._types import Array
+from camlens._xp import namespace
 
 
 class Method:
@@ -31,10 +30,10 @@ class Method:
 
     def cam(self, activations: Array, gradients: Array) -> Array:
         """Return the signed class activation maps ``(M, h, w)``: ``sum_k w_k * A^k``."""
-        xp = array_namespace(activations)
+        xp = namespace(activations)
         w = self.weights(activations, gradients)
         if w.ndim == 2:
-            w = w[:, :, None, None]
+            w = xp.reshape(w, (*w.shape, 1, 1))
         return xp.sum(w * activations, axis=1)
 
     def __repr__(self) -> str:
@@ -43,6 +42,6 @@ class Method:
 
 def safe_divide(num: Array, den: Array) -> Array:
     """Return ``num / den`` where ``den != 0`` and 0 where ``den`` is exactly zero."""
-    xp = array_namespace(num, den)
+    xp = namespace(num, den)
     zero = den == 0
     return xp.where(zero, xp.zeros_like(num), num / xp.where(zero, xp.ones_like(den), den))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from camlens._types import Array
+from camlens._xp import namespace
 from camlens.methods.base import Method
 
 
@@ -20,6 +19,6 @@ class GradCAMElementWise(Method):
 
     def cam(self, activations: Array, gradients: Array) -> Array:
         """Return ``sum_k ReLU(G ⊙ A)``, ``(M, h, w)``."""
-        xp = array_namespace(activations, gradients)
+        xp = namespace(activations, gradients)
         product = gradients * activations
         return xp.sum(xp.maximum(product, xp.zeros_like(product)), axis=1)

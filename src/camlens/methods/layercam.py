@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from camlens._types import Array
+from camlens._xp import namespace
 from camlens.methods.base import Method
 
 
@@ -19,5 +18,5 @@ class LayerCAM(Method):
 
     def weights(self, activations: Array, gradients: Array) -> Array:
         """Return the rectified gradients as element-wise weights, ``(M, K, h, w)``."""
-        xp = array_namespace(gradients)
+        xp = namespace(gradients)
         return xp.maximum(gradients, xp.zeros_like(gradients))

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal, Protocol
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from camlens._types import Array, Size, to_host
+from camlens._xp import namespace
 from camlens.errors import BadInputError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize
@@ -114,14 +115,14 @@ def channel_masks(activations: Array, channels: Array, size: Size) -> Array:
     The Score-CAM masks: ``s(Up(A^k))``, ``(len(channels), H, W)`` in ``[0, 1]``; a constant
     channel gives an all-zero mask.
     """
-    xp = array_namespace(activations)
+    xp = namespace(activations)
     picked = xp.take(activations, channels, axis=0)
     return normalise(resize(picked, size), signed=False)[0]
 
 
 def constant_channels(activations: Array) -> np.ndarray:
     """Return a ``(K,)`` NumPy mask of the channels whose ``(h, w)`` map is constant."""
-    xp = array_namespace(activations)
+    xp = namespace(activations)
     flat = xp.reshape(activations, (activations.shape[0], -1))
     same = xp.max(flat, axis=1) == xp.min(flat, axis=1)
     return np.asarray(to_host(same), dtype=bool)
@@ -129,6 +130,6 @@ def constant_channels(activations: Array) -> np.ndarray:
 
 def weighted_sum(weights: np.ndarray, activations: Array) -> Array:
     """Return ``sum_k w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
-    xp = array_namespace(activations)
+    xp = namespace(activations)
     w = xp.asarray(weights, dtype=activations.dtype, device=device(activations))
     return xp.sum(w[:, :, None, None] * activations, axis=1)

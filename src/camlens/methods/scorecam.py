@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from camlens._types import Array, to_host
+from camlens._xp import namespace
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import (
     Forwards,
@@ -73,7 +74,7 @@ class ScoreCAM(PerturbationMethod):
 
     def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
         """Return ``sum_k w_k A^k``, ``w_k`` the target's score on the input masked by ``A^k``."""
-        xp = array_namespace(activations)
+        xp = namespace(activations)
         t = forwards.targets_per_image
         k = activations.shape[1]
         if self.top_n is not None and self.top_n > k:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
 from camlens._types import Array
+from camlens._xp import namespace
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import Progress, ScoreKind
 from camlens.methods.scorecam import ScoreCAM
@@ -56,7 +57,7 @@ class SSCAM(ScoreCAM):
 
     def perturb_mask(self, masks: Array, sample: int, seeds: np.ndarray) -> Array:
         """Return ``masks + noise``, the noise drawn from (seed, channel, sample)."""
-        xp = array_namespace(masks)
+        xp = namespace(masks)
         noise = np.stack(
             [
                 np.random.default_rng([self.seed, int(s), sample]).normal(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from camlens._types import Array
+from camlens._xp import namespace
 from camlens.methods.base import Method, safe_divide
 
 
@@ -19,7 +18,7 @@ class XGradCAM(Method):
 
     def weights(self, activations: Array, gradients: Array) -> Array:
         """Return activation-weighted gradient means, ``(M, K)``."""
-        xp = array_namespace(activations, gradients)
+        xp = namespace(activations, gradients)
         return safe_divide(
             xp.sum(activations * gradients, axis=(2, 3)), xp.sum(activations, axis=(2, 3))
         )
