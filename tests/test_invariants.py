@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import camlens
+from camlens.backends.torch import TorchBackend
 from nets import NonLinearHead, Raising, TrunkHead
 
 METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
@@ -128,6 +129,17 @@ def test_eval_mode_is_used_during_the_call() -> None:
     assert net.training
 
 
+def test_eval_mode_reaches_shared_modules_and_skips_empty_slots() -> None:
+    net = TrunkHead()
+    net.register_module("unused", None)
+    net.alias = net.trunk[1]  # the BatchNorm again, under a second parent
+    x = torch.randn(2, 3, 16, 16)
+    in_eval = camlens.explain(net.eval(), x, layer="trunk")
+    in_train = camlens.explain(net.train(), x, layer="trunk")
+    np.testing.assert_allclose(in_eval.maps, in_train.maps, atol=1e-6)
+    assert all(m.training for m in net.modules())
+
+
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode", "enable_grad"])
 def test_works_whatever_the_callers_grad_mode(context: str) -> None:
     net = TrunkHead()
@@ -192,3 +204,55 @@ def test_outputs_are_the_model_output_per_image() -> None:
     assert exp.outputs is not None and exp.outputs.shape == expected.shape
     np.testing.assert_allclose(exp.outputs, expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(exp.units.reshape(3, 2), np.argsort(-expected, axis=1)[:, :2])
+
+
+def _placement_models() -> list[torch.nn.Module]:
+    pre_order = torch.nn.Module()  # parents before children, children in order
+    pre_order.a = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1).double())
+    pre_order.b = torch.nn.Conv2d(4, 2, 1).half()
+    shared = torch.nn.Conv2d(3, 4, 1).double()  # met first inside a, again as c
+    first_shared = torch.nn.Module()
+    first_shared.a = torch.nn.Sequential(torch.nn.Identity(), shared)
+    first_shared.b = torch.nn.Conv2d(4, 2, 1).half()
+    first_shared.c = shared
+    int_buffer_first = torch.nn.Module()
+    int_buffer_first.register_buffer("steps", torch.zeros(1, dtype=torch.long))
+    int_buffer_first.conv = torch.nn.Conv2d(3, 4, 1).to(torch.bfloat16)
+    buffers_only = torch.nn.Module()
+    buffers_only.inner = torch.nn.Module()
+    buffers_only.inner.register_buffer("kernel", torch.ones(3, dtype=torch.float64))
+    no_tensors = torch.nn.ReLU()
+    return [
+        TrunkHead().double(),
+        pre_order,
+        first_shared,
+        int_buffer_first,
+        buffers_only,
+        no_tensors,
+    ]
+
+
+@pytest.mark.parametrize("model", _placement_models(), ids=lambda m: type(m).__name__)
+def test_inputs_take_the_place_of_the_models_first_floating_tensor(model: torch.nn.Module) -> None:
+    # torch's own order: parameters, then buffers; the first floating one sets device and dtype.
+    tensors = [*model.parameters(), *model.buffers()]
+    first = next((t for t in tensors if t.is_floating_point()), None)
+    default = (torch.device("cpu"), torch.float32)
+    expected = default if first is None else (first.device, first.dtype)
+    backend = TorchBackend(model)
+    assert backend._placement() == expected
+    assert backend.prepare(np.zeros((1, 3, 2, 2), np.float32)).dtype == expected[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_half_precision_models_give_the_float32_maps(dtype: torch.dtype, method: str) -> None:
+    # Inputs follow the model's dtype; results come back as float32 (NumPy has no bfloat16).
+    x = torch.randn(2, 3, 16, 16)
+    full = camlens.explain(TrunkHead(), x, layer="trunk", method=method)
+    half = camlens.explain(TrunkHead().to(dtype), x, layer="trunk", method=method)
+    assert half.maps.dtype == np.float32 and half.outputs is not None
+    assert half.outputs.dtype == np.float32
+    np.testing.assert_array_equal(half.units, full.units)
+    np.testing.assert_allclose(half.maps, full.maps, atol=0.02)
+    np.testing.assert_allclose(half.scores, full.scores, rtol=0.02)

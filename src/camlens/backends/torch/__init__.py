@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from camlens._types import Array, Size
+from camlens._types import Array, Size, to_host
 from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
 from camlens.backends.torch._tail import Tail, make_tail
@@ -17,6 +17,27 @@ from camlens.errors import BadInputError
 from camlens.targets import Target
 
 __all__ = ["TorchBackend"]
+
+
+def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Return the device and dtype of the model's first floating parameter (else buffer).
+
+    The order of ``chain(model.parameters(), model.buffers())``, found by a walk that stops at
+    the first hit: ``parameters()`` builds a dotted name for every module it passes.
+    """
+    for kind in ("_parameters", "_buffers"):
+        seen: set[torch.nn.Module] = set()
+        stack = [model]
+        while stack:  # pre-order, each module once, as named_modules() walks
+            module = stack.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            for tensor in getattr(module, kind).values():
+                if tensor is not None and tensor.is_floating_point():
+                    return tensor.device, tensor.dtype
+            stack.extend(reversed([c for c in module._modules.values() if c is not None]))
+    return torch.device("cpu"), torch.float32
 
 
 class TorchBackend:
@@ -41,10 +62,7 @@ class TorchBackend:
         return _layers.auto_layer(self.model, inputs)
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
-        for tensor in itertools.chain(self.model.parameters(), self.model.buffers()):
-            if tensor.is_floating_point():
-                return tensor.device, tensor.dtype
-        return torch.device("cpu"), torch.float32
+        return _placement(self.model)
 
     def prepare(self, inputs: Any) -> torch.Tensor:
         """Validate ``inputs`` and return them on the model's device, in its float dtype."""
@@ -78,7 +96,7 @@ class TorchBackend:
         x = x.to(device=dev, dtype=dtype)
         # One reduction is cheap; a NaN or an infinity anywhere makes the sum non-finite (a sum
         # that overflows from finite values is rechecked element by element).
-        if not bool(torch.isfinite(x.sum())):
+        if not math.isfinite(x.sum().item()):
             bad = int((~torch.isfinite(x)).sum())
             if bad:
                 raise BadInputError(
@@ -98,7 +116,7 @@ class TorchBackend:
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a tensor to a NumPy array on the host."""
-        return np.asarray(array.detach().cpu().numpy())
+        return to_host(array)
 
     def masked_scores(
         self,

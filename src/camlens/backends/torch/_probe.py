@@ -10,10 +10,12 @@ formed above them either. Hooks and modes live for this call only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
+from camlens._types import to_host
 from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
 from camlens.backends.torch._call import call_model
@@ -122,8 +124,14 @@ def probe(
                 handles.append(
                     ref.handle.register_forward_hook(_capture_hook(ref, slot, gradients))
                 )
-            with torch.inference_mode(False), torch.set_grad_enabled(False):
-                x = inputs.clone() if inputs.is_inference() else inputs.detach()
+            # A caller's inference mode must be left for the head to record its graph; when it
+            # is off, entering ``inference_mode(False)`` anyway is a measurable cost per call.
+            leave = (
+                torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
+            )
+            with leave, torch.set_grad_enabled(False):
+                # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
+                x = inputs.clone() if inputs.is_inference() else inputs
                 out = select_output(call_model(model, x), output, torch.is_tensor)
                 resolved = target.resolve(out)
                 missing = [
@@ -142,7 +150,7 @@ def probe(
         activations=[_float(a) for a in rows],
         gradients=None if grads is None else [_float(g) for g in grads],
         resolved=resolved,
-        outputs=out.detach().reshape(out.shape[0], -1).float().cpu().numpy(),
+        outputs=to_host(out.float()).reshape(out.shape[0], -1),
     )
 
 

@@ -11,20 +11,22 @@ import torch
 def _training_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Return the modules of ``model`` (itself included) that are in training mode.
 
-    One pass over ``_modules``, each module once, even if shared: ``model.modules()`` would
-    also build a dotted name for every module, a cost paid on every call of every explainer.
+    The walk ``model.train()`` itself makes, through ``_modules``: a module shared by two parents
+    is listed twice, which is harmless (its flag is set and restored twice). Not
+    ``model.modules()``, which also builds a dotted name for every module and deduplicates
+    through a set, a cost paid on every call of every explainer.
     """
-    seen: set[torch.nn.Module] = {model}
-    stack = [model]
+    stack: list[torch.nn.Module | None] = [model]
     training = []
     while stack:
         module = stack.pop()
+        if module is None:  # a child slot registered as None
+            continue
         if module.training:
             training.append(module)
-        for child in module._modules.values():
-            if child is not None and child not in seen:
-                seen.add(child)
-                stack.append(child)
+        children = module._modules
+        if children:
+            stack.extend(children.values())
     return training
 
 
