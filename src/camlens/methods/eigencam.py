@@ -27,7 +27,7 @@ def principal_projection(features: Array) -> Array:
     transposed = xp.permute_dims(matrix, (0, 2, 1))
     if h * w <= k:
         values, vectors = xp.linalg.eigh(matrix @ transposed)  # ascending eigenvalues
-        top = xp.maximum(values[:, -1:], xp.zeros_like(values[:, -1:]))
+        top = xp.clip(values[:, -1:], min=0.0)
         projection = vectors[:, :, -1] * xp.sqrt(top)  # s_1 u_1
     else:
         _, vectors = xp.linalg.eigh(transposed @ matrix)

@@ -21,4 +21,4 @@ class GradCAMElementWise(Method):
         """Return ``sum_k ReLU(G ⊙ A)``, ``(M, h, w)``."""
         xp = namespace(activations, gradients)
         product = gradients * activations
-        return xp.sum(xp.maximum(product, xp.zeros_like(product)), axis=1)
+        return xp.sum(xp.clip(product, min=0.0), axis=1)

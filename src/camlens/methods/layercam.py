@@ -19,4 +19,4 @@ class LayerCAM(Method):
     def weights(self, activations: Array, gradients: Array) -> Array:
         """Return the rectified gradients as element-wise weights, ``(M, K, h, w)``."""
         xp = namespace(gradients)
-        return xp.maximum(gradients, xp.zeros_like(gradients))
+        return xp.clip(gradients, min=0.0)
