@@ -71,3 +71,23 @@ def test_demo_refuses_an_alpha_outside_0_1_before_running(tmp_path: Path) -> Non
     assert result.returncode == 2, result.stderr
     assert "--alpha" in result.stderr and "0<=x<=1" in result.stderr
     assert not out.exists()  # refused before any image was read or written
+
+
+def test_overwrite_removes_every_camlens_file_and_nothing_else(tmp_path: Path) -> None:
+    from camlens.cli._folder import OutputFolder
+
+    own = [
+        "run.json", "results.jsonl", "failures.jsonl", "results.csv", "maps.npz", "index.html",
+        "compare.json", "compare.csv", "compare.md",
+    ]  # fmt: skip
+    for name in [*own, "notes.txt"]:
+        (tmp_path / name).write_text("from an earlier run")
+    (tmp_path / "overlays").mkdir()
+    (tmp_path / "overlays" / "old.png").write_bytes(b"")
+    folder = OutputFolder(tmp_path, {"model": "m"}, resume=False, overwrite=True)
+    folder.close()
+    assert (tmp_path / "notes.txt").read_text() == "from an earlier run"
+    assert not (tmp_path / "overlays" / "old.png").exists()
+    for name in own:  # gone, or written anew by this run
+        path = tmp_path / name
+        assert not path.exists() or path.read_text() != "from an earlier run", name

@@ -15,7 +15,7 @@ import camlens
 import camlens.metrics
 import camlens.report
 from camlens.cli import _common
-from camlens.cli._folder import write_file
+from camlens.cli._folder import COMPARE_CSV, COMPARE_MD, write_file
 from camlens.io import find_images, read_image
 from camlens.report._read import COMPARE_FILE, RUN_FILE
 
@@ -98,8 +98,8 @@ def compare_command(
             raise click.ClickException(str(exc)) from exc
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_file(out_dir / "compare.csv", table.to_csv().encode("utf-8"))
-    write_file(out_dir / "compare.md", table.to_markdown().encode("utf-8"))
+    write_file(out_dir / COMPARE_CSV, table.to_csv().encode("utf-8"))
+    write_file(out_dir / COMPARE_MD, table.to_markdown().encode("utf-8"))
     payload = {
         "columns": list(table.columns),
         "rows": [[r.get(c) for c in table.columns] for r in table.rows],

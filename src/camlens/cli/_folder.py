@@ -36,7 +36,11 @@ from camlens.report._read import RUN_FILE as RUN
 CSV = "results.csv"
 NPZ = "maps.npz"
 SUBFOLDERS = ("images", "overlays", "maps", "arrays")
-OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, "compare.csv")
+#: The tables ``camlens compare`` writes beside its ``compare.json``.
+COMPARE_CSV = "compare.csv"
+COMPARE_MD = "compare.md"
+#: What ``--overwrite`` removes: every file camlens writes at the top of the folder.
+OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, COMPARE_CSV, COMPARE_MD)
 CSV_FIELDS = (
     "image",
     "method",
