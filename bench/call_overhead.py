@@ -12,9 +12,12 @@ the top-1 logit to the layer and the Grad-CAM map made in plain torch (what a mi
 Grad-CAM does, with no checks); the floor plus one of camlens's own steps at a time (the call
 itself, not a re-implementation: the backend's ``prepare``, ``inference_state``,
 ``Target.resolve``, the method and ``postprocess.finish``, the finiteness checks and the output
-copy); the floor plus all of them; and the explainers. Each row reports the median CPU time
-and the median over rounds of (row - forward) and (row - floor), paired within a round so
-drift cancels. Results go to stdout (Markdown) and ``bench/results/call_overhead.json``.
+copy); the floor plus all of them; the floor with the same checks and outputs written by hand
+in plain torch (the eval walk, the input check, the top-1 pick and its NaN check, the
+min-max-normalised map at the input's size, the finiteness checks, the host copies: what
+camlens's per-call work costs without its layers); and the explainers. Each row reports the
+median CPU time and the median over rounds of (row - forward) and (row - floor), paired within
+a round so drift cancels. Results go to stdout (Markdown) and ``bench/results/call_overhead.json``.
 
 The worker runs with glibc's malloc thresholds fixed (as ``bench/run.py`` does, see
 ``bench/README.md``); ``--glibc-malloc`` leaves them adaptive. Nothing here asserts on a number.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -100,10 +104,46 @@ def _calls() -> dict[str, Callable[[], Any]]:
 
         return call
 
+    rows = torch.from_numpy(postprocess.bilinear_matrix(224, 7)).float()
+    cols = rows.T.contiguous()
+
+    def by_hand() -> None:
+        """The floor plus camlens's checks and outputs, written directly in torch."""
+        if not math.isfinite(x.sum().item()):
+            raise ValueError("NaN input")
+        slot: list[torch.Tensor] = []
+
+        def hook(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+            torch.set_grad_enabled(True)
+            leaf = out.detach().requires_grad_(True)
+            slot.append(leaf)
+            return leaf.clone()
+
+        with inference_state(model):
+            handle = model.features.register_forward_hook(hook)
+            with torch.set_grad_enabled(False):
+                out = model(x)
+                index = out.argmax(1, keepdim=True)
+                picked = out.gather(1, index)
+                (grad,) = torch.autograd.grad(picked.sum(), slot)
+            handle.remove()
+        if np.isnan(picked.detach().numpy()).any():
+            raise ValueError("NaN score")
+        index.numpy()
+        cam = (grad.mean((2, 3), keepdim=True) * slot[0].detach()).sum(1)
+        big = rows @ cam.clamp(min=0)[0] @ cols
+        low = big.amin()
+        span = big.amax() - low
+        maps = ((big - low) / torch.where(span == 0, 1.0, span)).numpy()
+        if not (np.isfinite(maps).all() and np.isfinite(cam.numpy()).all()):
+            raise ValueError("NaN map")
+        out.detach().numpy()
+
     calls: dict[str, Callable[[], Any]] = {"forward": forward, "floor": floor_with(frozenset())}
     for step in STEPS:
         calls[f"floor + {step}"] = floor_with(frozenset({step}))
     calls["floor + all of them"] = floor_with(frozenset(STEPS))
+    calls["the same checks by hand"] = by_hand
     calls["camlens.GradCAM"] = lambda: gradcam(x)
     calls["camlens.GradCAMPlusPlus"] = lambda: plusplus(x)
     return calls
