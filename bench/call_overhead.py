@@ -65,16 +65,22 @@ def _calls() -> dict[str, Callable[[], Any]]:
         with torch.inference_mode():
             model(x)
 
+    def leaf_hook(slot: list[torch.Tensor]) -> Callable[..., torch.Tensor]:
+        """A forward hook making the layer's output a graph leaf, the head recording from it."""
+
+        def hook(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+            torch.set_grad_enabled(True)
+            leaf = out.detach().requires_grad_(True)
+            slot.append(leaf)
+            return leaf.clone()
+
+        return hook
+
     def floor_with(steps: frozenset[str]) -> Callable[[], None]:
         def call() -> None:
             inputs = backend.prepare(x) if "prepare" in steps else x
             slot: list[torch.Tensor] = []
-
-            def hook(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
-                torch.set_grad_enabled(True)
-                leaf = out.detach().requires_grad_(True)
-                slot.append(leaf)
-                return leaf.clone()
+            hook = leaf_hook(slot)
 
             state = inference_state(model) if "eval walk" in steps else None
             if state is not None:
@@ -112,12 +118,7 @@ def _calls() -> dict[str, Callable[[], Any]]:
         if not math.isfinite(x.sum().item()):
             raise ValueError("NaN input")
         slot: list[torch.Tensor] = []
-
-        def hook(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
-            torch.set_grad_enabled(True)
-            leaf = out.detach().requires_grad_(True)
-            slot.append(leaf)
-            return leaf.clone()
+        hook = leaf_hook(slot)
 
         with inference_state(model):
             handle = model.features.register_forward_hook(hook)
