@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from camlens.backends import backend_for
+from camlens.backends.base import LayerRef
 
-__all__ = ["LayerInfo", "summarize_layers"]
+__all__ = ["Finished", "LayerInfo", "describe_layers", "last_feature_map", "summarize_layers"]
+
+#: One layer call recorded by a backend, in the order calls finish: the layer's name, the layer,
+#: its output shape (``None`` or ``()`` for an output that is not a tensor).
+Finished: TypeAlias = "tuple[str, Any, tuple[int, ...] | None]"
+#: ``(output shape or None, times the layer ran) -> whether it can be explained``.
+FeatureTest: TypeAlias = "Callable[[tuple[int, ...] | None, int], bool]"
+#: ``(name, layer) -> times the layer ran`` in the recorded pass.
+Runs: TypeAlias = "Callable[[str, Any], int]"
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,42 @@ class LayerInfo:
     output_shape: tuple[int | None, ...] | None
     candidate: bool
     auto: bool
+
+
+def last_feature_map(
+    finished: Sequence[Finished], runs: Runs, is_feature_map: FeatureTest
+) -> LayerRef | None:
+    """Return the last layer to finish with an explainable output (the automatic pick)."""
+    for name, layer, shape in reversed(finished):
+        if is_feature_map(shape, runs(name, layer)):
+            return LayerRef(name, layer)
+    return None
+
+
+def describe_layers(
+    layers: Iterable[tuple[str, Any]],
+    finished: Sequence[Finished],
+    runs: Runs,
+    is_feature_map: FeatureTest,
+) -> list[LayerInfo]:
+    """Return a :class:`LayerInfo` per ``(name, layer)``, from one recorded pass."""
+    picked = last_feature_map(finished, runs, is_feature_map)
+    first: dict[str, tuple[int, ...] | None] = {}
+    for name, _, shape in finished:
+        first.setdefault(name, shape)
+    rows = []
+    for name, layer in layers:
+        shape = first.get(name)
+        rows.append(
+            LayerInfo(
+                name=name,
+                type=type(layer).__name__,
+                output_shape=(None, *(int(d) for d in shape[1:])) if shape else None,
+                candidate=is_feature_map(shape, runs(name, layer)),
+                auto=picked is not None and picked.name == name,
+            )
+        )
+    return rows
 
 
 def summarize_layers(

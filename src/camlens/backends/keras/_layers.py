@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
-from camlens.backends._summary import LayerInfo
+from camlens.backends._summary import LayerInfo, describe_layers, last_feature_map
 from camlens.backends.base import LayerRef
 from camlens.backends.keras._graph import graph_of, iter_layers, run
 from camlens.errors import LayerError, LayerNotFoundError
@@ -76,22 +77,13 @@ def _record(
     return finished, counts
 
 
-def is_feature_map(shape: tuple[int, ...], calls: int) -> bool:
+def is_feature_map(shape: tuple[int, ...] | None, calls: int) -> bool:
     """Return whether a layer can be explained: 4-D output, ``H * W > 1``, called once."""
-    if len(shape) != 4 or calls != 1:
+    if shape is None or len(shape) != 4 or calls != 1:
         return False
     channels_last = keras.config.image_data_format() == "channels_last"
     h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
     return bool(h * w > 1)
-
-
-def _pick(
-    finished: list[tuple[str, Any, tuple[int, ...]]], counts: dict[int, int]
-) -> LayerRef | None:
-    for path, layer, shape in reversed(finished):
-        if is_feature_map(shape, counts[id(layer)]):
-            return LayerRef(path, layer)
-    return None
 
 
 def auto_layer(model: Any, inputs: Any) -> LayerRef:
@@ -101,7 +93,8 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     4-D output whose spatial size exceeds 1x1, among layers called once (a nested model that
     ends in such a map is picked over its own last layer, since it finishes later).
     """
-    picked = _pick(*_record(model, inputs))
+    finished, counts = _record(model, inputs)
+    picked = last_feature_map(finished, _runs(counts), is_feature_map)
     if picked is None:
         raise LayerError(
             f"found no layer of model {model.name!r} with a spatial 4-D output for inputs of "
@@ -113,23 +106,12 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
     finished, counts = _record(model, inputs)
-    picked = _pick(finished, counts)
-    first: dict[str, tuple[int, ...]] = {}
-    for path, _, shape in finished:
-        first.setdefault(path, shape)
-    rows = []
-    for path, layer in iter_layers(model):
-        shape = first.get(path, ())
-        rows.append(
-            LayerInfo(
-                name=path,
-                type=type(layer).__name__,
-                output_shape=(None, *(int(d) for d in shape[1:])) if shape else None,
-                candidate=is_feature_map(shape, counts.get(id(layer), 0)),
-                auto=picked is not None and picked.name == path,
-            )
-        )
-    return rows
+    return describe_layers(iter_layers(model), finished, _runs(counts), is_feature_map)
+
+
+def _runs(counts: dict[int, int]) -> Callable[[str, Any], int]:
+    """Count a layer's calls by the layer object (a shared layer runs under one path)."""
+    return lambda path, layer: counts.get(id(layer), 0)
 
 
 def sample_input(model: Any, input_size: tuple[int, int] | None, channels: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from camlens.backends._summary import LayerInfo
+from camlens.backends._summary import LayerInfo, describe_layers, last_feature_map
 from camlens.backends.base import LayerRef
 from camlens.backends.torch._call import call_model
 from camlens.backends.torch._state import inference_state
@@ -91,15 +91,6 @@ def is_feature_map(shape: tuple[int, ...] | None, calls: int) -> bool:
     return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1 and calls == 1
 
 
-def _pick(
-    finished: list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], calls: Counter[str]
-) -> LayerRef | None:
-    for name, module, shape in reversed(finished):
-        if is_feature_map(shape, calls[name]):
-            return LayerRef(name, module)
-    return None
-
-
 def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
     """Return the last module, in execution order, whose output is a spatial feature map.
 
@@ -108,7 +99,8 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
     the network's last feature map before it is pooled away (for a container and its last child
     returning the same tensor, the container, which finishes last).
     """
-    picked = _pick(*_record(model, inputs))
+    finished, calls = _record(model, inputs)
+    picked = last_feature_map(finished, lambda name, module: calls[name], is_feature_map)
     if picked is None:
         raise LayerError(
             f"found no layer of {type(model).__name__} with a spatial (N, C, H, W) output for "
@@ -120,22 +112,5 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
 def summarize(model: torch.nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     """Describe every submodule, in definition order, from one forward pass of one image."""
     finished, calls = _record(model, inputs)
-    picked = _pick(finished, calls)
-    first: dict[str, tuple[int, ...] | None] = {}
-    for name, _, shape in finished:
-        first.setdefault(name, shape)
-    rows = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
-        shape = first.get(name)
-        rows.append(
-            LayerInfo(
-                name=name,
-                type=type(module).__name__,
-                output_shape=None if shape is None else (None, *shape[1:]),
-                candidate=is_feature_map(shape, calls[name]),
-                auto=picked is not None and picked.name == name,
-            )
-        )
-    return rows
+    modules = ((name, module) for name, module in model.named_modules() if name)
+    return describe_layers(modules, finished, lambda name, module: calls[name], is_feature_map)
