@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import camlens
+import camlens.io
+import camlens.metrics
 from nets import TrunkHead, TupleOut
 
 
@@ -140,3 +146,33 @@ def test_errors_share_one_base_class() -> None:
         camlens.UnsupportedModelError,
     ):
         assert issubclass(err, camlens.CamlensError)
+
+
+COUNTS = ["batch_size", "channels", "dpi", "max_size", "n_samples", "n_steps", "steps", "top_n"]
+
+
+def _count_argument(name: str, folder: Path) -> Callable[[object], object]:
+    """The public call that takes the count ``name``, as a function of its value."""
+    net = TrunkHead()
+    x = torch.randn(1, 3, 8, 8)
+    if name == "steps":
+        exp = camlens.explain(net, x, layer="trunk", target=1)
+        return lambda v: camlens.metrics.deletion(net, x, exp, steps=v)
+    if name == "dpi":
+        return lambda v: camlens.grid([np.zeros((8, 8, 3))], [np.eye(8)], dpi=v)
+    if name == "max_size":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+        return lambda v: camlens.io.read_image(folder / "a.png", max_size=v)
+    if name == "channels":
+        return lambda v: camlens.layers(net, channels=v)
+    method = {"n_samples": camlens.SSCAM, "n_steps": camlens.ISCAM}.get(name, camlens.ScoreCAM)
+    return lambda v: method(net, layer="trunk", **{name: v})
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, 2.0, "3"])
+@pytest.mark.parametrize("name", COUNTS)
+def test_counts_must_be_positive_ints(name: str, bad: object, tmp_path: Path) -> None:
+    call = _count_argument(name, tmp_path)
+    with pytest.raises(camlens.BadInputError, match=f"^{name} must be a positive int"):
+        call(bad)
+    call(np.int64(40 if name == "dpi" else 3))  # NumPy integers are integers

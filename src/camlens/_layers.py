@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from camlens._checks import positive_int
 from camlens.backends._summary import LayerInfo, summarize_layers
 from camlens.errors import BadInputError
 
@@ -42,6 +43,5 @@ def layers(
         if len(size) != 2 or not all(isinstance(d, int) and d > 0 for d in size):
             raise BadInputError(f"input_size must be (H, W), two positive ints; got {input_size!r}")
         input_size = (int(size[0]), int(size[1]))
-    if not isinstance(channels, int) or channels <= 0:
-        raise BadInputError(f"channels must be a positive int; got {channels!r}")
+    channels = positive_int(channels, "channels")
     return summarize_layers(model, input_size, channels)

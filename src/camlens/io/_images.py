@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from camlens._checks import positive_int
 from camlens.errors import BadInputError
 
 #: File name extensions a folder scan picks up (lower case).
@@ -92,8 +93,7 @@ def read_image(
     """
     if channels not in (1, 3):
         raise BadInputError(f"channels must be 1 or 3; got {channels!r}")
-    if max_size is not None and max_size < 1:
-        raise BadInputError(f"max_size must be a positive int or None; got {max_size!r}")
+    max_size = positive_int(max_size, "max_size", optional=True)
     path = Path(path)
     try:
         if path.stat().st_size == 0:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from camlens._checks import positive_int
 from camlens._types import Array
-from camlens.errors import BadInputError
 from camlens.methods.perturbation import Progress, ScoreKind
 from camlens.methods.scorecam import ScoreCAM
 
@@ -35,9 +35,7 @@ class ISCAM(ScoreCAM):
     ) -> None:
         """Validate and keep the hyper-parameters."""
         super().__init__(top_n=top_n, batch_size=batch_size, score=score, progress=progress)
-        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise BadInputError(f"n_steps must be a positive int; got {n_steps!r}")
-        self.n_steps = int(n_steps)
+        self.n_steps = positive_int(n_steps, "n_steps")
 
     @property
     def samples(self) -> int:

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 from array_api_compat import device
 
+from camlens._checks import positive_int
 from camlens._types import Array, Size, to_host
 from camlens._xp import namespace
 from camlens.errors import BadInputError
@@ -84,12 +85,7 @@ class PerturbationMethod(Method):
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
-        if batch_size is not None and (
-            not isinstance(batch_size, (int, np.integer))
-            or isinstance(batch_size, bool)
-            or batch_size < 1
-        ):
-            raise BadInputError(f"batch_size must be a positive int or None; got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size", optional=True)
         chosen = self.default_score if score is None else score
         if chosen not in ("auto", "probability", "raw"):
             raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import device
 
+from camlens._checks import positive_int
 from camlens._types import Array, to_host
 from camlens._xp import namespace
 from camlens.errors import BadInputError
@@ -53,11 +54,7 @@ class ScoreCAM(PerturbationMethod):
     ) -> None:
         """Validate and keep the hyper-parameters."""
         super().__init__(batch_size=batch_size, score=score, progress=progress)
-        if top_n is not None and (
-            not isinstance(top_n, (int, np.integer)) or isinstance(top_n, bool) or top_n < 1
-        ):
-            raise BadInputError(f"top_n must be a positive int or None; got {top_n!r}")
-        self.top_n = None if top_n is None else int(top_n)
+        self.top_n = positive_int(top_n, "top_n", optional=True)
 
     @property
     def samples(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import device
 
+from camlens._checks import positive_int
 from camlens._types import Array
 from camlens._xp import namespace
 from camlens.errors import BadInputError
@@ -44,8 +45,7 @@ class SSCAM(ScoreCAM):
     ) -> None:
         """Validate and keep the hyper-parameters."""
         super().__init__(top_n=top_n, batch_size=batch_size, score=score, progress=progress)
-        if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise BadInputError(f"n_samples must be a positive int; got {n_samples!r}")
+        n_samples = positive_int(n_samples, "n_samples")
         if not std >= 0:
             raise BadInputError(f"std must be >= 0; got {std!r}")
         self.n_samples, self.std, self.seed = int(n_samples), float(std), int(seed)

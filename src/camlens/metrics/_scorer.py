@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from camlens._checks import positive_int
 from camlens._forwards import auto_batch_size
 from camlens.backends import OutputSelector, Scoring, backend_for
 from camlens.errors import BadInputError, BadTargetError
@@ -40,8 +41,7 @@ class Scorer:
         """Prepare the inputs and check they fit the explanation."""
         if score not in ("auto", "probability", "raw"):
             raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise BadInputError(f"batch_size must be a positive int or None; got {batch_size!r}")
+        batch_size = positive_int(batch_size, "batch_size", optional=True)
         if (explanation.units < 0).any():
             raise BadTargetError(
                 "metrics score output units: explain a class, camlens.Output(i) or a top-k "

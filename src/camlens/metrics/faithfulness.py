@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from camlens._checks import positive_int
 from camlens.errors import BadInputError
 from camlens.explanation import Explanation
 from camlens.methods.perturbation import Progress
@@ -99,8 +100,7 @@ def _curves(
     region: np.ndarray | None,
     **options: Any,
 ) -> CurveResult:
-    if not isinstance(steps, int) or steps < 1:
-        raise BadInputError(f"steps must be a positive int; got {steps!r}")
+    steps = positive_int(steps, "steps")
     scorer = Scorer(model, inputs, explanation, **options)
     size = tuple(explanation.maps.shape[1:])
     inside = _region(region, size)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from camlens._checks import positive_int
 from camlens.errors import BadInputError
 from camlens.render._image import as_numpy, to_rgb_float
 from camlens.render.overlay import blend, check_alpha, get_colormap, map_at_size
@@ -58,8 +59,7 @@ def grid(
     title_list = _check_lengths(image_list, map_list, titles)
     colormap = get_colormap(cmap)
     check_alpha(alpha)
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
-        raise BadInputError(f"dpi must be a positive int; got {dpi!r}")
+    dpi = positive_int(dpi, "dpi")
 
     rgbs = [to_rgb_float(image) for image in image_list]
     unit_maps = [
