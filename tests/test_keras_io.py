@@ -49,8 +49,10 @@ def test_keras_file_explains_like_the_original(tmp_path: Path, suffix: str) -> N
 def test_keras_errors(tmp_path: Path) -> None:
     model = _nested()
     model.save(tmp_path / "model.keras")
-    with pytest.raises(camlens.ModelLoadError, match="moves PyTorch models only"):
+    with pytest.raises(camlens.ModelLoadError, match=r"moves PyTorch models only; 'model\.keras'"):
         load_model(tmp_path / "model.keras", device="cpu")
+    with pytest.raises(camlens.ModelLoadError, match="only; 'mobilenet_v2_keras' is a Keras"):
+        load_model("mobilenet_v2_keras", device="cpu")
     with pytest.raises(camlens.ModelLoadError, match="drop the factory"):
         load_model(tmp_path / "model.keras", factory="x:y")
     (tmp_path / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 64)

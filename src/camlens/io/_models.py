@@ -198,12 +198,17 @@ def _import_backend(module: str, framework: str, path: str) -> Any:
         ) from exc
 
 
-def _keras_file(path: Path, kind: str, device: str | None) -> LoadedModel:
+def _no_device_for_keras(device: str | None, what: str) -> None:
+    """Refuse ``device=`` for a Keras model, which runs where its backend places it."""
     if device is not None:
         raise ModelLoadError(
-            f"device={device!r} moves PyTorch models only; a Keras model runs where its "
-            "backend places it"
+            f"device={device!r} moves PyTorch models only; {what} is a Keras model, which runs "
+            "where its backend places it"
         )
+
+
+def _keras_file(path: Path, kind: str, device: str | None) -> LoadedModel:
+    _no_device_for_keras(device, repr(path.name))
     loader = _import_backend("camlens.backends.keras._load", "keras", path.name)
     model = loader.load(path)
     last = loader.channels_last()
@@ -316,10 +321,7 @@ def _bundled(name: str, device: str | None) -> LoadedModel:
     # The Keras model's weights are read from a torch checkpoint: both need torch.
     loader = _import_backend("camlens.backends.torch._load", "torch", name)
     if name == "mobilenet_v2_keras":
-        if device is not None:
-            raise ModelLoadError(
-                f"device={device!r} moves PyTorch models only; {name!r} is a Keras model"
-            )
+        _no_device_for_keras(device, repr(name))
         _import_backend("camlens.backends.keras._load", "keras", name)
     try:
         model = zoo.mobilenet_v2() if name == "mobilenet_v2" else zoo.mobilenet_v2_keras()
