@@ -91,3 +91,19 @@ def test_overwrite_removes_every_camlens_file_and_nothing_else(tmp_path: Path) -
     for name in own:  # gone, or written anew by this run
         path = tmp_path / name
         assert not path.exists() or path.read_text() != "from an earlier run", name
+
+
+def test_long_failure_and_warning_lines_stay_whole_when_piped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Captured output is not a terminal, as when piped: rich would wrap at 80 columns.
+    from camlens.cli import _common
+    from camlens.io import ImageList
+
+    image = "/data/" + "a-very-long-folder-name/" * 4 + "photo.jpg"
+    _common.print_failures([(image, f"{image}: cannot identify image file, not a picture")])
+    _common.warn_missing(ImageList(images=(), ignored=(), missing=(image,)))
+    out, err = capsys.readouterr()
+    assert out == f"  failed: {image}: cannot identify image file, not a picture\n"
+    assert err.strip().endswith(f"no such file, folder or match: {image}")
+    assert len(err.strip().splitlines()) == 1

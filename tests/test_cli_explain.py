@@ -298,12 +298,17 @@ def test_metrics_and_compare(tmp_path: Path) -> None:
     for record in _records(out):
         assert 0 <= record["metrics"]["deletion_auc"] <= record["metrics"]["insertion_auc"] <= 1
 
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
     result = _run(
-        "compare", "mobilenet_v2", src, "--out", out, "-m", "gradcam", "-m", "eigencam",
-        "--metric", "deletion", "--metric", "pointing", "--boxes", tmp_path / "boxes.json",
-        "--steps", "5",
+        "compare", "mobilenet_v2", src, broken, tmp_path / "nowhere", "--out", out,
+        "-m", "gradcam", "-m", "eigencam", "--metric", "deletion", "--metric", "pointing",
+        "--boxes", tmp_path / "boxes.json", "--steps", "5",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    # The unreadable image is reported and sets the exit status; the others are compared.
+    assert result.returncode == 3, result.stderr
+    assert f"failed: {broken}: " in result.stdout
+    assert f"no such file, folder or match: {tmp_path / 'nowhere'}" in result.stderr
     rows = list(csv.DictReader((out / "compare.csv").open(encoding="utf-8")))
     assert [r["method"] for r in rows] == ["gradcam", "eigencam"]
     gradcam = rows[0]

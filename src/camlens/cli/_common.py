@@ -25,7 +25,7 @@ from rich.progress import (
 
 import camlens
 from camlens.cli._options import parse_size
-from camlens.io import PRESETS, LoadedModel, Preprocess, load_model
+from camlens.io import PRESETS, ImageList, LoadedModel, Preprocess, load_model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +38,8 @@ TARGET_HELP = (
     "I), output:I:down (what pushes it down)."
 )
 
-_stderr = Console(stderr=True, highlight=False)
+# soft_wrap: a line longer than the terminal (a path, an error) stays one line when piped.
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
@@ -238,6 +239,19 @@ def warn(message: str) -> None:
     _stderr.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
 
 
+def warn_missing(found: ImageList) -> None:
+    """Warn about each image argument that matched nothing."""
+    for missing in found.missing:
+        warn(f"no such file, folder or match: {missing}")
+
+
+def print_failures(failures: Sequence[tuple[str, str]], out: Console | None = None) -> None:
+    """Print one line per failed image: ``  failed: <image>: <why>``."""
+    out = out or Console(highlight=False, soft_wrap=True)
+    for image, error in failures:
+        out.print(f"  failed: {image}: {error.removeprefix(image + ': ')}", markup=False)
+
+
 def summary(
     *,
     explained: int,
@@ -248,7 +262,7 @@ def summary(
     report: Path,
 ) -> None:
     """Print what the run did: counts, speed, each failed image and why, the report's path."""
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     rate = f", {explained / seconds:.1f} images/s" if explained and seconds > 0 else ""
     parts = [f"{explained} image(s) explained in {seconds:.1f} s{rate}"]
     if resumed:
@@ -258,8 +272,7 @@ def summary(
     if ignored:
         parts.append(f"{len(ignored)} non-image file(s) ignored")
     out.print(", ".join(parts))
-    for image, error in failures:
-        out.print(f"  failed: {image}: {error.removeprefix(image + ': ')}", markup=False)
+    print_failures(failures, out)
     for path in ignored[:20]:
         out.print(f"  ignored: {path}", markup=False)
     if len(ignored) > 20:

@@ -67,6 +67,7 @@ def compare_command(
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
     found = find_images(images)
+    _common.warn_missing(found)
     pixels: list[np.ndarray] = []
     used: list[Path] = []
     failures: list[tuple[str, str]] = []
@@ -111,8 +112,7 @@ def compare_command(
     report = camlens.report.write_report(out_dir)
     click.echo(table.to_markdown(), nl=False)
     click.echo(f"{len(used)} image(s); report: {report}")
-    for image, error in failures:
-        click.echo(f"  failed: {image}: {error.removeprefix(image + ': ')}")
+    _common.print_failures(failures)
     if failures:
         sys.exit(_common.EXIT_SOME_FAILED)
 

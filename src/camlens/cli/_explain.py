@@ -109,8 +109,7 @@ def explain_command(
         raise click.BadParameter(str(exc), param_hint="--cmap") from exc
 
     found = find_images(images)
-    for missing in found.missing:
-        _common.warn(f"no such file, folder or match: {missing}")
+    _common.warn_missing(found)
     if not found.images:
         raise click.ClickException("no images to explain")
     settings = _common.run_settings(
