@@ -110,12 +110,17 @@ class UnitTarget(Target):
         xp = namespace(output)
         flat = _flatten(output, xp)
         units = self.units(flat)
-        index = xp.asarray(units, device=device(flat))
+        return self._pick(flat, xp.asarray(units, device=device(flat)), units, xp)
+
+    def _pick(self, flat: Array, index: Array, units: IntArray, xp: Any) -> Resolved:
+        """Return the scores at ``index`` (``units``, on the host) of the flattened output."""
         picked = _take(flat, index, xp)
-        scores = picked if self.sign == 1 else -picked
-        values = to_host(picked).astype(np.float64)
-        signs = np.full(units.shape, float(self.sign))
-        return Resolved(scores=scores, values=values, units=units, signs=signs)
+        return Resolved(
+            scores=picked if self.sign == 1 else -picked,
+            values=to_host(picked).astype(np.float64),
+            units=units,
+            signs=np.full(units.shape, float(self.sign)),
+        )
 
 
 def _check_range(units: IntArray, n_units: int, what: str) -> None:
@@ -212,10 +217,6 @@ class TopK(UnitTarget):
 
         Ties go to the lower index; NaN scores rank last.
         """
-        if self.k == 1 and not np.isnan(values).any():
-            # Without NaN (which argmax would pick), argmax is the stable sort's first pick.
-            best: IntArray = np.argmax(values, axis=1)[:, None].astype(np.int64)
-            return best
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 
@@ -233,12 +234,8 @@ class TopK(UnitTarget):
         flat = _flatten(output, xp)
         self.fixed_units(*flat.shape)
         index = xp.argmax(flat, axis=1, keepdims=True)
-        picked = _take(flat, index, xp)
-        values = to_host(picked).astype(np.float64)
-        if np.isnan(values).any():
-            return super().resolve(output)
-        units = to_host(index).astype(np.int64)
-        return Resolved(scores=picked, values=values, units=units, signs=np.ones(units.shape))
+        resolved = self._pick(flat, index, to_host(index).astype(np.int64), xp)
+        return super().resolve(output) if np.isnan(resolved.values).any() else resolved
 
     def describe(self) -> str:
         """Return ``top-1 class`` or ``top-k classes``."""

@@ -89,7 +89,7 @@ class PerturbationMethod(Method):
         chosen = self.default_score if score is None else score
         if chosen not in ("auto", "probability", "raw"):
             raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
+        self.batch_size = batch_size
         self.score: ScoreKind = chosen
         self.progress = progress
 

@@ -48,7 +48,7 @@ class SSCAM(ScoreCAM):
         n_samples = positive_int(n_samples, "n_samples")
         if not std >= 0:
             raise BadInputError(f"std must be >= 0; got {std!r}")
-        self.n_samples, self.std, self.seed = int(n_samples), float(std), int(seed)
+        self.n_samples, self.std, self.seed = n_samples, float(std), int(seed)
 
     @property
     def samples(self) -> int:
