@@ -75,13 +75,15 @@ def model_file_options(fn: F) -> F:
     fn = click.option(
         "--trust-pickle",
         is_flag=True,
-        help="Allow a whole pickled PyTorch model (unpickling can run arbitrary code).",
+        help="Let the model file run code on loading: a whole pickled PyTorch model, pickled "
+        "members of a .pt2 program, Keras Lambda layers (only for files you trust).",
     )(fn)
     return click.option(
         "--factory",
         metavar="PKG.MOD:FN",
         help="Function that builds the model, for a state dict (.pt/.pth/.safetensors); a module "
-        "on the Python path or the current folder, or path/to/file.py:fn.",
+        "on the Python path or in the current folder (installed modules first), or "
+        "path/to/file.py:fn.",
     )(fn)
 
 
@@ -145,18 +147,56 @@ def preprocess_options(fn: F) -> F:
 
 
 def load(source: str, options: dict[str, Any]) -> LoadedModel:
-    """Load the model named on the command line, or stop with the library's message."""
-    if os.getcwd() not in sys.path:  # factories in the current folder, as `python -m` finds them
-        sys.path.insert(0, os.getcwd())
+    """Load the model named on the command line, or stop with the library's message.
+
+    A ``package.module:function`` factory is also looked for in the current folder, behind
+    every installed package (the folder is on the path only while the factory is imported); a
+    file there named like a module camlens imports is reported, never run.
+    """
+    warn_shadowing(Path.cwd())
     try:
         return load_model(
             source,
             factory=options.get("factory"),
             trust_pickle=bool(options.get("trust_pickle")),
             device=options.get("device"),
+            search_path=[os.getcwd()],
         )
     except camlens.CamlensError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+#: Modules camlens or the frameworks import, which a file of the same name in the current
+#: folder would shadow if that folder came first on the path.
+_SHADOWABLE = (
+    "torch",
+    "keras",
+    "tensorflow",
+    "jax",
+    "numpy",
+    "PIL",
+    "matplotlib",
+    "safetensors",
+    "h5py",
+    "scipy",
+    "click",
+    "rich",
+    "jinja2",
+    "array_api_compat",
+    "camlens",
+)
+
+
+def warn_shadowing(folder: Path) -> None:
+    """Warn about each file or package in ``folder`` named like a module camlens imports."""
+    for name in _SHADOWABLE:
+        for candidate in (folder / f"{name}.py", folder / name / "__init__.py"):
+            if candidate.is_file():
+                warn(
+                    f"{candidate.relative_to(folder)} in the current folder has the name of the "
+                    f"module {name!r}; camlens imports the installed {name} and never runs this "
+                    "file (rename it if it is yours)"
+                )
 
 
 def preprocessing(loaded: LoadedModel, options: dict[str, Any]) -> Preprocess:

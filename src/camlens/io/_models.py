@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from camlens.errors import CamlensError, ModelLoadError
+from camlens.io._pickles import find_unsafe_pickle
 
 __all__ = ["BUNDLED_MODELS", "LoadedModel", "load_model"]
 
@@ -29,6 +32,10 @@ _SUPPORTED = (
     "Keras .keras / .h5 / .hdf5; torch.export programs .pt2; PyTorch state dicts "
     ".pt / .pth / .safetensors with a factory; whole pickled PyTorch models with "
     "trust_pickle=True"
+)
+_TRUST = (
+    "camlens loads it only with --trust-pickle (trust_pickle=True), for files from a source you "
+    "trust"
 )
 
 # File kinds that define their own model, so a factory has no use.
@@ -68,14 +75,22 @@ def load_model(
     factory: str | None = None,
     trust_pickle: bool = False,
     device: str | None = None,
+    search_path: Sequence[str | os.PathLike[str]] = (),
 ) -> LoadedModel:
     """Load a model to explain from a file, or a bundled model by name.
 
-    Supported sources:
+    Nothing in a file runs code unless ``trust_pickle=True``: before any framework reads the
+    file, every pickle in it (the file itself, each member of a zip archive, zips nested in
+    members) is read without being executed, and a file whose pickles would import anything
+    but tensors, their storages, dtypes and plain containers (what ``torch.load(...,
+    weights_only=True)`` accepts) is refused with a :class:`ModelLoadError` that names the member
+    and the import. Supported sources:
 
     - Keras 3 ``.keras``, ``.h5`` and ``.hdf5`` files, loaded with
       ``keras.saving.load_model(path, compile=False, safe_mode=True)``: Keras's safe mode is on,
-      so a file that would run Python code on loading (a ``Lambda`` layer) is refused.
+      so a file that would run Python code on loading (a ``Lambda`` layer) or import modules it
+      names (custom objects) is refused; ``trust_pickle=True`` loads it with
+      ``safe_mode=False`` (Lambda layers; custom objects must still be importable).
     - ``torch.export`` programs (``.pt2``, saved with ``torch.export.save``), exported with a
       dynamic batch dimension. They are unflattened back into a module tree with the original
       submodule names, so ``layer="features.18"`` works as on the original model.
@@ -97,8 +112,15 @@ def load_model(
         factory: ``"package.module:function"`` or ``"path/to/file.py:function"``: a function
             called with no arguments that returns the ``torch.nn.Module`` the state dict
             belongs to. Needed for state dicts and safetensors files only.
-        trust_pickle: Allow unpickling whole PyTorch models (only for files you trust).
+        trust_pickle: Let the file run code on loading (only for files you trust): unpickle
+            whole PyTorch models and any pickled archive member, load Keras files with
+            ``safe_mode=False``.
         device: Torch device to move a PyTorch model to (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        search_path: Folders to look for a ``"package.module:function"`` factory in, after
+            ``sys.path`` (the command line gives the current folder). They are on the path
+            only while the factory's module is imported, behind every installed package, so a
+            file there never shadows an installed module. A ``"file.py:function"`` factory is
+            imported with its own folder on the path the same way.
 
     Returns:
         The model, in eval mode for PyTorch, with its framework, input layout and, where the
@@ -121,6 +143,8 @@ def load_model(
             "SavedModel folder, load it in Keras and save it as .keras"
         )
     kind = _kind(path)
+    if not trust_pickle and kind not in ("torchscript", "aotinductor"):  # never read: refused
+        _refuse_code(path, kind)
     if factory is not None and kind in _WHOLE_MODELS:
         raise ModelLoadError(
             f"factory {factory!r} is for state dicts (.pt/.pth/.safetensors); "
@@ -128,8 +152,8 @@ def load_model(
             "factory"
         )
     if kind in ("keras", "hdf5"):
-        return _keras_file(path, kind, device)
-    return _torch_file(path, kind, factory, trust_pickle, device)
+        return _keras_file(path, kind, device, trust_pickle)
+    return _torch_file(path, kind, factory, trust_pickle, device, search_path)
 
 
 def _kind(path: Path) -> str:
@@ -184,6 +208,26 @@ def _kind(path: Path) -> str:
     )
 
 
+def _refuse_code(path: Path, kind: str) -> None:
+    """Refuse a file with a pickle that would import more than tensors and containers."""
+    if kind == "safetensors":  # a JSON header and raw tensors: nothing to unpickle
+        return
+    found = find_unsafe_pickle(path)
+    if found is None:
+        return
+    where = f"its member {found.member!r} is" if found.member else "it is"
+    hint = ""
+    if kind == "torch-pickle":
+        hint = (
+            ". Safer: save model.state_dict() and load it with a factory (--factory), or export "
+            "it with torch.export.save"
+        )
+    raise ModelLoadError(
+        f"{path.name!r} can run code when loaded: {where} a pickle that imports "
+        f"{found.name!r}, and unpickling can run arbitrary code. {_TRUST}{hint}"
+    )
+
+
 def _import_backend(module: str, framework: str, path: str) -> Any:
     """Import a backend's loader; a missing framework becomes a :class:`ModelLoadError`."""
     try:
@@ -207,10 +251,10 @@ def _no_device_for_keras(device: str | None, what: str) -> None:
         )
 
 
-def _keras_file(path: Path, kind: str, device: str | None) -> LoadedModel:
+def _keras_file(path: Path, kind: str, device: str | None, trust_code: bool) -> LoadedModel:
     _no_device_for_keras(device, repr(path.name))
     loader = _import_backend("camlens.backends.keras._load", "keras", path.name)
-    model = loader.load(path)
+    model = loader.load(path, trust_code=trust_code)
     last = loader.channels_last()
     shape = loader.input_shape(model)
     size: tuple[int, int] | None = None
@@ -230,7 +274,12 @@ def _keras_file(path: Path, kind: str, device: str | None) -> LoadedModel:
 
 
 def _torch_file(
-    path: Path, kind: str, factory: str | None, trust_pickle: bool, device: str | None
+    path: Path,
+    kind: str,
+    factory: str | None,
+    trust_pickle: bool,
+    device: str | None,
+    search_path: Sequence[str | os.PathLike[str]],
 ) -> LoadedModel:
     loader = _import_backend("camlens.backends.torch._load", "torch", path.name)
     size: tuple[int, int] | None = None
@@ -242,7 +291,7 @@ def _torch_file(
             f"{path.name!r} is an AOTInductor package, compiled code camlens cannot look inside; "
             "save the model with torch.export.save instead (a .pt2 program)"
         )
-    build = _resolve_factory(factory) if factory is not None else None
+    build = _resolve_factory(factory, search_path) if factory is not None else None
     if kind == "export":
         model, shape = loader.export_program(path)
         channels = shape[1]
@@ -269,7 +318,23 @@ def _torch_file(
     )
 
 
-def _resolve_factory(spec: str) -> Callable[[], Any]:
+@contextmanager
+def _behind_sys_path(folders: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Put ``folders`` at the end of ``sys.path`` for the block (never ahead of installed
+    packages), then take off exactly what was added."""
+    added = [os.fspath(f) for f in folders if os.fspath(f) not in sys.path]
+    sys.path.extend(added)
+    try:
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
+
+
+def _resolve_factory(
+    spec: str, search_path: Sequence[str | os.PathLike[str]] = ()
+) -> Callable[[], Any]:
     """Return the function ``"package.module:function"`` or ``"file.py:function"`` names."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
@@ -286,9 +351,11 @@ def _resolve_factory(spec: str) -> Callable[[], Any]:
             if module_spec is None or module_spec.loader is None:
                 raise ModelLoadError(f"cannot import {module_name!r} (factory {spec!r})")
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            with _behind_sys_path([file.resolve().parent]):
+                module_spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            with _behind_sys_path(search_path):
+                module = importlib.import_module(module_name)
     except CamlensError:
         raise
     except ImportError as exc:

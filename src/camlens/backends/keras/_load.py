@@ -12,21 +12,22 @@ from camlens.errors import ModelLoadError
 __all__ = ["channels_last", "input_shape", "load"]
 
 
-def load(path: Path) -> Any:
-    """Load a model for inference: ``compile=False`` and ``safe_mode=True``.
+def load(path: Path, *, trust_code: bool = False) -> Any:
+    """Load a model for inference: ``compile=False``, and ``safe_mode=True`` unless trusted.
 
     Safe mode refuses files that would run Python code on loading (a ``Lambda`` layer's
-    serialised bytecode); such a file has to be loaded by the user, knowingly.
+    serialised bytecode) and custom objects from modules outside Keras; ``trust_code=True``
+    (``--trust-pickle``) turns it off, for files from a source the user trusts.
     """
     try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        model = keras.saving.load_model(path, compile=False, safe_mode=not trust_code)
     except Exception as exc:
         text = str(exc)
         if "safe_mode" in text:
             advice = (
                 "it holds Python code (a Lambda layer?), which Keras's safe mode refuses to "
-                "load. If you trust the file, load it yourself with keras.saving.load_model("
-                "path, safe_mode=False) and pass the model to camlens"
+                "load; camlens loads it only with --trust-pickle (trust_pickle=True), for files "
+                "from a source you trust"
             )
         elif "Unknown" in text or "custom_objects" in text or "Could not locate" in text:
             advice = (
