@@ -18,7 +18,6 @@ members. No framework is imported here.
 from __future__ import annotations
 
 import _compat_pickle
-import codecs
 import copyreg
 import pickletools
 import re
@@ -168,6 +167,7 @@ class _Unsafe(Exception):
 
 _MARK = object()
 _VALUE = object()  # anything that is not a str: the only values whose content matters
+_ESCAPED = object()  # a str written with escapes, whose value is not worked out here
 
 
 def find_unsafe_pickle(path: Path) -> UnsafePickle | None:
@@ -243,6 +243,8 @@ def _scan_one(f: IO[bytes]) -> bool:
             _check_global(module, attr)
         elif name == "STACK_GLOBAL":
             attr_value, module_value = _pop(stack), _pop(stack)
+            if _ESCAPED in (attr_value, module_value):
+                raise _Unsafe("a global named by an escaped string (cannot be checked)")
             if not isinstance(attr_value, str) or not isinstance(module_value, str):
                 raise _Invalid  # the unpickler requires two str here
             _check_global(module_value, attr_value)
@@ -328,7 +330,11 @@ def _read_arg(f: IO[bytes], op: pickletools.OpcodeInfo) -> object:
         if op.name in ("GET", "PUT"):
             return int(line)
         if op.name == "STRING":
-            return codecs.escape_decode(line[1:-1])[0].decode("latin-1")  # type: ignore[attr-defined]
+            if len(line) < 2 or line[:1] not in (b"'", b'"') or line[-1:] != line[:1]:
+                raise _Invalid  # the unpickler requires a quoted argument
+            # Escapes are decoded by the unpickler: a name written with them is not checked
+            # here, so it is refused if it ever names a global.
+            return _ESCAPED if b"\\" in line else line[1:-1].decode("latin-1")
         if op.name == "UNICODE":
             return line.decode("raw-unicode-escape")
         return None
