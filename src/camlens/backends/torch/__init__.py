@@ -13,7 +13,7 @@ from camlens._types import Array, Size, to_host
 from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
 from camlens.backends.torch._tail import Tail, make_tail
-from camlens.errors import BadInputError
+from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target
 
 __all__ = ["TorchBackend"]
@@ -62,7 +62,15 @@ class TorchBackend:
         return _layers.auto_layer(self.model, inputs)
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
-        return _placement(self.model)
+        """Return the model's device and float dtype; refuse a model on the meta device."""
+        dev, dtype = _placement(self.model)
+        if dev.type == "meta":
+            raise UnsupportedModelError(
+                "the model's parameters are on the 'meta' device (shapes without values), so it "
+                "cannot run; give it real weights first, e.g. model.to_empty(device='cpu') then "
+                "model.load_state_dict(...)"
+            )
+        return dev, dtype
 
     def prepare(self, inputs: Any) -> torch.Tensor:
         """Validate ``inputs`` and return them on the model's device, in its float dtype."""
@@ -92,6 +100,11 @@ class TorchBackend:
             )
         if shape[0] == 0:
             raise BadInputError("the batch is empty (N = 0); pass at least one image")
+        if x.device.type == "meta":
+            raise BadInputError(
+                "inputs are on the 'meta' device (a shape without values); pass real values, "
+                "e.g. a tensor on 'cpu' or on the model's device"
+            )
         dev, dtype = self._placement()
         x = x.to(device=dev, dtype=dtype)
         # One reduction is cheap; a NaN or an infinity anywhere makes the sum non-finite (a sum
