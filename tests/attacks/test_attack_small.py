@@ -1,18 +1,141 @@
-"""Attack suite, small inputs that used to end badly: a model or inputs on the meta device.
+"""Attack suite, small inputs that used to end badly: kills mid-write, the meta device.
 
+- A run killed (SIGKILL) while writing leaves no temporary file in its output folder where the
+  OS has unnamed files (Linux), and the next run removes any a kill left elsewhere.
 - A model or an input on PyTorch's ``meta`` device is refused with a camlens error, and the
   model is left as found.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 import camlens
+from camlens.cli._folder import OutputFolder, replace_file, write_file
+from camlens.report import read_folder
 from nets import TrunkHead
 
 X = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+SETTINGS = {"model": "net.pt2", "methods": ["gradcam"]}
+HAVE_UNNAMED_FILES = hasattr(os, "O_TMPFILE")
+
+
+def _files(root: Path) -> set[str]:
+    """Return every file under ``root`` (hidden ones too), relative to it."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+
+
+# --- 1. Temporary files after a failed or killed write ------------------------------------------
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["O_TMPFILE", "named temp file"])
+def test_a_write_that_fails_midway_leaves_the_old_file_and_nothing_else(
+    unnamed: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if unnamed and not HAVE_UNNAMED_FILES:
+        pytest.skip("this OS has no O_TMPFILE")
+    if not unnamed:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    target = tmp_path / "maps.npz"
+    write_file(target, b"old")
+
+    def half_then_fail(f: object) -> None:
+        f.write(b"half of the new")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_file(target, half_then_fail)
+    assert _files(tmp_path) == {"maps.npz"} and target.read_bytes() == b"old"
+    write_file(target, b"new")
+    assert _files(tmp_path) == {"maps.npz"} and target.read_bytes() == b"new"
+
+
+# Starts a run's folder, then gathers maps.npz with an np.savez that writes part of the file,
+# says so on stdout and waits to be killed.
+_KILLED_WRITER = """
+import os, sys, time
+from pathlib import Path
+import numpy as np
+from camlens.cli._folder import OutputFolder
+
+if sys.argv[2] == "named":
+    del os.O_TMPFILE
+
+def savez_then_hang(file, **arrays):
+    f = open(file, "wb") if isinstance(file, (str, os.PathLike)) else file
+    f.write(b"PK" * 4096)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+np.savez = savez_then_hang
+settings = {"model": "net.pt2", "methods": ["gradcam"]}
+folder = OutputFolder(Path(sys.argv[1]), settings, resume=False, overwrite=False)
+folder.close()
+folder.gather_arrays()
+"""
+
+
+def _kill_while_writing(root: Path, how: str) -> int:
+    """Run :data:`_KILLED_WRITER` on ``root``, SIGKILL it mid-write; return its pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(root), how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line == "writing\n", proc.stderr.read() if proc.stderr else line
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.communicate()
+    return proc.pid
+
+
+RUN_FILES = {"run.json", "results.jsonl", "results.csv", "failures.jsonl"}
+
+
+@pytest.mark.skipif(not HAVE_UNNAMED_FILES, reason="this OS has no O_TMPFILE")
+def test_a_run_killed_while_writing_leaves_no_temporary_file(tmp_path: Path) -> None:
+    _kill_while_writing(tmp_path / "out", "unnamed")
+    assert _files(tmp_path / "out") == RUN_FILES
+
+
+@pytest.mark.parametrize("how", ["fresh", "resume", "overwrite"])
+def test_the_next_run_removes_what_a_killed_one_left(how: str, tmp_path: Path) -> None:
+    """Where the OS has no unnamed files a kill leaves ``.maps.npz.<pid>.tmp``: removed."""
+    out = tmp_path / "out"
+    pid = _kill_while_writing(out, "named")
+    assert _files(out) == RUN_FILES | {f".maps.npz.{pid}.tmp"}
+    # What earlier versions and the report's writer leave, and files camlens must keep.
+    stale = ["results.jsonl.tmp", "maps.npz.tmp.npz", ".index-x1y2.html.tmp", "images/a.jpg.tmp"]
+    stale += ["overlays/.a__gradcam.png.77.tmp"]
+    kept = ["notes.tmp", ".mine", "images/a.jpg"]
+    for name in stale + kept:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(b"x")
+    if how == "fresh":
+        for name in RUN_FILES:
+            (out / name).unlink()
+    folder = OutputFolder(out, SETTINGS, resume=how == "resume", overwrite=how == "overwrite")
+    folder.close()
+    left = _files(out)
+    assert not {name for name in left if name.endswith(".tmp") and name != "notes.tmp"}, left
+    assert {"notes.tmp", ".mine"} <= left
+    assert ("images/a.jpg" in left) == (how != "overwrite")  # --overwrite clears images/
+    folder.gather_arrays()
+    assert read_folder(out).notes == []
+    assert _files(out) == left | {"maps.npz"}
 
 
 # --- 4. The meta device -------------------------------------------------------------------------
@@ -43,9 +166,7 @@ def test_a_model_on_the_meta_device_is_refused_and_left_as_found(method: str) ->
 
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])
-def test_inputs_on_the_meta_device_are_refused_and_the_model_left_as_found(
-    method: str,
-) -> None:
+def test_inputs_on_the_meta_device_are_refused_and_the_model_left_as_found(method: str) -> None:
     model = TrunkHead().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(camlens.BadInputError, match="inputs are on the 'meta' device"):

@@ -11,19 +11,24 @@ nothing is written outside it whatever the inputs are called):
   float map at the model's input size, ``raw``: the signed layer-resolution map), gathered into
   ``maps.npz`` at the end of each run.
 - ``index.html``: the report (:func:`camlens.report.write_report`).
+
+Every file is written whole or not at all (:func:`write_file`); a temporary file a killed run
+leaves behind (only where the OS has no unnamed files) is removed when the next run starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -64,6 +69,11 @@ CSV_FIELDS = (
 FILE_KEYS = ("overlay", "map", "arrays", "image_file")
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("model", "methods", "layer", "target", "preprocess", "cmap", "alpha", "max_size")
+#: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
+#: ``.index-<random>.html.tmp`` (the report's writer).
+TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")
+#: The names earlier versions wrote through: ``<name>.tmp``, and ``maps.npz.tmp.npz``.
+LEGACY_TEMP_FILES = (*(f"{name}.tmp" for name in OWN_FILES), f"{NPZ}.tmp.npz")
 
 
 class FolderError(Exception):
@@ -113,6 +123,7 @@ class OutputFolder:
                 f"{root} already holds camlens results; pass --resume to continue that run or "
                 "--overwrite to start again"
             )
+        remove_temp_files(root)
         self.done: dict[str, list[dict[str, Any]]] = {}
         if has_run and resume and not overwrite:
             self._check_settings(settings)
@@ -211,9 +222,7 @@ class OutputFolder:
                 stem = Path(record["arrays"]).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
-        tmp = self.root / (NPZ + ".tmp.npz")
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, self.root / NPZ)
+        replace_file(self.root / NPZ, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         return self.root / NPZ
 
     def close(self) -> None:
@@ -252,6 +261,85 @@ def _json_line(record: dict[str, Any]) -> bytes:
 
 def write_file(path: Path, data: bytes) -> None:
     """Write a file atomically (a killed run never leaves half a picture or table)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_file(path, lambda f: f.write(data))
+
+
+def replace_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Put in place at ``path`` the file ``write`` writes to the binary file it is given.
+
+    Readers see the old file or the new one, never a part. On Linux the data goes to an unnamed
+    file in the same folder (``O_TMPFILE``), which a kill (even SIGKILL) leaves nothing of; it is
+    given the name ``.<name>.<pid>.tmp`` only to be renamed onto ``path`` in the next system
+    call. Elsewhere (or where the file system has no unnamed files) it is written under that
+    name; a kill then leaves it, and the next run removes it (:func:`remove_temp_files`).
+    ``write`` may be called twice (once for each way). Nothing is synced to disk, so this guards
+    against a killed process, not a power cut.
+    """
+    temp = f".{path.name}.{os.getpid()}.tmp"
+    if _replace_through_unnamed_file(path, temp, write):
+        return
+    named = path.with_name(temp)
+    try:
+        # A stale file of that name (or a link planted there) is replaced, never written through.
+        named.unlink(missing_ok=True)
+        with named.open("xb") as f:
+            write(f)
+        os.replace(named, path)
+    except BaseException:
+        named.unlink(missing_ok=True)
+        raise
+
+
+def _replace_through_unnamed_file(
+    path: Path, temp: str, write: Callable[[BinaryIO], object]
+) -> bool:
+    """Write ``path`` through an unnamed file; return False where the OS cannot make one."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return False
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False  # the named way reports a missing folder
+    try:
+        try:
+            fd = os.open(".", flag | os.O_WRONLY, 0o666, dir_fd=folder)
+        except OSError:  # EOPNOTSUPP (the file system), EISDIR (a kernel before 3.11), ...
+            return False
+        with open(fd, "wb") as f:
+            write(f)
+            f.flush()
+            try:
+                # The documented way to name an O_TMPFILE file: linkat(AT_SYMLINK_FOLLOW) of
+                # its /proc/self/fd link (os.link only passes that flag given a dir_fd).
+                os.link(f"/proc/self/fd/{fd}", temp, dst_dir_fd=folder, follow_symlinks=True)
+            except OSError:  # no /proc, a stale file of that name, ...
+                return False
+        try:
+            os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=folder)
+            raise
+        return True
+    finally:
+        os.close(folder)
+
+
+def remove_temp_files(root: Path) -> None:
+    """Remove the temporary files a killed run left in ``root`` and its subfolders.
+
+    Only names camlens's writers give (:data:`TEMP_FILE`, :data:`LEGACY_TEMP_FILES`; any
+    ``*.tmp`` in the subfolders, which camlens owns) are removed; other files are left alone.
+    """
+    for name in LEGACY_TEMP_FILES:
+        (root / name).unlink(missing_ok=True)
+    for folder in (root, *(root / sub for sub in SUBFOLDERS)):
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            own = folder != root and entry.name.endswith(".tmp")
+            if (own or TEMP_FILE.fullmatch(entry.name)) and not entry.is_dir(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
