@@ -1,7 +1,8 @@
-"""Attack suite, small inputs that used to end badly: kills mid-write, the meta device.
+"""Attack suite, small inputs that used to end badly: kills mid-write, animations, meta.
 
 - A run killed (SIGKILL) while writing leaves no temporary file in its output folder where the
   OS has unnamed files (Linux), and the next run removes any a kill left elsewhere.
+- An animated image is explained on its first frame, with a note that says so.
 - A model or an input on PyTorch's ``meta`` device is refused with a camlens error, and the
   model is left as found.
 """
@@ -9,16 +10,22 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
 import camlens
 from camlens.cli._folder import OutputFolder, replace_file, write_file
+from camlens.io import find_images, read_image
 from camlens.report import read_folder
 from nets import TrunkHead
 
@@ -136,6 +143,80 @@ def test_the_next_run_removes_what_a_killed_one_left(how: str, tmp_path: Path) -
     folder.gather_arrays()
     assert read_folder(out).notes == []
     assert _files(out) == left | {"maps.npz"}
+
+
+# --- 2. Animated images -------------------------------------------------------------------------
+
+
+def _animation(path: Path, size: tuple[int, int] = (12, 12)) -> Path:
+    """Write a 3-frame animation: frames gray 30, 120 and 220, each with a white square."""
+    frames = [Image.new("RGB", size, (v, v, v)) for v in (30, 120, 220)]
+    for frame in frames:
+        ImageDraw.Draw(frame).rectangle((2, 2, 5, 5), fill=(250, 250, 250))
+    frames[0].save(
+        path, save_all=True, append_images=frames[1:], duration=40, loop=0, lossless=True
+    )
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".webp"])
+def test_an_animation_gives_its_first_frame_with_a_warning(suffix: str, tmp_path: Path) -> None:
+    path = _animation(tmp_path / f"anim{suffix}")
+    with pytest.warns(camlens.CamlensWarning) as caught:
+        pixels = read_image(path)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: animated (3 frames): only its first frame is used"
+    ]
+    with Image.open(path) as im:
+        first = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(pixels, first)
+    assert pixels[-1, -1].tolist() == [30, 30, 30]
+    assert find_images([tmp_path]).images == (path,)  # a folder scan takes it too
+
+
+def test_a_still_gif_reads_without_a_warning(tmp_path: Path) -> None:
+    Image.new("RGB", (5, 4), (200, 10, 10)).save(tmp_path / "still.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "still.gif").shape == (4, 5, 3)
+
+
+# --- The command line on these ------------------------------------------------------------------
+
+
+RNG = np.random.default_rng(0)
+
+
+def _camlens() -> list[str]:
+    exe = shutil.which("camlens", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
+
+
+def test_the_command_notes_animations(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _animation(folder / "anim.gif")
+    Image.fromarray(RNG.integers(0, 256, (12, 12, 3), np.uint8)).save(folder / "ok.png")
+    program = torch.export.export(
+        TrunkHead().eval(), (X,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+    )
+    torch.export.save(program, tmp_path / "net.pt2")
+    proc = subprocess.run(
+        [*_camlens(), "explain", "net.pt2", "in", "--out", "out", "--size", "12"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "  note: in/anim.gif: animated (3 frames): only its first frame is used" in lines
+    assert "2 image(s) explained" in proc.stdout and "Traceback" not in proc.stderr
+    assert not re.search(r"\.py:\d+: \w*Warning", proc.stderr), proc.stderr  # no source line
+    shown = next((tmp_path / "out" / "images").glob("anim-*.jpg"))
+    with Image.open(shown) as im:
+        assert np.abs(np.asarray(im)[-1, -1] - 30.0).max() < 5  # the first frame
 
 
 # --- 4. The meta device -------------------------------------------------------------------------

@@ -19,14 +19,15 @@ from typing import Any
 import click
 import numpy as np
 from PIL import Image
+from rich.console import Console
 
 import camlens
 import camlens.report
 from camlens.cli import _common
 from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
 from camlens.cli._png import encode_png
-from camlens.io import LoadedModel, Preprocess, find_images, image_key, read_image
-from camlens.io._images import fitted_size
+from camlens.io import LoadedModel, Preprocess, find_images, image_key
+from camlens.io._images import fitted_size, read_image_and_notes
 
 #: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
 EXIT_INTERRUPTED = 130
@@ -91,7 +92,8 @@ def explain_command(
     (mobilenet_v2, mobilenet_v2_keras); see `camlens layers`. Writes to --out an
     overlay and a grayscale map PNG per image and method, all maps in maps.npz,
     results.csv/results.jsonl and an HTML report (index.html). Unreadable images are reported
-    and skipped; exit status 3 then. An interrupted run continues with --resume.
+    and skipped; exit status 3 then. Animated images are explained on their first frame (a
+    note says so). An interrupted run continues with --resume.
     """
     loaded = _common.load(model_source, options)
     preprocess = _common.preprocessing(loaded, options)
@@ -162,6 +164,7 @@ def explain_command(
         ignored=[str(p) for p in found.ignored],
         report=report,
     )
+    _print_notes(run.notes)
     if interrupted:
         _common.warn("interrupted: finished images are kept; run again with --resume")
         sys.exit(EXIT_INTERRUPTED)
@@ -197,6 +200,8 @@ class Run:
         self.with_metrics = with_metrics
         self.explained = 0
         self.failures: list[tuple[str, str]] = []
+        #: Remarks on images that were read (an animation's first frame, a huge image).
+        self.notes: list[str] = []
         #: Progress callback, set for each run by :meth:`all`.
         self.advance: Callable[[int], None] = lambda n: None
 
@@ -232,18 +237,19 @@ class Run:
         # Read once, big enough for both the model and the display copy (large JPEGs are
         # decoded at a reduced scale directly).
         read_size = max(self.max_size, *self.preprocess.size)
-        reads = [pool.submit(read_image, path, max_size=read_size) for path in paths]
+        reads = [pool.submit(read_image_and_notes, path, max_size=read_size) for path in paths]
         pictures: list[Picture] = []
         model_inputs: list[Future[np.ndarray]] = []
         for path, future in zip(paths, reads, strict=True):
             try:
-                pixels = future.result()
+                pixels, notes = future.result()
             except camlens.CamlensError as exc:
                 self._fail(path, str(exc))
                 continue
             except Exception as exc:  # a decoder's own error on a malformed file: skip it too
                 self._fail(path, f"{path}: cannot be read ({type(exc).__name__}: {exc})")
                 continue
+            self.notes.extend(notes)
             pictures.append(Picture(path, image_key(path), _fit(pixels, self.max_size)))
             model_inputs.append(pool.submit(self.preprocess.resize_channels, pixels))
         x = self.preprocess([f.result() for f in model_inputs]) if model_inputs else None
@@ -433,6 +439,13 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
     if loaded.classes is None or not 0 <= unit < len(loaded.classes):
         return None
     return loaded.classes[unit]
+
+
+def _print_notes(notes: Sequence[str]) -> None:
+    """Print one line per remark on an image read: ``  note: <image>: <remark>``."""
+    out = Console(highlight=False, soft_wrap=True)  # as the summary above it prints
+    for note in notes:
+        out.print(f"  note: {note}", markup=False)
 
 
 def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:

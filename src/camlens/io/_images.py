@@ -6,6 +6,7 @@ import glob
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +15,16 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from camlens._checks import positive_int
-from camlens.errors import BadInputError
+from camlens.errors import BadInputError, CamlensWarning
 
-#: File name extensions a folder scan picks up (lower case).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+#: File name extensions a folder scan picks up (lower case). Animated pictures (GIF, APNG,
+#: WebP) are read on their first frame.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".apng", ".gif", ".tif", ".tiff", ".bmp", ".webp"}
+)
+#: Formats whose extra frames are an animation's (or a multi-page file's) pictures. An MPO
+#: (a camera's multi-picture JPEG) is left out: its other frames are previews or depth maps.
+_NOT_ANIMATED = frozenset({"MPO"})
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -89,22 +96,47 @@ def read_image(
     ``channels=1``; 16-bit and float images are scaled to 8 bits; transparency is dropped (pixels
     keep their colour). With ``max_size``, an image whose longer side exceeds it is scaled down
     (aspect kept, antialiased; JPEGs are decoded at a reduced scale directly, which is much
-    faster for large photos). Raises ``BadInputError`` saying why a file cannot be read.
+    faster for large photos). An animated image (GIF, APNG, WebP) or a multi-page TIFF gives its
+    first frame, as Pillow reads it.
+
+    Warns:
+        CamlensWarning: One for each remark on the file: an animation, of which only the first
+            frame is read.
+
+    Raises:
+        BadInputError: Saying why a file cannot be read.
+    """
+    pixels, notes = read_image_and_notes(path, channels=channels, max_size=max_size)
+    for note in notes:
+        warnings.warn(note, CamlensWarning, stacklevel=2)
+    return pixels
+
+
+def read_image_and_notes(
+    path: str | os.PathLike[str], *, channels: int = 3, max_size: int | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Read an image as :func:`read_image` does; return its pixels and the remarks on it.
+
+    The remarks are :func:`read_image`'s warnings, as one-line messages that start with the
+    path (the command line prints them in its summary instead of warning from its threads).
     """
     if channels not in (1, 3):
         raise BadInputError(f"channels must be 1 or 3; got {channels!r}")
     max_size = positive_int(max_size, "max_size", optional=True)
     path = Path(path)
+    notes: list[str] = []
     try:
         if path.stat().st_size == 0:
             raise BadInputError(f"{path}: the file is empty (0 bytes)")
         with Image.open(path) as im:
+            if (frames := _frames(im)) > 1:
+                notes.append(f"{path}: animated ({frames} frames): only its first frame is used")
             if (draft := fitted_size(im.size, max_size)) is not None:
                 im.draft("RGB" if channels == 3 else "L", draft)
-            im = ImageOps.exif_transpose(im)
-            if (fitted := fitted_size(im.size, max_size)) is not None:
-                im = im.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=3)
-            return _to_uint8(im, channels)
+            shown = ImageOps.exif_transpose(im)
+            if (fitted := fitted_size(shown.size, max_size)) is not None:
+                shown = shown.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=3)
+            return _to_uint8(shown, channels), tuple(notes)
     except BadInputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -117,6 +149,13 @@ def read_image(
     except (OSError, ValueError, SyntaxError) as exc:
         # Truncated or corrupt data surfaces as OSError/ValueError/SyntaxError from the decoders.
         raise BadInputError(f"{path}: the image is corrupt or truncated ({exc})") from exc
+
+
+def _frames(im: Image.Image) -> int:
+    """Return the number of frames of an animated or multi-page image; 1 for any other."""
+    if im.format in _NOT_ANIMATED or not getattr(im, "is_animated", False):
+        return 1
+    return int(getattr(im, "n_frames", 1))
 
 
 def fitted_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int] | None:
