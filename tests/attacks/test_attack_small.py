@@ -1,8 +1,11 @@
-"""Attack suite, small inputs that used to end badly: kills mid-write, animations, meta.
+"""Attack suite, small inputs that used to end badly: kills mid-write, animations, bombs, meta.
 
 - A run killed (SIGKILL) while writing leaves no temporary file in its output folder where the
   OS has unnamed files (Linux), and the next run removes any a kill left elsewhere.
 - An animated image is explained on its first frame, with a note that says so.
+- An image over Pillow's decompression-bomb threshold is read with camlens's own one-line note;
+  one over twice the threshold is a failure with a message that says what to do. Pillow's own
+  warning never reaches stderr.
 - A model or an input on PyTorch's ``meta`` device is refused with a camlens error, and the
   model is left as found.
 """
@@ -15,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -181,10 +185,55 @@ def test_a_still_gif_reads_without_a_warning(tmp_path: Path) -> None:
         assert read_image(tmp_path / "still.gif").shape == (4, 5, 3)
 
 
-# --- The command line on these ------------------------------------------------------------------
+# --- 3. Decompression bombs ---------------------------------------------------------------------
+
+
+def test_an_image_over_the_bomb_threshold_is_read_with_camlens_own_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("L", (40, 30), 90).save(tmp_path / "big.png")  # 1200 pixels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pixels = read_image(tmp_path / "big.png", max_size=20)
+    assert pixels.shape == (15, 20, 3)
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (
+            camlens.CamlensWarning,
+            f"{tmp_path / 'big.png'}: a huge image (0.0012 megapixels, over Pillow's "
+            "decompression-bomb warning threshold of 0.001); read anyway: check that the file "
+            "is the picture you meant",
+        )
+    ]
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's limit is read, never changed
+
+
+def test_an_image_over_the_bomb_limit_fails_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    Image.new("L", (50, 50)).save(tmp_path / "bomb.png")  # 2500 pixels, over 2 x 1000
+    with pytest.raises(camlens.BadInputError) as caught:
+        read_image(tmp_path / "bomb.png")
+    assert str(caught.value) == (
+        f"{tmp_path / 'bomb.png'}: 0.0025 megapixels is over Pillow's decompression-bomb limit "
+        "of 0.002; downscale or tile the image first (in Python, raising "
+        "PIL.Image.MAX_IMAGE_PIXELS lets a file you trust through)"
+    )
+    assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+# --- The command line on all of these -----------------------------------------------------------
 
 
 RNG = np.random.default_rng(0)
+
+
+def _one_bit(width: int, height: int) -> Image.Image:
+    """Return a 1-bit picture of that size: white with a black square in its middle."""
+    im = Image.new("1", (width, height), 1)
+    ImageDraw.Draw(im).rectangle((width // 3, height // 3, width // 2, height // 2), fill=0)
+    return im
 
 
 def _camlens() -> list[str]:
@@ -192,11 +241,16 @@ def _camlens() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
 
 
-def test_the_command_notes_animations(tmp_path: Path) -> None:
+def test_the_command_notes_animations_and_huge_images_and_fails_bombs(tmp_path: Path) -> None:
+    """Real sizes: 90 and 190 megapixels (1-bit PNGs, a few KB each)."""
     folder = tmp_path / "in"
     folder.mkdir()
+    start = time.perf_counter()
     _animation(folder / "anim.gif")
+    _one_bit(10000, 9000).save(folder / "big.png")
+    _one_bit(14000, 13600).save(folder / "bomb.png")
     Image.fromarray(RNG.integers(0, 256, (12, 12, 3), np.uint8)).save(folder / "ok.png")
+    assert time.perf_counter() - start < 5
     program = torch.export.export(
         TrunkHead().eval(), (X,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
     )
@@ -209,10 +263,20 @@ def test_the_command_notes_animations(tmp_path: Path) -> None:
         cwd=tmp_path,
         env={**os.environ, "COLUMNS": "200"},
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # finished; one image failed
     lines = proc.stdout.splitlines()
     assert "  note: in/anim.gif: animated (3 frames): only its first frame is used" in lines
-    assert "2 image(s) explained" in proc.stdout and "Traceback" not in proc.stderr
+    assert (
+        "  note: in/big.png: a huge image (90 megapixels, over Pillow's decompression-bomb "
+        "warning threshold of 89.5); read anyway: check that the file is the picture you meant"
+    ) in lines
+    assert (
+        "  failed: in/bomb.png: 190 megapixels is over Pillow's decompression-bomb limit of 179; "
+        "downscale or tile the image first (in Python, raising PIL.Image.MAX_IMAGE_PIXELS lets "
+        "a file you trust through)"
+    ) in lines
+    assert "3 image(s) explained" in proc.stdout
+    assert "DecompressionBomb" not in proc.stderr and "Traceback" not in proc.stderr
     assert not re.search(r"\.py:\d+: \w*Warning", proc.stderr), proc.stderr  # no source line
     shown = next((tmp_path / "out" / "images").glob("anim-*.jpg"))
     with Image.open(shown) as im:

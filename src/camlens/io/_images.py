@@ -6,8 +6,10 @@ import glob
 import hashlib
 import os
 import re
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,13 @@ IMAGE_EXTENSIONS = frozenset(
 #: Formats whose extra frames are an animation's (or a multi-page file's) pictures. An MPO
 #: (a camera's multi-picture JPEG) is left out: its other frames are previews or depth maps.
 _NOT_ANIMATED = frozenset({"MPO"})
+#: Pillow's decompression-bomb message, for the pixel count it read from the header.
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+# Pillow warns about a huge image with ``warnings.warn``; camlens says it in a note instead. The
+# filter that silences Pillow's warning is process-wide while it is in place
+# (``warnings.catch_warnings`` is not thread-safe), so the threads that read images take turns
+# while it is: only for opening a file (the header), and for the whole read of a huge image.
+_QUIET_PILLOW = threading.Lock()
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -101,10 +110,13 @@ def read_image(
 
     Warns:
         CamlensWarning: One for each remark on the file: an animation, of which only the first
-            frame is read.
+            frame is read; an image over Pillow's decompression-bomb warning threshold
+            (``PIL.Image.MAX_IMAGE_PIXELS``), which is read anyway. Pillow's own
+            ``DecompressionBombWarning`` is not shown.
 
     Raises:
-        BadInputError: Saying why a file cannot be read.
+        BadInputError: Saying why a file cannot be read, including an image over twice
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb limit).
     """
     pixels, notes = read_image_and_notes(path, channels=channels, max_size=max_size)
     for note in notes:
@@ -128,22 +140,33 @@ def read_image_and_notes(
     try:
         if path.stat().st_size == 0:
             raise BadInputError(f"{path}: the file is empty (0 bytes)")
-        with Image.open(path) as im:
-            if (frames := _frames(im)) > 1:
+        with _quiet_pillow():
+            im = Image.open(path)
+        with im:
+            with _quiet_pillow():  # counting a GIF's frames reads each frame's header
+                frames = _frames(im)
+            limit = Image.MAX_IMAGE_PIXELS
+            pixels = max(1, im.size[0]) * max(1, im.size[1])
+            huge = limit is not None and pixels > limit
+            if frames > 1:
                 notes.append(f"{path}: animated ({frames} frames): only its first frame is used")
-            if (draft := fitted_size(im.size, max_size)) is not None:
-                im.draft("RGB" if channels == 3 else "L", draft)
-            shown = ImageOps.exif_transpose(im)
-            if (fitted := fitted_size(shown.size, max_size)) is not None:
-                shown = shown.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=3)
-            return _to_uint8(shown, channels), tuple(notes)
+            if limit is not None and huge:
+                notes.append(
+                    f"{path}: a huge image ({_megapixels(pixels)} megapixels, over Pillow's "
+                    f"decompression-bomb warning threshold of {_megapixels(limit)}); read "
+                    "anyway: check that the file is the picture you meant"
+                )
+            with _quiet_pillow() if huge else nullcontext():
+                if (draft := fitted_size(im.size, max_size)) is not None:
+                    im.draft("RGB" if channels == 3 else "L", draft)
+                shown = ImageOps.exif_transpose(im)
+                if (fitted := fitted_size(shown.size, max_size)) is not None:
+                    shown = shown.resize(fitted, Image.Resampling.LANCZOS, reducing_gap=3)
+                return _to_uint8(shown, channels), tuple(notes)
     except BadInputError:
         raise
     except Image.DecompressionBombError as exc:
-        raise BadInputError(
-            f"{path}: too many pixels for Pillow's decompression-bomb guard ({exc}); downscale "
-            "the image first"
-        ) from exc
+        raise BadInputError(_bomb_message(path, exc)) from exc
     except UnidentifiedImageError as exc:
         raise BadInputError(f"{path}: not an image Pillow can read ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
@@ -151,11 +174,37 @@ def read_image_and_notes(
         raise BadInputError(f"{path}: the image is corrupt or truncated ({exc})") from exc
 
 
+@contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Hide Pillow's ``DecompressionBombWarning`` (camlens notes a huge image itself)."""
+    with _QUIET_PILLOW, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def _frames(im: Image.Image) -> int:
     """Return the number of frames of an animated or multi-page image; 1 for any other."""
     if im.format in _NOT_ANIMATED or not getattr(im, "is_animated", False):
         return 1
     return int(getattr(im, "n_frames", 1))
+
+
+def _bomb_message(path: Path, exc: Image.DecompressionBombError) -> str:
+    """Return the failure message for an image over Pillow's decompression-bomb limit."""
+    match = _BOMB_PIXELS.search(str(exc))
+    size = f"{_megapixels(int(match.group(1)))} megapixels" if match else "the image"
+    limit = Image.MAX_IMAGE_PIXELS
+    bound = "" if limit is None else f" of {_megapixels(2 * limit)}"
+    return (
+        f"{path}: {size} is over Pillow's decompression-bomb limit{bound}; downscale or tile the "
+        "image first (in Python, raising PIL.Image.MAX_IMAGE_PIXELS lets a file you trust through)"
+    )
+
+
+def _megapixels(pixels: int) -> str:
+    """Return a pixel count in megapixels to three significant digits (whole above 100)."""
+    value = pixels / 1e6
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def fitted_size(size: tuple[int, int], max_size: int | None) -> tuple[int, int] | None:
