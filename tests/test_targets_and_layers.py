@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import camlens
+from camlens.backends.torch._targets import resolve
 from nets import MiniResNet, TrunkHead, TupleOut
 
 
@@ -154,14 +155,14 @@ def test_top_k_ranks_ties_to_the_lower_index_and_nan_last(k: int) -> None:
     # The same ranks when resolved on a model's tensor output (k = 1 picks on the tensor), and
     # the scores are the picked outputs, differentiable.
     output = torch.tensor(values, dtype=torch.float64, requires_grad=True)
-    resolved = camlens.TopK(k).resolve(output)
+    scores, resolved = resolve(camlens.TopK(k), output)
     np.testing.assert_array_equal(resolved.units, expected)
     picked = np.take_along_axis(values, expected, axis=1)
     np.testing.assert_array_equal(resolved.values, picked)
-    np.testing.assert_array_equal(resolved.scores.detach().numpy(), picked)
-    (grad,) = torch.autograd.grad(resolved.scores.sum(), output)
+    np.testing.assert_array_equal(scores.detach().numpy(), picked)
+    (grad,) = torch.autograd.grad(scores.sum(), output)
     chosen = np.zeros(values.shape)
     np.put_along_axis(chosen, expected, 1.0, axis=1)
     np.testing.assert_array_equal(grad.numpy(), chosen)
-    all_nan = camlens.TopK(1).resolve(torch.full((1, 3), float("nan")))
+    _, all_nan = resolve(camlens.TopK(1), torch.full((1, 3), float("nan")))
     np.testing.assert_array_equal(all_nan.units, [[0]])

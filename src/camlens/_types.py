@@ -26,18 +26,3 @@ FloatArray: TypeAlias = npt.NDArray[np.float32]
 IntArray: TypeAlias = npt.NDArray[np.int64]
 
 Size: TypeAlias = tuple[int, int]
-
-
-def to_host(x: Array) -> np.ndarray:
-    """Copy a small array of any array-API library to NumPy (torch: off autograd and device)."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):  # torch: detach and copy only when needed (each op has a cost)
-        if x.requires_grad:
-            x = x.detach()
-        if x.is_floating_point() and x.element_size() < 4:
-            x = x.float()  # exact; NumPy has no bfloat16
-        if x.device.type != "cpu":
-            x = x.cpu()
-        return np.asarray(x.numpy())
-    return np.asarray(x)

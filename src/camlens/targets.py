@@ -1,8 +1,11 @@
-"""Targets: what score a map explains. Declarative values, resolved once per call.
+"""Targets: what score a map explains. Declarative values; each backend resolves them.
 
-A target is resolved against the model's output ``(N, ...)`` (flattened to ``(N, U)`` units) into
-``T`` scores per image, differentiable when the output is. Unit targets (classes, raw outputs,
-top-k) select output units; a callable computes its own scores.
+A target is read from the model's output ``(N, ...)`` (flattened to ``(N, U)`` units) as ``T``
+scores per image, differentiable when the output is. Unit targets (classes, raw outputs, top-k)
+name output units and hold the rules that check and rank them; any other target computes its
+scores from the output itself (:meth:`Target.scores`), with the output's own operations, so it
+works eagerly (PyTorch) and inside a compiled Keras function alike. No framework is imported
+here: the backends' ``targets`` modules do the picking.
 """
 
 from __future__ import annotations
@@ -13,78 +16,67 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
-from array_api_compat import device
 
-from camlens._types import Array, IntArray, to_host
-from camlens._xp import is_torch, namespace
+from camlens._types import Array, IntArray
 from camlens.errors import BadTargetError
 
 __all__ = [
     "Class",
     "Output",
-    "Resolved",
     "Score",
     "Target",
     "TargetLike",
     "TopK",
     "UnitTarget",
     "as_target",
+    "check_scores",
 ]
 
 
-@dataclass(frozen=True, eq=False)
-class Resolved:
-    """A target resolved against one batch.
+class Target(ABC):
+    """Base class of targets.
 
-    Attributes:
-        scores: ``(N, T)`` array of the model's library: the signed scores to differentiate.
-        values: ``(N, T)`` NumPy float64: the explained quantities as the model gives them
-            (a unit's raw output, before any sign).
-        units: ``(N, T)`` NumPy int64: the explained output unit, ``-1`` for a callable target.
-        signs: ``(N, T)`` NumPy float64: ``+1`` or ``-1``.
+    A target of your own subclasses this and implements :meth:`scores` and :meth:`describe`::
+
+        class Margin(camlens.Target):
+            def scores(self, output):            # (N, U) in, (N,) or (N, T) out
+                return output[:, 3] - output[:, 5]
+
+            def describe(self):
+                return "class 3 minus class 5"
+
+    ``scores`` receives the model output as the model's framework gives it (a torch tensor, or a
+    Keras tensor inside a compiled function): use its operators, ``keras.ops`` or array-API
+    functions, so the scores stay differentiable.
     """
 
-    scores: Array
-    values: np.ndarray
-    units: IntArray
-    signs: np.ndarray
-
-
-class Target(ABC):
-    """Base class of targets."""
-
-    @abstractmethod
-    def resolve(self, output: Array) -> Resolved:
-        """Return the scores this target selects from the model output ``(N, ...)``."""
+    def scores(self, output: Array) -> Array:
+        """Return ``(N,)`` or ``(N, T)`` scores computed from the model output ``(N, ...)``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement scores(output), or subclass UnitTarget"
+        )
 
     @abstractmethod
     def describe(self) -> str:
         """Return a short human-readable description, recorded in explanations."""
 
 
-def _flatten(output: Array, xp: Any) -> Array:
-    if output.ndim == 0:
-        raise BadTargetError("the model output is a scalar; it needs a batch axis (N, ...)")
-    return output if output.ndim == 2 else xp.reshape(output, (output.shape[0], -1))
-
-
-def _take(flat: Array, index: Array, xp: Any) -> Array:
-    """Return ``flat[n, index[n, t]]``, ``(N, T)``, for non-negative indices.
-
-    torch's ``gather`` is one op; the array-API ``take_along_axis`` of array_api_compat adds a
-    pass that wraps negative indices, which these never are.
-    """
-    if is_torch(flat):
-        return flat.gather(1, index)
-    return xp.take_along_axis(flat, index, axis=1)
+def check_scores(shape: tuple[int, ...], n: int) -> None:
+    """Refuse a custom target's scores unless they are ``(N,)`` or ``(N, T)``."""
+    if (len(shape) == 1 and shape[0] == n) or (len(shape) == 2 and shape[0] == n and shape[1]):
+        return
+    raise BadTargetError(
+        f"the target function returned shape {shape}; it must return (N,) or (N, T) scores for "
+        f"a batch of N={n}"
+    )
 
 
 class UnitTarget(Target):
     """A target that selects output units, one or several per image.
 
     Units are either fixed by the target and the output's shape (:meth:`fixed_units`), or
-    ranked from the output's values (``TopK``), which a backend may do inside a compiled
-    function.
+    ranked from the output's values (:class:`TopK`, which a backend may rank inside a compiled
+    function). The explained score is ``sign * output[n, unit]``.
     """
 
     sign: int = 1
@@ -99,28 +91,6 @@ class UnitTarget(Target):
     def ranked_units(self, values: np.ndarray) -> IntArray:
         """Return the ``(N, T)`` units chosen from the ``(N, U)`` output values."""
         raise NotImplementedError(f"{type(self).__name__} has fixed units")
-
-    def units(self, flat: Array) -> IntArray:
-        """Return the ``(N, T)`` units to explain for the flattened output ``(N, U)``."""
-        fixed = self.fixed_units(*flat.shape)
-        return fixed if fixed is not None else self.ranked_units(to_host(flat))
-
-    def resolve(self, output: Array) -> Resolved:
-        """Return the selected units' scores, ``sign * output[n, unit]``."""
-        xp = namespace(output)
-        flat = _flatten(output, xp)
-        units = self.units(flat)
-        return self._pick(flat, xp.asarray(units, device=device(flat)), units, xp)
-
-    def _pick(self, flat: Array, index: Array, units: IntArray, xp: Any) -> Resolved:
-        """Return the scores at ``index`` (``units``, on the host) of the flattened output."""
-        picked = _take(flat, index, xp)
-        return Resolved(
-            scores=picked if self.sign == 1 else -picked,
-            values=to_host(picked).astype(np.float64),
-            units=units,
-            signs=np.full(units.shape, float(self.sign)),
-        )
 
 
 def _check_range(units: IntArray, n_units: int, what: str) -> None:
@@ -220,23 +190,6 @@ class TopK(UnitTarget):
         order = np.argsort(-values, axis=1, kind="stable")[:, : self.k]
         return order.astype(np.int64)
 
-    def resolve(self, output: Array) -> Resolved:
-        """Return each image's top-k scores; ``k = 1`` is picked where the output lives.
-
-        The predicted class is the default target, so its pick avoids the host round trip of
-        the output: ``argmax`` gives the first of tied maxima, as the stable sort does, and a
-        row whose pick is NaN (torch, NumPy and JAX pick NaN first; NaN must rank last) goes
-        the general way.
-        """
-        if self.k != 1:
-            return super().resolve(output)
-        xp = namespace(output)
-        flat = _flatten(output, xp)
-        self.fixed_units(*flat.shape)
-        index = xp.argmax(flat, axis=1, keepdims=True)
-        resolved = self._pick(flat, index, to_host(index).astype(np.int64), xp)
-        return super().resolve(output) if np.isnan(resolved.values).any() else resolved
-
     def describe(self) -> str:
         """Return ``top-1 class`` or ``top-k classes``."""
         return "top-1 class" if self.k == 1 else f"top-{self.k} classes"
@@ -255,26 +208,9 @@ class Score(Target):
     fn: Callable[[Any], Any]
     name: str = "custom score"
 
-    def resolve(self, output: Array) -> Resolved:
-        """Return ``fn(output)`` as ``(N, T)`` scores."""
-        scores = self.fn(output)
-        n = output.shape[0]
-        shape = tuple(getattr(scores, "shape", ()))
-        if len(shape) == 1 and shape[0] == n:
-            xp = namespace(scores)
-            scores = xp.reshape(scores, (n, 1))
-        elif not (len(shape) == 2 and shape[0] == n and shape[1] >= 1):
-            raise BadTargetError(
-                f"the target function returned shape {shape}; it must return (N,) or (N, T) "
-                f"scores for a batch of N={n}"
-            )
-        values = to_host(scores).astype(np.float64)
-        return Resolved(
-            scores=scores,
-            values=values,
-            units=np.full(values.shape, -1, dtype=np.int64),
-            signs=np.ones(values.shape),
-        )
+    def scores(self, output: Array) -> Array:
+        """Return ``fn(output)``."""
+        return self.fn(output)
 
     def describe(self) -> str:
         """Return the given name."""

@@ -9,12 +9,28 @@ from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 
-from camlens._types import Array, Size
-from camlens.targets import Resolved, Target
+from camlens._types import Array, IntArray, Size
+from camlens.targets import Target
 
 #: How the model's output is picked when the model returns several: an index into a tuple or
 #: list, a key of a mapping, or a function of the raw output.
 OutputSelector: TypeAlias = "int | str | Callable[[Any], Any] | None"
+
+
+@dataclass(frozen=True, eq=False)
+class Resolved:
+    """A target resolved against one batch, on the host.
+
+    Attributes:
+        values: ``(N, T)`` float64: the explained quantities as the model gives them (a unit's
+            raw output, before any sign; a custom target's scores).
+        units: ``(N, T)`` int64: the explained output unit, ``-1`` for a custom target.
+        signs: ``(N, T)`` float64: ``+1`` or ``-1``.
+    """
+
+    values: np.ndarray
+    units: IntArray
+    signs: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)

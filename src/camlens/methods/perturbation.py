@@ -15,8 +15,8 @@ import numpy as np
 from array_api_compat import device
 
 from camlens._checks import positive_int
-from camlens._types import Array, Size, to_host
-from camlens._xp import namespace
+from camlens._types import Array, Size
+from camlens.backends._arrays import namespace, to_host
 from camlens.errors import BadInputError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from camlens._types import FloatArray
+from camlens.backends._arrays import to_host
 from camlens.errors import BadInputError
 
 __all__ = ["as_numpy", "to_rgb_float"]
@@ -22,9 +23,9 @@ _CHANNEL_COUNTS = (1, 3, 4)
 def as_numpy(x: Any) -> npt.NDArray[Any]:
     """Return ``x`` as a NumPy array without importing any framework.
 
-    A tensor that has ``.detach()`` (PyTorch) is detached, moved to the CPU and converted (bfloat16
-    widened to float32); anything else (NumPy, JAX, TensorFlow, PIL images, nested lists) goes
-    through `numpy.asarray`.
+    A framework tensor is copied off its device and autograd (bfloat16 widened to float32);
+    anything else (NumPy, JAX, TensorFlow, PIL images, nested lists) goes through
+    `numpy.asarray`.
 
     Args:
         x: An array-like.
@@ -32,12 +33,7 @@ def as_numpy(x: Any) -> npt.NDArray[Any]:
     Returns:
         A NumPy array (not copied where NumPy can avoid it).
     """
-    if hasattr(x, "detach"):
-        tensor = x.detach().cpu()
-        if str(getattr(tensor, "dtype", "")) == "torch.bfloat16":  # NumPy has no bfloat16
-            tensor = tensor.float()
-        return np.asarray(tensor.numpy())
-    return np.asarray(x)
+    return to_host(x)
 
 
 def to_rgb_float(image: Any) -> FloatArray:

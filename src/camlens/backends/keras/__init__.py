@@ -20,12 +20,12 @@ from keras import ops
 from camlens._types import Array, Size
 from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
-from camlens.backends.keras import _layers
-from camlens.backends.keras._forward import Forward, Scores, is_tensor, softmax_replacements
+from camlens.backends.keras import _layers, _targets
+from camlens.backends.keras._forward import Forward, is_tensor, softmax_replacements
 from camlens.backends.keras._graph import graph_of
 from camlens.backends.keras._tail import make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
-from camlens.targets import Resolved, Score, Target, TopK, UnitTarget
+from camlens.targets import Target, UnitTarget
 
 __all__ = ["KerasBackend"]
 
@@ -140,46 +140,26 @@ class KerasBackend:
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target."""
         n = int(inputs.shape[0])
-        units = np.zeros((n, 1), dtype=np.int32)
-        signs = np.ones((n, 1), dtype=np.float32)
-        if isinstance(target, UnitTarget):
-            fixed = target.fixed_units(n, self._n_units(inputs))
-            k = target.k if isinstance(target, TopK) else 0
-            if fixed is not None:
-                units = fixed.astype(np.int32)
-                signs = np.full(units.shape, float(target.sign), dtype=np.float32)
-            else:
-                signs = np.ones((n, k), dtype=np.float32)
-                units = np.zeros((n, k), dtype=np.int32)
-        elif not isinstance(target, Score):
-            raise UnsupportedModelError(f"the Keras backend cannot resolve {target!r}")
+        n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
+        units, signs = _targets.plan(target, n, n_units)
         key = (
             tuple(inputs.shape),
             str(inputs.dtype),
             tuple(id(ref.handle) for ref in layers),
-            type(target).__name__,
+            _targets.trace_key(target),
             units.shape,
-            id(target.fn) if isinstance(target, Score) else None,
             gradients,
         )
         compiled = self._compiled.get(key)
         if compiled is None:
             forward = Forward(self.model, list(layers), self._replacements, self.output)
-            compiled = self._impl.compile_probe(forward, Scores(target), gradients=gradients)
+            picker = _targets.Picker(target)
+            compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
             self._compiled[key] = compiled
         acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
         t = int(picked.shape[1])
-        used_np = np.asarray(ops.convert_to_numpy(used), dtype=np.int64)
-        if isinstance(target, Score):
-            used_np = np.full((n, t), -1, dtype=np.int64)
-            signs = np.ones((n, t), dtype=np.float32)
-        resolved = Resolved(
-            scores=None,
-            values=np.asarray(ops.convert_to_numpy(picked), dtype=np.float64),
-            units=used_np,
-            signs=signs.astype(np.float64),
-        )
-        to_array = self._impl.to_numpy
+        resolved = _targets.record(target, picked, used, signs)
+        to_array = self._impl.for_maths
         rows = [self._channels_first(to_array(a), t) for a in acts]
         grad_rows = None if grads is None else [self._channels_first(to_array(g), 1) for g in grads]
         outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)

@@ -1,4 +1,4 @@
-"""The traced pieces every Keras backend shares: a forward pass with taps, and the scores."""
+"""The traced forward pass every Keras backend shares: the model run with taps at its layers."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector
 from camlens.backends.keras._graph import Replacement, run
 from camlens.errors import LayerError
-from camlens.targets import Score, Target, TopK
 
 #: ``tap(i, activation) -> what the network receives instead``.
 LayerTap = Callable[[int, Any], Any]
@@ -54,31 +53,6 @@ def _checked(ref: LayerRef, index: int, tap: LayerTap) -> Callable[[Any], Any]:
         return tap(index, out)
 
     return check
-
-
-@dataclass(frozen=True, eq=False)
-class Scores:
-    """How a target's scores are read from the output inside a traced function."""
-
-    target: Target
-
-    def __call__(self, output: Any, units: Any, signs: Any) -> tuple[Any, Any, Any, Any]:
-        """Return ``(scores, picked, units, flat)``: signed scores, raw values, units ``(N, T)``.
-
-        ``flat`` is the model output, one row per image.
-
-        ``units`` and ``signs`` are inputs for fixed targets; top-k ranks them here.
-        """
-        n = ops.shape(output)[0]
-        if isinstance(self.target, Score):
-            picked = self.target.fn(output)
-            picked = ops.reshape(picked, (n, -1))
-            return picked, picked, units, ops.reshape(output, (n, -1))
-        flat = ops.reshape(output, (n, -1))
-        if isinstance(self.target, TopK):
-            units = ops.cast(ops.top_k(flat, self.target.k, sorted=True)[1], "int32")
-        picked = ops.take_along_axis(flat, units, axis=1)
-        return picked * ops.cast(signs, picked.dtype), picked, units, flat
 
 
 def softmax_replacements(model: Any) -> tuple[dict[int, Replacement], str]:

@@ -15,12 +15,13 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from camlens.backends.keras._forward import Forward, Scores
+from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._targets import Picker
 
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
+def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
     """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
     variables = list(forward.model.variables)
 
@@ -69,8 +70,8 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
     return call
 
 
-def to_numpy(x: Any) -> Any:
-    """Return a JAX array unchanged: the method maths runs on it through the array API."""
+def for_maths(x: Any) -> Any:
+    """Return a JAX array as it is: the method maths runs on it through the array API."""
     return x
 
 

@@ -11,13 +11,14 @@ from typing import Any
 
 import tensorflow as tf
 
-from camlens.backends.keras._forward import Forward, Scores
+from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._targets import Picker
 from camlens.errors import LayerError
 
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
+def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
     """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
 
     @tf.function(autograph=False)
@@ -53,8 +54,8 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
     return probe  # type: ignore[no-any-return]
 
 
-def to_numpy(x: Any) -> Any:
-    """Return a NumPy copy of a TensorFlow tensor (methods run on NumPy for this backend)."""
+def for_maths(x: Any) -> Any:
+    """Return a NumPy copy of a TensorFlow tensor: the method maths runs on NumPy here."""
     return x.numpy()
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import torch
 
 from camlens.backends.base import LayerRef
-from camlens.backends.keras._forward import Forward, Scores
+from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._targets import Picker
 from camlens.backends.torch._probe import batched_gradients
 
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compiled:
+def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
     """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager)."""
     layers: list[LayerRef] = list(forward.layers)
 
@@ -42,8 +43,8 @@ def compile_probe(forward: Forward, scores: Scores, *, gradients: bool) -> Compi
     return probe
 
 
-def to_numpy(x: Any) -> Any:
-    """Return a torch tensor unchanged: the method maths runs on it through the array API."""
+def for_maths(x: Any) -> Any:
+    """Return a torch tensor as it is: the method maths runs on it through the array API."""
     return x
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from camlens._types import Array, Size, to_host
+from camlens._types import Array, Size
+from camlens.backends._arrays import to_host
 from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
 from camlens.backends.torch._tail import Tail, make_tail
@@ -128,7 +129,7 @@ class TorchBackend:
         return _probe.probe(self.model, inputs, layers, target, self.output, gradients=gradients)
 
     def to_numpy(self, array: Array) -> np.ndarray:
-        """Copy a tensor to a NumPy array on the host."""
+        """Copy a tensor (or a NumPy array a method returned) to a NumPy array on the host."""
         return to_host(array)
 
     def masked_scores(

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 
-from camlens._types import to_host
 from camlens.backends._output import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.torch._arrays import to_numpy
 from camlens.backends.torch._call import call_model
 from camlens.backends.torch._state import inference_state
+from camlens.backends.torch._targets import resolve
 from camlens.errors import LayerError
 from camlens.targets import Target
 
@@ -133,14 +134,14 @@ def probe(
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
                 x = inputs.clone() if inputs.is_inference() else inputs
                 out = select_output(call_model(model, x), output, torch.is_tensor)
-                resolved = target.resolve(out)
+                scores, resolved = resolve(target, out)
                 missing = [
                     ref.name for ref, slot in zip(layers, slots, strict=True) if slot[0] is None
                 ]
                 if missing:
                     raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
                 acts = [slot[0] for slot in slots if slot[0] is not None]
-                grads = batched_gradients(resolved.scores, acts, layers) if gradients else None
+                grads = batched_gradients(scores, acts, layers) if gradients else None
         finally:
             for handle in handles:
                 handle.remove()
@@ -150,7 +151,7 @@ def probe(
         activations=[_float(a) for a in rows],
         gradients=None if grads is None else [_float(g) for g in grads],
         resolved=resolved,
-        outputs=to_host(out.float()).reshape(out.shape[0], -1),
+        outputs=to_numpy(out.float()).reshape(out.shape[0], -1),
     )
 
 

@@ -1,0 +1,63 @@
+"""A user's own Target subclasses on Keras, under every Keras backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import camlens  # noqa: E402
+from camlens.targets import UnitTarget  # noqa: E402
+
+
+def _model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="feat")(x)
+    out = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out)
+
+
+X = np.random.default_rng(0).normal(size=(3, 12, 12, 3)).astype("float32")
+
+
+class Margin(camlens.Target):
+    """How much class ``a`` beats class ``b``, with the output's own operators."""
+
+    def __init__(self, a: int, b: int) -> None:
+        self.a, self.b = a, b
+
+    def scores(self, output: object) -> object:
+        return output[:, self.a] - output[:, self.b]  # type: ignore[index]
+
+    def describe(self) -> str:
+        return f"class {self.a} minus class {self.b}"
+
+
+class LastUnit(UnitTarget):
+    def fixed_units(self, n: int, n_units: int) -> np.ndarray:
+        return np.full((n, 1), n_units - 1, dtype=np.int64)
+
+    def describe(self) -> str:
+        return "last unit"
+
+
+def test_a_score_target_is_linear_in_its_classes() -> None:
+    """Grad-CAM's signed map is linear in the score: raw(y1 - y2) = raw(y1) - raw(y2)."""
+    cam = camlens.GradCAM(_model(), "feat", relu=False)
+    margin = cam(X, target=Margin(1, 2))
+    one, two = cam(X, target=1), cam(X, target=2)
+    np.testing.assert_allclose(margin.raw, one.raw - two.raw, atol=1e-5)
+    np.testing.assert_allclose(margin.scores, one.scores - two.scores, rtol=1e-5, atol=1e-6)
+    assert margin.target == "class 1 minus class 2"
+
+
+def test_a_unit_target_subclass_picks_its_units() -> None:
+    model = _model()
+    for method in ("gradcam", "scorecam"):
+        got = camlens.explain(model, X, method, "feat", target=LastUnit())
+        want = camlens.explain(model, X, method, "feat", target=4)
+        np.testing.assert_array_equal(got.units, [4, 4, 4])
+        np.testing.assert_allclose(got.maps, want.maps, atol=1e-6)
