@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 BLOCKED = ("torch", "tensorflow", "keras", "jax", "matplotlib")
 
@@ -17,6 +19,7 @@ def test_core_imports_with_frameworks_blocked() -> None:
         "import sys\n"
         f"for name in {BLOCKED!r}: sys.modules[name] = None\n"
         "import camlens, camlens.methods, camlens.postprocess, camlens.targets, camlens.render\n"
+        "import camlens._types, camlens.backends._common\n"
         "import camlens.zoo\n"
         "import numpy as np\n"
         "a = np.random.default_rng(0).random((2, 4, 5, 5)); g = a - 0.5\n"
@@ -38,3 +41,84 @@ def test_import_loads_no_framework() -> None:
     result = _run(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+SRC = Path(__file__).parents[1] / "src"
+FRAMEWORKS = {"torch", "tensorflow", "keras", "jax"}
+#: Attributes only torch tensors have: code that uses them is framework code.
+TORCH_ONLY = {"detach", "element_size", "gather", "requires_grad", "is_inference"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        found[name] = path
+    return found
+
+
+def _imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The camlens modules ``name`` imports anywhere (functions included), by their names."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            targets = [
+                f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+            ]
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def test_no_import_cycle_among_camlens_modules() -> None:
+    modules = _modules()
+    graph = {name: _imported(name, path, modules) for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise AssertionError(
+                "import cycle: " + " -> ".join([*trail[trail.index(name) :], name])
+            )
+        if name in done:
+            return
+        for other in sorted(graph[name]):
+            visit(other, [*trail, name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+
+
+def test_framework_code_lives_only_under_backends() -> None:
+    """Outside backends/ (and the demo models in zoo/): no framework import, name or
+    torch-only tensor attribute, in targets, _types, render, methods and everything else."""
+    offending = []
+    for name, path in _modules().items():
+        if name.startswith(("camlens.backends", "camlens.zoo")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                hit = any(a.name.split(".")[0] in FRAMEWORKS for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                hit = (node.module or "").split(".")[0] in FRAMEWORKS
+            elif isinstance(node, ast.Name):
+                hit = node.id in FRAMEWORKS
+            elif isinstance(node, ast.Attribute):
+                hit = node.attr in TORCH_ONLY
+            else:
+                hit = False
+            if hit:
+                offending.append(f"{name}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert offending == []

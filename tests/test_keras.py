@@ -146,7 +146,7 @@ def test_repeated_calls_reuse_the_compiled_function(
     first = cam(seed_batch, target=camlens.Output(0))
     second = cam(seed_batch, target=camlens.Output(0))
     np.testing.assert_array_equal(first.maps, second.maps)  # dropout off: deterministic
-    assert len(cam._backend._compiled) == 1
+    assert cam._backend._prober.traces == 1
 
 
 def test_batch_equals_single_calls_and_topk(seed_batch: np.ndarray) -> None:

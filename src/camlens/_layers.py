@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from camlens._checks import positive_int
-from camlens.backends._summary import LayerInfo, summarize_layers
+from camlens.backends import backend_for
+from camlens.backends.base import LayerInfo
 from camlens.errors import BadInputError
 
 __all__ = ["LayerInfo", "layers"]
@@ -44,4 +45,4 @@ def layers(
             raise BadInputError(f"input_size must be (H, W), two positive ints; got {input_size!r}")
         input_size = (int(size[0]), int(size[1]))
     channels = positive_int(channels, "channels")
-    return summarize_layers(model, input_size, channels)
+    return backend_for(model).summarize(input_size, channels)

@@ -13,7 +13,7 @@ import numpy as np
 from array_api_compat import device
 
 from camlens._types import Array, Size
-from camlens.backends._arrays import namespace
+from camlens.backends._common import namespace
 
 
 def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:

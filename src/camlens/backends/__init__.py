@@ -6,11 +6,13 @@ A framework is only looked at if the user has already imported it: dispatch read
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, Literal
 
 from camlens.backends.base import Backend, Copies, LayerRef, OutputSelector, Probe, Scoring
-from camlens.errors import UnsupportedModelError
+from camlens.errors import ModelLoadError, UnsupportedModelError
 
 __all__ = [
     "Backend",
@@ -20,7 +22,7 @@ __all__ = [
     "Probe",
     "Scoring",
     "backend_for",
-    "copies_for",
+    "file_loader",
 ]
 
 
@@ -51,17 +53,18 @@ def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = Tru
     )
 
 
-def copies_for(model: Any) -> Copies:
-    """Return the maker of randomised copies of ``model`` (Keras before torch)."""
-    keras = sys.modules.get("keras")
-    if keras is not None and isinstance(model, getattr(keras, "Model", ())):
-        from camlens.backends.keras._randomise import KerasCopies
+def file_loader(framework: Literal["torch", "keras"], what: str) -> ModuleType:
+    """Return the backend's ``_load`` module, which reads ``framework``'s model files.
 
-        return KerasCopies(model)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        from camlens.backends.torch._randomise import TorchCopies
-
-        return TorchCopies(model)
-    backend_for(model)  # raises UnsupportedModelError with the usual message
-    raise UnsupportedModelError(f"no sanity check for a {type(model).__name__}")
+    Importing it imports the framework; where that is not installed the error says how to
+    install it (``what`` names the file or model being loaded).
+    """
+    try:
+        return importlib.import_module(f"camlens.backends.{framework}._load")
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] != framework:
+            raise
+        raise ModelLoadError(
+            f"loading {what!r} needs {framework}, which is not installed: "
+            f"pip install 'camlens[{framework}]'"
+        ) from exc

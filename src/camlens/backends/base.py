@@ -33,6 +33,26 @@ class Resolved:
     signs: np.ndarray
 
 
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer of a model: its name for ``layer=``, type, output shape, and CAM suitability.
+
+    Attributes:
+        name: Full name, as ``layer=`` accepts it (dotted for torch, ``outer/inner`` for Keras).
+        type: The layer's class name.
+        output_shape: Output shape in the model's layout, batch axis ``None``; ``None`` when
+            the layer did not run or returned something other than a tensor.
+        candidate: Whether camlens can explain this layer (4-D, more than 1x1, runs once).
+        auto: Whether this is the layer camlens picks when none is given.
+    """
+
+    name: str
+    type: str
+    output_shape: tuple[int | None, ...] | None
+    candidate: bool
+    auto: bool
+
+
 @dataclass(frozen=True, eq=False)
 class LayerRef:
     """A resolved target layer: its full name and the framework's object for it."""
@@ -96,6 +116,14 @@ class Backend(Protocol):
 
     def auto_layer(self, inputs: Any) -> LayerRef:
         """Return the last layer whose output is a spatial feature map for these inputs."""
+        ...
+
+    def summarize(self, input_size: Size | None, channels: int) -> list[LayerInfo]:
+        """Describe every layer from one image of zeros (``camlens.layers``)."""
+        ...
+
+    def copies(self) -> Copies:
+        """Return the maker of randomised copies of the model (for the sanity check)."""
         ...
 
     def prepare(self, inputs: Any) -> Any:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from camlens.backends import file_loader
 from camlens.errors import CamlensError, ModelLoadError
 from camlens.io._pickles import find_unsafe_pickle
 
@@ -228,20 +229,6 @@ def _refuse_code(path: Path, kind: str) -> None:
     )
 
 
-def _import_backend(module: str, framework: str, path: str) -> Any:
-    """Import a backend's loader; a missing framework becomes a :class:`ModelLoadError`."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name is None or exc.name.split(".")[0] != framework:
-            raise
-        extra = "torch" if framework == "torch" else "keras"
-        raise ModelLoadError(
-            f"loading {path!r} needs {framework}, which is not installed: "
-            f"pip install 'camlens[{extra}]'"
-        ) from exc
-
-
 def _no_device_for_keras(device: str | None, what: str) -> None:
     """Refuse ``device=`` for a Keras model, which runs where its backend places it."""
     if device is not None:
@@ -253,7 +240,7 @@ def _no_device_for_keras(device: str | None, what: str) -> None:
 
 def _keras_file(path: Path, kind: str, device: str | None, trust_code: bool) -> LoadedModel:
     _no_device_for_keras(device, repr(path.name))
-    loader = _import_backend("camlens.backends.keras._load", "keras", path.name)
+    loader = file_loader("keras", path.name)
     model = loader.load(path, trust_code=trust_code)
     last = loader.channels_last()
     shape = loader.input_shape(model)
@@ -281,7 +268,7 @@ def _torch_file(
     device: str | None,
     search_path: Sequence[str | os.PathLike[str]],
 ) -> LoadedModel:
-    loader = _import_backend("camlens.backends.torch._load", "torch", path.name)
+    loader = file_loader("torch", path.name)
     size: tuple[int, int] | None = None
     channels: int | None = None
     if kind == "torchscript":
@@ -386,10 +373,10 @@ def _bundled(name: str, device: str | None) -> LoadedModel:
     from camlens import zoo
 
     # The Keras model's weights are read from a torch checkpoint: both need torch.
-    loader = _import_backend("camlens.backends.torch._load", "torch", name)
+    loader = file_loader("torch", name)
     if name == "mobilenet_v2_keras":
         _no_device_for_keras(device, repr(name))
-        _import_backend("camlens.backends.keras._load", "keras", name)
+        file_loader("keras", name)
     try:
         model = zoo.mobilenet_v2() if name == "mobilenet_v2" else zoo.mobilenet_v2_keras()
     except CamlensError as exc:  # the weights package is missing

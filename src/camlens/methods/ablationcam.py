@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from camlens._types import Array
-from camlens.backends._arrays import to_host
+from camlens.backends._common import to_host
 from camlens.methods.perturbation import Forwards, PerturbationMethod, weighted_sum
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from camlens._types import Array
-from camlens.backends._arrays import namespace
+from camlens.backends._common import namespace
 
 
 class Method:

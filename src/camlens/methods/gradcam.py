@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from camlens._types import Array
-from camlens.backends._arrays import namespace
+from camlens.backends._common import namespace
 from camlens.methods.base import Method
 
 

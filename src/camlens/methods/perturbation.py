@@ -16,7 +16,7 @@ from array_api_compat import device
 
 from camlens._checks import positive_int
 from camlens._types import Array, Size
-from camlens.backends._arrays import namespace, to_host
+from camlens.backends._common import namespace, to_host
 from camlens.errors import BadInputError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize

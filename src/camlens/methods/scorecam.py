@@ -7,7 +7,7 @@ from array_api_compat import device
 
 from camlens._checks import positive_int
 from camlens._types import Array
-from camlens.backends._arrays import namespace, to_host
+from camlens.backends._common import namespace, to_host
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import (
     Forwards,

@@ -7,7 +7,7 @@ from array_api_compat import device
 
 from camlens._checks import positive_int
 from camlens._types import Array
-from camlens.backends._arrays import namespace
+from camlens.backends._common import namespace
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import Progress, ScoreKind
 from camlens.methods.scorecam import ScoreCAM

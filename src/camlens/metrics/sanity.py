@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from camlens.backends import Copies, backend_for, copies_for
+from camlens.backends import Copies, backend_for
 from camlens.backends.base import seed_for
 from camlens.errors import BadInputError, CamlensWarning
 from camlens.explainer import explain
@@ -199,7 +199,7 @@ def sanity_check(
         raise BadInputError(f"seed must be a non-negative int; got {seed!r}")
     if isinstance(layers, str):
         raise BadInputError(f"layers must be a list of layer names, e.g. [{layers!r}]")
-    copies = copies_for(model)
+    copies = backend_for(model).copies()
     if layers is None:
         names = copies.default_layers(model)
         if not names:

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from camlens._types import FloatArray
-from camlens.backends._arrays import to_host
+from camlens.backends._common import to_host
 from camlens.errors import BadInputError
 
 __all__ = ["as_numpy", "to_rgb_float"]

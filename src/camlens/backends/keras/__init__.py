@@ -18,11 +18,11 @@ import numpy as np
 from keras import ops
 
 from camlens._types import Array, Size
-from camlens.backends._output import select_output
-from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
-from camlens.backends.keras import _layers, _targets
-from camlens.backends.keras._forward import Forward, is_tensor, softmax_replacements
+from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends.keras import _layers, _perturb, _probe
+from camlens.backends.keras._forward import Forward, softmax_replacements
 from camlens.backends.keras._graph import graph_of
+from camlens.backends.keras._randomise import KerasCopies
 from camlens.backends.keras._tail import make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target, UnitTarget
@@ -55,7 +55,9 @@ class KerasBackend:
             self.score = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
         self.channels_last = self._channels_last
-        self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._prober = _probe.Prober(
+            model, self._impl, self._replacements, output, self._channels_last
+        )
         self._forward: Any = None
         self._tails: dict[int, Any] = {}
         self._units_by_shape: dict[tuple[int, ...], int] = {}
@@ -67,6 +69,15 @@ class KerasBackend:
     def auto_layer(self, inputs: Any) -> LayerRef:
         """Return the last layer whose output is a spatial feature map."""
         return _layers.auto_layer(self.model, inputs)
+
+    def summarize(self, input_size: Size | None, channels: int) -> list[LayerInfo]:
+        """Describe every layer from one image of zeros (the sizes the model fixes win)."""
+        sample = _layers.sample_input(self.model, input_size, channels)
+        return _layers.summarize(self.model, self.prepare(sample))
+
+    def copies(self) -> Copies:
+        """Return the maker of randomised copies of the model (for the sanity check)."""
+        return KerasCopies(self.model)
 
     def prepare(self, inputs: Any) -> Any:
         """Validate ``inputs`` and return them as a tensor of the model's dtype."""
@@ -139,72 +150,12 @@ class KerasBackend:
         self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target."""
-        n = int(inputs.shape[0])
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
-        units, signs = _targets.plan(target, n, n_units)
-        key = (
-            tuple(inputs.shape),
-            str(inputs.dtype),
-            tuple(id(ref.handle) for ref in layers),
-            _targets.trace_key(target),
-            units.shape,
-            gradients,
-        )
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            forward = Forward(self.model, list(layers), self._replacements, self.output)
-            picker = _targets.Picker(target)
-            compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
-            self._compiled[key] = compiled
-        acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
-        t = int(picked.shape[1])
-        resolved = _targets.record(target, picked, used, signs)
-        to_array = self._impl.for_maths
-        rows = [self._channels_first(to_array(a), t) for a in acts]
-        grad_rows = None if grads is None else [self._channels_first(to_array(g), 1) for g in grads]
-        outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
-        return Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
-
-    def _channels_first(self, a: Array, repeat: int) -> Array:
-        from array_api_compat import array_namespace
-
-        xp = array_namespace(a)
-        if self._channels_last:
-            a = xp.permute_dims(a, (0, 3, 1, 2))
-        if repeat > 1:
-            a = xp.repeat(a, repeat, axis=0)
-        return a if a.dtype in (xp.float32, xp.float64) else xp.astype(a, xp.float32)
+        return self._prober.probe(inputs, layers, target, n_units, gradients=gradients)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""
         return np.asarray(ops.convert_to_numpy(array))
-
-    def _score(
-        self,
-        inputs: Any,
-        counts: Sequence[int],
-        scoring: Scoring,
-        evaluate: Callable[[Any, int, int, int], Any],
-    ) -> list[np.ndarray]:
-        """Score ``evaluate(image, n, start, stop)`` batch by batch; ``(counts[n], T)`` per image.
-
-        ``evaluate`` may return more rows than ``stop - start`` (padding); they are dropped.
-        """
-        results = []
-        for n, count in enumerate(counts):
-            x = None if inputs is None else inputs[n : n + 1]
-            rows = []
-            for start, stop in scoring.batches(count):
-                out = select_output(evaluate(x, n, start, stop), self.output, is_tensor)
-                flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64)
-                flat = flat.reshape(flat.shape[0], -1)[: stop - start]
-                if scoring.probabilities:
-                    flat = np.exp(flat - flat.max(axis=1, keepdims=True))
-                    flat /= flat.sum(axis=1, keepdims=True)
-                rows.append(flat[:, scoring.units[n]])
-                scoring.on_batch(stop - start)
-            results.append(np.concatenate(rows) if rows else np.zeros((0, scoring.units.shape[1])))
-        return results
 
     def masked_scores(
         self,
@@ -213,20 +164,11 @@ class KerasBackend:
         counts: Sequence[int],
         scoring: Scoring,
     ) -> list[np.ndarray]:
-        """Score masked inputs with a compiled forward, in batches of at most ``batch_size``.
-
-        Batches are padded to a power of two, so the compiled forward sees few shapes.
-        """
+        """Score masked inputs with a compiled forward, in batches of at most ``batch_size``."""
         forward = self._compiled_forward()
-
-        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
-            m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
-            padded = min(scoring.batch_size, 1 << (stop - start - 1).bit_length())
-            if padded > stop - start:
-                m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
-            return forward(x * (m[..., None] if self._channels_last else m[:, None]))
-
-        return self._score(inputs, counts, scoring, evaluate)
+        return _perturb.masked_scores(
+            forward, self.output, self._channels_last, inputs, masks, counts, scoring
+        )
 
     def _compiled_forward(self) -> Any:
         if self._forward is None:
@@ -241,16 +183,11 @@ class KerasBackend:
         scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score the channels-first ``(B, C, H, W)`` inputs ``make(n, start, stop)`` builds."""
-        forward = self._compiled_forward()
         dtype = self.model.inputs[0].dtype if graph_of(self.model) is not None else "float32"
-
-        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
-            batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
-            if self._channels_last:
-                batch = batch.transpose(0, 2, 3, 1)
-            return forward(ops.convert_to_tensor(batch, dtype=dtype))
-
-        return self._score(None, counts, scoring, evaluate)
+        forward = self._compiled_forward()
+        return _perturb.perturbed_scores(
+            forward, self.output, self._channels_last, dtype, make, counts, scoring
+        )
 
     def ablated_scores(
         self,
@@ -264,19 +201,12 @@ class KerasBackend:
         key = id(layer.handle)
         if key not in self._tails:
             self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
-        tail = self._tails[key]
-        # Channels-last (N, h, w, K) as the layer gives them, or (N, K, h, w).
-        acts = [np.asarray(ops.convert_to_numpy(a)) for a in activations]
-        if self._channels_last:
-            acts = [a.transpose(1, 2, 0) for a in acts]
-
-        def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
-            chunk = channels[n][start:stop]
-            batch = np.repeat(acts[n][None], len(chunk), axis=0)
-            if self._channels_last:
-                batch[np.arange(len(chunk)), :, :, chunk] = 0
-            else:
-                batch[np.arange(len(chunk)), chunk] = 0
-            return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
-
-        return self._score(inputs, [len(c) for c in channels], scoring, evaluate)
+        return _perturb.ablated_scores(
+            self._tails[key],
+            self.output,
+            self._channels_last,
+            inputs,
+            activations,
+            channels,
+            scoring,
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from camlens.backends._output import select_output
+from camlens.backends._common import select_output
 from camlens.backends.base import LayerRef, OutputSelector
 from camlens.backends.keras._graph import Replacement, run
 from camlens.errors import LayerError

@@ -9,8 +9,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from camlens.backends._summary import LayerInfo, describe_layers, last_feature_map
-from camlens.backends.base import LayerRef
+from camlens.backends._common import describe_layers, last_feature_map
+from camlens.backends.base import LayerInfo, LayerRef
 from camlens.backends.keras._graph import graph_of, iter_layers, run
 from camlens.errors import LayerError, LayerNotFoundError
 

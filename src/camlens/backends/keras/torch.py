@@ -14,7 +14,7 @@ import torch
 from camlens.backends.base import LayerRef
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._targets import Picker
-from camlens.backends.torch._probe import batched_gradients
+from camlens.backends.torch import batched_gradients
 
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 

@@ -10,14 +10,16 @@ import numpy as np
 import torch
 
 from camlens._types import Array, Size
-from camlens.backends._arrays import to_host
-from camlens.backends.base import LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends._common import to_host
+from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
+from camlens.backends.torch._probe import batched_gradients
+from camlens.backends.torch._randomise import TorchCopies
 from camlens.backends.torch._tail import Tail, make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "batched_gradients"]
 
 
 def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -61,6 +63,17 @@ class TorchBackend:
     def auto_layer(self, inputs: Any) -> LayerRef:
         """Return the last module whose output is a spatial feature map."""
         return _layers.auto_layer(self.model, inputs)
+
+    def summarize(self, input_size: Size | None, channels: int) -> list[LayerInfo]:
+        """Describe every submodule from one ``(1, channels, H, W)`` image of zeros (224 x 224
+        unless ``input_size`` is given)."""
+        h, w = input_size if input_size is not None else (224, 224)
+        zeros = np.zeros((1, channels, h, w), dtype=np.float32)
+        return _layers.summarize(self.model, self.prepare(zeros))
+
+    def copies(self) -> Copies:
+        """Return the maker of randomised copies of the model (for the sanity check)."""
+        return TorchCopies(self.model)
 
     def _placement(self) -> tuple[torch.device, torch.dtype]:
         """Return the model's device and float dtype; refuse a model on the meta device."""

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from camlens.backends._summary import LayerInfo, describe_layers, last_feature_map
-from camlens.backends.base import LayerRef
-from camlens.backends.torch._call import call_model
+from camlens.backends._common import describe_layers, last_feature_map
+from camlens.backends.base import LayerInfo, LayerRef
+from camlens.backends.torch._forward import call_model
 from camlens.backends.torch._state import inference_state
 from camlens.errors import LayerError, LayerNotFoundError
 

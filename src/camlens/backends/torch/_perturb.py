@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from camlens._types import Array
-from camlens.backends._output import select_output
+from camlens.backends._common import select_output
 from camlens.backends.base import OutputSelector, Scoring
-from camlens.backends.torch._call import call_model
+from camlens.backends.torch._forward import call_model
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._tail import Tail
 

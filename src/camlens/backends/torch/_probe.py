@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from camlens.backends._output import select_output
+from camlens.backends._common import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
 from camlens.backends.torch._arrays import to_numpy
-from camlens.backends.torch._call import call_model
+from camlens.backends.torch._forward import call_model
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
 from camlens.errors import LayerError

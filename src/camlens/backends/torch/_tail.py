@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from camlens.backends.torch._call import call_model
+from camlens.backends.torch._forward import call_model
 
 __all__ = ["Tail", "make_tail"]
 

@@ -1,0 +1,119 @@
+"""Scoring perturbed inputs on Keras: masked images, images built channels-first, ablated
+layer outputs re-run through the layer's tail. Batches are scored with a compiled forward."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+from camlens._types import Array
+from camlens.backends._common import select_output
+from camlens.backends.base import OutputSelector, Scoring
+from camlens.backends.keras._forward import is_tensor
+
+__all__ = ["ablated_scores", "masked_scores", "perturbed_scores"]
+
+#: ``(image or None, n, start, stop) -> the model's raw output for that batch``.
+Evaluate = Callable[[Any, int, int, int], Any]
+
+
+def _score(
+    output: OutputSelector,
+    inputs: Any,
+    counts: Sequence[int],
+    scoring: Scoring,
+    evaluate: Evaluate,
+) -> list[np.ndarray]:
+    """Score ``evaluate(image, n, start, stop)`` batch by batch; ``(counts[n], T)`` per image.
+
+    ``evaluate`` may return more rows than ``stop - start`` (padding); they are dropped.
+    """
+    results = []
+    for n, count in enumerate(counts):
+        x = None if inputs is None else inputs[n : n + 1]
+        rows = []
+        for start, stop in scoring.batches(count):
+            out = select_output(evaluate(x, n, start, stop), output, is_tensor)
+            flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64)
+            flat = flat.reshape(flat.shape[0], -1)[: stop - start]
+            if scoring.probabilities:
+                flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+                flat /= flat.sum(axis=1, keepdims=True)
+            rows.append(flat[:, scoring.units[n]])
+            scoring.on_batch(stop - start)
+        results.append(np.concatenate(rows) if rows else np.zeros((0, scoring.units.shape[1])))
+    return results
+
+
+def masked_scores(
+    forward: Callable[[Any], Any],
+    output: OutputSelector,
+    channels_last: bool,
+    inputs: Any,
+    masks: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Score masked inputs with the compiled ``forward``, at most ``batch_size`` at a time.
+
+    Batches are padded to a power of two, so the compiled forward sees few shapes.
+    """
+
+    def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+        m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
+        padded = min(scoring.batch_size, 1 << (stop - start - 1).bit_length())
+        if padded > stop - start:
+            m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
+        return forward(x * (m[..., None] if channels_last else m[:, None]))
+
+    return _score(output, inputs, counts, scoring, evaluate)
+
+
+def perturbed_scores(
+    forward: Callable[[Any], Any],
+    output: OutputSelector,
+    channels_last: bool,
+    dtype: Any,
+    make: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Score the channels-first ``(B, C, H, W)`` inputs ``make(n, start, stop)`` builds."""
+
+    def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+        batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
+        if channels_last:
+            batch = batch.transpose(0, 2, 3, 1)
+        return forward(ops.convert_to_tensor(batch, dtype=dtype))
+
+    return _score(output, None, counts, scoring, evaluate)
+
+
+def ablated_scores(
+    tail: Callable[[Any, Any], Any],
+    output: OutputSelector,
+    channels_last: bool,
+    inputs: Any,
+    activations: Sequence[Array],
+    channels: Sequence[np.ndarray],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Score each image with each listed channel of the layer zeroed, through ``tail``."""
+    # Channels-last (N, h, w, K) as the layer gives them, or (N, K, h, w).
+    acts = [np.asarray(ops.convert_to_numpy(a)) for a in activations]
+    if channels_last:
+        acts = [a.transpose(1, 2, 0) for a in acts]
+
+    def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+        chunk = channels[n][start:stop]
+        batch = np.repeat(acts[n][None], len(chunk), axis=0)
+        if channels_last:
+            batch[np.arange(len(chunk)), :, :, chunk] = 0
+        else:
+            batch[np.arange(len(chunk)), chunk] = 0
+        return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
+
+    return _score(output, inputs, [len(c) for c in channels], scoring, evaluate)
