@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 
@@ -61,3 +64,31 @@ def test_a_unit_target_subclass_picks_its_units() -> None:
         want = camlens.explain(model, X, method, "feat", target=4)
         np.testing.assert_array_equal(got.units, [4, 4, 4])
         np.testing.assert_allclose(got.maps, want.maps, atol=1e-6)
+
+
+class Counting(camlens.Target):
+    """Class 1's score; counts how often its Python code runs (once per trace when compiled)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def scores(self, output: object) -> object:
+        self.runs += 1
+        return output[:, 1]  # type: ignore[index]
+
+    def describe(self) -> str:
+        return "class 1, counted"
+
+
+def test_the_one_line_call_reuses_its_compiled_probe_and_keeps_no_model_alive() -> None:
+    """``camlens.explain`` builds a backend per call; the compiled probe is kept per model."""
+    model = _model()
+    target = Counting()
+    maps = [camlens.explain(model, X, layer="feat", target=target).maps for _ in range(3)]
+    np.testing.assert_array_equal(maps[0], maps[2])
+    eager = keras.backend.backend() == "torch"  # Keras on torch runs eagerly: no trace
+    assert target.runs == (3 if eager else 1)
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None, "the per-model cache kept the model alive"

@@ -9,7 +9,9 @@ shared graph code. Activations arrive channels-last and leave this module as ``(
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -34,6 +36,21 @@ def _identity(index: int, activation: Any) -> Any:
     return activation
 
 
+@dataclass
+class _Shared:
+    """What every backend of one model (with the same output and softmax reading) reuses: the
+    compiled probes and the automatic layer pick per input shape."""
+
+    prober: _probe.Prober
+    auto_layers: dict[tuple[int, ...], LayerRef] = field(default_factory=dict)
+    forward: Callable[[Any], Any] | None = None  # compiled, for perturbed inputs
+
+
+#: Per model, held weakly (nothing in it refers to the model strongly): ``camlens.explain``
+#: builds a backend per call, and compiling a probe costs more than the call itself.
+_SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakKeyDictionary()
+
+
 class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
@@ -55,10 +72,15 @@ class KerasBackend:
             self.score = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
         self.channels_last = self._channels_last
-        self._prober = _probe.Prober(
-            model, self._impl, self._replacements, output, self._channels_last
-        )
-        self._forward: Any = None
+        shared = _SHARED.setdefault(model, {})
+        key = (name, output, logits, self._channels_last)  # a function selector: by identity
+        if key not in shared:
+            prober = _probe.Prober(
+                model, self._impl, self._replacements, output, self._channels_last
+            )
+            shared[key] = _Shared(prober)
+        self._shared = shared[key]
+        self._prober = self._shared.prober
         self._tails: dict[int, Any] = {}
         self._units_by_shape: dict[tuple[int, ...], int] = {}
 
@@ -67,8 +89,13 @@ class KerasBackend:
         return _layers.resolve_layer(self.model, layer)
 
     def auto_layer(self, inputs: Any) -> LayerRef:
-        """Return the last layer whose output is a spatial feature map."""
-        return _layers.auto_layer(self.model, inputs)
+        """Return the last layer whose output is a spatial feature map (found once per input
+        shape and model: a Keras model's graph is fixed once built)."""
+        shape = tuple(int(d) for d in inputs.shape[1:])
+        picks = self._shared.auto_layers
+        if shape not in picks:
+            picks[shape] = _layers.auto_layer(self.model, inputs)
+        return picks[shape]
 
     def summarize(self, input_size: Size | None, channels: int) -> list[LayerInfo]:
         """Describe every layer from one image of zeros (the sizes the model fixes win)."""
@@ -170,11 +197,11 @@ class KerasBackend:
             forward, self.output, self._channels_last, inputs, masks, counts, scoring
         )
 
-    def _compiled_forward(self) -> Any:
-        if self._forward is None:
+    def _compiled_forward(self) -> Callable[[Any], Any]:
+        if self._shared.forward is None:
             forward = Forward(self.model, [], self._replacements, self.output)
-            self._forward = self._impl.compile_forward(forward)
-        return self._forward
+            self._shared.forward = self._impl.compile_forward(forward)
+        return self._shared.forward
 
     def perturbed_scores(
         self,

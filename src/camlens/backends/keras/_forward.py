@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -23,14 +23,30 @@ def is_tensor(x: Any) -> bool:
     return bool(ops.is_tensor(x))
 
 
-@dataclass(frozen=True, eq=False)
 class Forward:
-    """A forward pass of ``model`` that hands each target layer's output to a tap."""
+    """A forward pass of ``model`` that hands each target layer's output to a tap.
 
-    model: Any
-    layers: Sequence[LayerRef]
-    replacements: dict[int, Replacement]
-    output: OutputSelector
+    The model is held weakly: compiled functions built on a forward are kept per model (see
+    ``KerasBackend``) and must not keep the model alive.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layers: Sequence[LayerRef],
+        replacements: dict[int, Replacement],
+        output: OutputSelector,
+    ) -> None:
+        """Bind the model (weakly), the tapped layers and how the output is read."""
+        self._model = weakref.ref(model)
+        self.layers = layers
+        self.replacements = replacements
+        self.output = output
+
+    @property
+    def model(self) -> Any:
+        """Return the model (which is alive while anything calls its forward)."""
+        return self._model()
 
     def __call__(self, inputs: Any, tap: LayerTap) -> Any:
         """Run the model on ``inputs``; return the tensor to explain."""

@@ -7,6 +7,7 @@ The per-framework gradient code is in ``tensorflow.py``, ``jax.py`` and ``torch.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from types import ModuleType
 from typing import Any
@@ -26,7 +27,11 @@ __all__ = ["Prober"]
 
 
 class Prober:
-    """Runs probes of one model, keeping each compiled probe for the calls that can reuse it."""
+    """Runs probes of one model, keeping each compiled probe for the calls that can reuse it.
+
+    The model is held weakly, by the prober and by the compiled probes: a prober is kept per
+    model for as long as the model lives (see ``KerasBackend``).
+    """
 
     def __init__(
         self,
@@ -37,7 +42,7 @@ class Prober:
         channels_last: bool,
     ) -> None:
         """Bind the model, the framework's gradient module and how the output is read."""
-        self.model = model
+        self._model = weakref.ref(model)
         self._impl = impl
         self._replacements = replacements
         self._output = output
@@ -70,7 +75,7 @@ class Prober:
         )
         compiled = self._compiled.get(key)
         if compiled is None:
-            forward = Forward(self.model, list(layers), self._replacements, self._output)
+            forward = Forward(self._model(), list(layers), self._replacements, self._output)
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
             self._compiled[key] = compiled
