@@ -7,8 +7,10 @@ __all__ = [
     "BadTargetError",
     "CamlensError",
     "CamlensWarning",
+    "DependencyError",
     "LayerError",
     "LayerNotFoundError",
+    "MethodError",
     "ModelLoadError",
     "UnsupportedModelError",
 ]
@@ -39,6 +41,15 @@ class BadTargetError(CamlensError, ValueError):
 
 class BadInputError(CamlensError, ValueError):
     """The inputs are unusable: wrong rank, empty batch, NaN or infinite values..."""
+
+
+class MethodError(CamlensError, ValueError):
+    """The method is unknown, given options it does not take, or returned maps of the wrong
+    shape."""
+
+
+class DependencyError(CamlensError, ImportError):
+    """A feature needs an optional package that is not installed (the message says which)."""
 
 
 class ModelLoadError(CamlensError):

@@ -12,7 +12,13 @@ from camlens import methods
 from camlens._forwards import BoundForwards
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
-from camlens.errors import BadTargetError, CamlensError, CamlensWarning
+from camlens.errors import (
+    BadTargetError,
+    CamlensWarning,
+    LayerError,
+    MethodError,
+    UnsupportedModelError,
+)
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod
@@ -78,7 +84,7 @@ class Explainer:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
         chosen = method if method is not None else self.method_type
         if chosen is None:
-            raise CamlensError("Explainer needs a method, e.g. method='gradcam'")
+            raise MethodError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
@@ -86,7 +92,7 @@ class Explainer:
         if layer is not None:
             specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
             if not specs:
-                raise CamlensError("layer is an empty list; give at least one layer or None")
+                raise LayerError("layer is an empty list; give at least one layer or None")
             self._layers = tuple(self._backend.resolve_layer(spec) for spec in specs)
 
     @property
@@ -156,7 +162,7 @@ class Explainer:
             else:
                 cam = self.method.cam(acts, grad)
             if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
-                raise CamlensError(
+                raise MethodError(
                     f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
                     f"{(acts.shape[0], *acts.shape[2:])}"
                 )
@@ -167,7 +173,7 @@ class Explainer:
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         degenerate = backend.to_numpy(degenerate_arr)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
-            raise CamlensError(
+            raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
                 f"gradients at {self.layers}; check the model and its inputs"
             )

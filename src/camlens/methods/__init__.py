@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from camlens.errors import CamlensError
+from camlens.errors import MethodError
 from camlens.methods.ablationcam import AblationCAM
 from camlens.methods.base import Method
 from camlens.methods.eigencam import EigenCAM
@@ -79,7 +79,7 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
         key = method.strip().lower().replace("_", "-")
         cls = REGISTRY.get(key) or REGISTRY.get(key.replace("-", ""))
         if cls is None:
-            raise CamlensError(
+            raise MethodError(
                 f"unknown method {method!r}; choose one of: {', '.join(sorted(REGISTRY))}, "
                 "or pass a Method object"
             )
@@ -87,13 +87,13 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
     if isinstance(method, type):
         return _build(method, options)
     if options:
-        raise CamlensError(
+        raise MethodError(
             f"options {sorted(options)} go to the method's constructor; {method!r} is already "
             "built: pass them when you create it"
         )
     if callable(getattr(method, "cam", None)):
         return method
-    raise CamlensError(
+    raise MethodError(
         f"method must be a name, a Method class or a Method object; got {type(method).__name__}"
     )
 
@@ -103,7 +103,7 @@ def _build(cls: type[Method], options: dict[str, Any]) -> Method:
     try:
         return cls(**options)
     except TypeError as exc:
-        raise CamlensError(
+        raise MethodError(
             f"{cls.__name__} does not take the option(s) {sorted(options)} ({exc}); see its "
             "docstring for its hyper-parameters"
         ) from exc

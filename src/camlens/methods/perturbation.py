@@ -17,7 +17,7 @@ from array_api_compat import device
 from camlens._checks import positive_int
 from camlens._types import Array, Size
 from camlens.backends._common import namespace, to_host
-from camlens.errors import BadInputError
+from camlens.errors import BadInputError, MethodError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize
 
@@ -95,7 +95,7 @@ class PerturbationMethod(Method):
 
     def cam(self, activations: Array, gradients: Array) -> Array:
         """Refuse: a perturbation method needs forward passes; see :meth:`cam_from_forwards`."""
-        raise TypeError(f"{type(self).__name__} needs forward passes: use cam_from_forwards()")
+        raise MethodError(f"{type(self).__name__} needs forward passes: use cam_from_forwards()")
 
     def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
         """Return the signed maps ``(M, h, w)``, scoring perturbed inputs through ``forwards``."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from camlens.errors import BadInputError, CamlensError
+from camlens.errors import BadInputError, DependencyError
 
 __all__ = ["noisy_linear_impute", "road_combined", "road_masks"]
 
@@ -37,11 +37,11 @@ _NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
 
 
 def _sparse_lu() -> Any:
-    """Return ``scipy.sparse.linalg.splu``, or raise a CamlensError saying how to install it."""
+    """Return ``scipy.sparse.linalg.splu``, or raise a DependencyError saying how to install it."""
     try:
         from scipy.sparse.linalg import splu
     except ImportError as error:
-        raise CamlensError(
+        raise DependencyError(
             "ROAD's noisy linear imputation solves a sparse linear system and needs SciPy; "
             "pip install scipy"
         ) from error
@@ -112,7 +112,7 @@ def noisy_linear_impute(
     Raises:
         BadInputError: On wrong shapes or dtypes, a negative or non-finite ``noise``, non-finite
             known pixels, or a mask that removes every pixel (nothing to impute from).
-        CamlensError: If SciPy is not installed.
+        DependencyError: If SciPy is not installed.
     """
     image, removed = _check_image_and_mask(image, removed)
     if not np.isfinite(noise) or noise < 0:

@@ -41,7 +41,6 @@ __all__ = [
     "mobilenet_v2",
     "mobilenet_v2_keras",
     "photos",
-    "probabilities",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,17 +152,6 @@ def mobilenet_v2_keras(pretrained: bool = True) -> keras.Model:
 
     state = torch.load(path, map_location="cpu", weights_only=True)
     return build({key: value.numpy() for key, value in state.items()})
-
-
-def probabilities(
-    model: torch.nn.Module, inputs: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """Return the softmax class probabilities ``(N, classes)`` of a classifier on a batch."""
-    import torch
-
-    with torch.inference_mode():
-        logits = model(torch.as_tensor(inputs))
-        return torch.softmax(logits.float(), dim=1).numpy()
 
 
 @functools.cache

@@ -33,6 +33,7 @@ import torch
 from torch import fx
 
 from camlens.backends.torch._forward import call_model
+from camlens.errors import BadInputError
 
 __all__ = ["Tail", "make_tail"]
 
@@ -139,7 +140,7 @@ class Tail:
             ``model(image.expand(B, ...))`` gives it when the layer outputs ``replacements``.
         """
         if image.ndim == 0 or image.shape[0] != 1:
-            raise ValueError(f"Tail takes one image, shape (1, ...); got {tuple(image.shape)}")
+            raise BadInputError(f"Tail takes one image, shape (1, ...); got {tuple(image.shape)}")
         with torch.inference_mode():
             if self._split is not None:
                 args = self._split.arguments(image, replacements)
