@@ -161,7 +161,7 @@ def explain_command(
         seconds=seconds,
         resumed=skipped,
         failures=run.failures,
-        ignored=[str(p) for p in found.ignored],
+        ignored=[shown_text(str(p)) for p in found.ignored],
         report=report,
     )
     _print_notes(run.notes)
@@ -249,7 +249,7 @@ class Run:
             except Exception as exc:  # a decoder's own error on a malformed file: skip it too
                 self._fail(path, f"{path}: cannot be read ({type(exc).__name__}: {exc})")
                 continue
-            self.notes.extend(notes)
+            self.notes.extend(shown_text(note) for note in notes)
             pictures.append(Picture(path, image_key(path), _fit(pixels, self.max_size)))
             model_inputs.append(pool.submit(self.preprocess.resize_channels, pixels))
         x = self.preprocess([f.result() for f in model_inputs]) if model_inputs else None
@@ -316,8 +316,9 @@ class Run:
 
     def _fail(self, path: Path, error: str) -> None:
         """Record an image that failed."""
-        self.failures.append((str(path), error))
-        self.folder.fail(str(path), error)
+        image, error = shown_text(str(path)), shown_text(error)
+        self.failures.append((image, error))
+        self.folder.fail(image, error)
         self.advance(1)
 
     def _write_image(
@@ -357,7 +358,7 @@ class Run:
                 peak = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
                 unit = int(exp.units[row])
                 record: dict[str, Any] = {
-                    "image": str(picture.path),
+                    "image": shown_text(str(picture.path)),
                     "key": picture.key,
                     "method": method,
                     "layer": ",".join(exp.layers),
@@ -439,6 +440,20 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
     if loaded.classes is None or not 0 <= unit < len(loaded.classes):
         return None
     return loaded.classes[unit]
+
+
+def shown_text(text: str) -> str:
+    """Return ``text`` (a path, or a message naming one) as valid Unicode, to write and print.
+
+    A file name that is not valid UTF-8 reaches Python with its undecodable bytes as lone
+    surrogates (``surrogateescape``), which no UTF-8 file or terminal takes: they are shown as
+    ``\\xNN`` escapes instead (Windows' lone surrogates as ``\\udNNN``).
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an undecoded byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _print_notes(notes: Sequence[str]) -> None:

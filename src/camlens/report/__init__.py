@@ -48,7 +48,7 @@ def write_report(folder: str | os.PathLike[str], *, title: str | None = None) ->
     target = path / REPORT_FILE
     fd, tmp = tempfile.mkstemp(prefix=".index-", suffix=".html.tmp", dir=path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
             file.write(html)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
