@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -276,7 +277,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 def warn(message: str) -> None:
     """Print a warning on stderr."""
-    _stderr.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+    _stderr.print(f"[yellow]warning:[/] {escape(message)}", markup=True, highlight=False)
 
 
 def warn_missing(found: ImageList) -> None:
