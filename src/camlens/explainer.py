@@ -12,6 +12,7 @@ from camlens import methods
 from camlens._forwards import BoundForwards
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
+from camlens.backends.base import reads_probabilities
 from camlens.errors import (
     BadTargetError,
     CamlensWarning,
@@ -122,8 +123,9 @@ class Explainer:
                 f"{self.method.name} scores perturbed inputs on output units: give a class, "
                 "camlens.Output(i) or camlens.TopK(k), not a function of the output"
             )
-        kind = self.method.score
-        probabilities = kind == "probability" or (kind == "auto" and not isinstance(target, Output))
+        probabilities = reads_probabilities(
+            self.method.score, raw_target=isinstance(target, Output)
+        )
         return BoundForwards(
             self._backend,
             x,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -59,6 +59,17 @@ class LayerRef:
 
     name: str
     handle: Any
+
+
+#: How the outputs of perturbed inputs are read: ``"probability"`` (softmax over the output
+#: units), ``"raw"``, or ``"auto"``: probabilities for class targets, raw values for
+#: :class:`camlens.Output` targets (a regressor's units, e.g. years).
+ScoreMode: TypeAlias = Literal["auto", "probability", "raw"]
+
+
+def reads_probabilities(mode: ScoreMode, *, raw_target: bool) -> bool:
+    """Return whether ``mode`` reads softmax probabilities, for a raw-output target or not."""
+    return mode == "probability" or (mode == "auto" and not raw_target)
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,8 @@ import numpy as np
 
 from camlens._checks import positive_int
 from camlens._types import Array
-from camlens.methods.perturbation import Progress, ScoreKind
+from camlens.backends.base import ScoreMode
+from camlens.methods.perturbation import Progress
 from camlens.methods.scorecam import ScoreCAM
 
 
@@ -30,7 +31,7 @@ class ISCAM(ScoreCAM):
         n_steps: int = 10,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreKind | None = None,
+        score: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""

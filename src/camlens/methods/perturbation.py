@@ -9,7 +9,7 @@ keeps masks and inputs on the model's device and never builds all of them at onc
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 from array_api_compat import device
@@ -17,6 +17,7 @@ from array_api_compat import device
 from camlens._checks import positive_int
 from camlens._types import Array, Size
 from camlens.backends._common import namespace, to_host
+from camlens.backends.base import ScoreMode
 from camlens.errors import BadInputError, MethodError
 from camlens.methods.base import Method
 from camlens.postprocess import normalise, resize
@@ -25,7 +26,6 @@ from camlens.postprocess import normalise, resize
 Progress = Callable[[int, int], None]
 #: ``masks(image, start, stop) -> (stop - start, H, W)`` masks in [0, 1], for one image.
 MaskSource = Callable[[int, int, int], Array]
-ScoreKind = Literal["auto", "probability", "raw"]
 
 
 class Forwards(Protocol):
@@ -75,13 +75,13 @@ class PerturbationMethod(Method):
     """
 
     needs_gradients: ClassVar[bool] = False
-    default_score: ClassVar[ScoreKind] = "auto"
+    default_score: ClassVar[ScoreMode] = "auto"
 
     def __init__(
         self,
         *,
         batch_size: int | None = None,
-        score: ScoreKind | None = None,
+        score: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
@@ -90,7 +90,7 @@ class PerturbationMethod(Method):
         if chosen not in ("auto", "probability", "raw"):
             raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
         self.batch_size = batch_size
-        self.score: ScoreKind = chosen
+        self.score: ScoreMode = chosen
         self.progress = progress
 
     def cam(self, activations: Array, gradients: Array) -> Array:

@@ -8,12 +8,12 @@ from array_api_compat import device
 from camlens._checks import positive_int
 from camlens._types import Array
 from camlens.backends._common import namespace, to_host
+from camlens.backends.base import ScoreMode
 from camlens.errors import BadInputError
 from camlens.methods.perturbation import (
     Forwards,
     PerturbationMethod,
     Progress,
-    ScoreKind,
     channel_masks,
     constant_channels,
     weighted_sum,
@@ -49,7 +49,7 @@ class ScoreCAM(PerturbationMethod):
         *,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreKind | None = None,
+        score: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""

@@ -8,8 +8,9 @@ from array_api_compat import device
 from camlens._checks import positive_int
 from camlens._types import Array
 from camlens.backends._common import namespace
+from camlens.backends.base import ScoreMode
 from camlens.errors import BadInputError
-from camlens.methods.perturbation import Progress, ScoreKind
+from camlens.methods.perturbation import Progress
 from camlens.methods.scorecam import ScoreCAM
 
 
@@ -40,7 +41,7 @@ class SSCAM(ScoreCAM):
         seed: int = 0,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreKind | None = None,
+        score: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""

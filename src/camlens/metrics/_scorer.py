@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from camlens._checks import positive_int
 from camlens._forwards import auto_batch_size
 from camlens.backends import OutputSelector, Scoring, backend_for
+from camlens.backends.base import ScoreMode, reads_probabilities
 from camlens.errors import BadInputError, BadTargetError
 from camlens.explanation import Explanation
 from camlens.methods.perturbation import Progress
-
-MetricScore = Literal["auto", "probability", "raw"]
 
 
 class Scorer:
@@ -32,7 +31,7 @@ class Scorer:
         inputs: Any,
         explanation: Explanation,
         *,
-        score: MetricScore = "auto",
+        score: ScoreMode = "auto",
         output: OutputSelector = None,
         logits: bool = True,
         batch_size: int | None = None,
@@ -64,7 +63,7 @@ class Scorer:
         self.rows = explanation.image_index
         self.signs = explanation.signs
         self.regression = explanation.target_kind in ("Output", "Score")
-        self.probabilities = score == "probability" or (score == "auto" and not self.regression)
+        self.probabilities = reads_probabilities(score, raw_target=self.regression)
         self._progress = progress
         self._done = 0
         self._scoring = Scoring(

@@ -15,10 +15,11 @@ from typing import Any, Literal
 import numpy as np
 
 from camlens._checks import positive_int
+from camlens.backends.base import ScoreMode
 from camlens.errors import BadInputError
 from camlens.explanation import Explanation
 from camlens.methods.perturbation import Progress
-from camlens.metrics._scorer import MetricScore, Scorer
+from camlens.metrics._scorer import Scorer
 from camlens.metrics.road import noisy_linear_impute, road_combined, road_masks
 
 Baseline = Literal["zeros", "blur", "mean"] | np.ndarray
@@ -129,7 +130,7 @@ def deletion(
     steps: int = 20,
     baseline: Baseline = "zeros",
     region: np.ndarray | None = None,
-    score: MetricScore = "auto",
+    score: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -173,7 +174,7 @@ def insertion(
     steps: int = 20,
     baseline: Baseline = "blur",
     region: np.ndarray | None = None,
-    score: MetricScore = "auto",
+    score: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -239,7 +240,7 @@ def confidence(
     explanation: Explanation,
     *,
     region: np.ndarray | None = None,
-    score: MetricScore = "auto",
+    score: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -318,7 +319,7 @@ def road(
     noise: float = 0.01,
     seed: int = 0,
     region: np.ndarray | None = None,
-    score: MetricScore = "auto",
+    score: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
