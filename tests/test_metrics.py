@@ -178,3 +178,17 @@ def test_compare_table() -> None:
     assert sum(r["win"] for r in table.rows) == pytest.approx(100.0)
     assert table.to_csv().splitlines()[0].startswith("method,deletion_auc,insertion_auc")
     assert table.to_markdown().count("\n") == 4
+
+
+def test_progress_counts_up_to_the_number_of_scored_inputs() -> None:
+    """Deletion scores steps + 1 inputs per row: progress ends at (total, total), never ahead."""
+    net = TrunkHead(classes=4)
+    x = torch.randn(3, 3, 12, 12)
+    exp = camlens.explain(net, x, layer="trunk", relu=False)
+    calls: list[tuple[int, int]] = []
+    metrics.deletion(net, x, exp, steps=4, batch_size=4, progress=lambda d, t: calls.append((d, t)))
+    total = 3 * (4 + 1)
+    assert calls[-1] == (total, total)
+    assert all(t == total and 0 < d <= t for d, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert len(calls) > 1  # a bar that moves, not one that starts full

@@ -66,6 +66,7 @@ class Scorer:
         self.probabilities = reads_probabilities(score, raw_target=self.regression)
         self._progress = progress
         self._done = 0
+        self._total = 0
         self._scoring = Scoring(
             units=explanation.units[:, None].copy(),
             probabilities=self.probabilities,
@@ -76,12 +77,13 @@ class Scorer:
     def _report(self, count: int) -> None:
         self._done += count
         if self._progress is not None:
-            self._progress(self._done, self._done)
+            self._progress(self._done, self._total)
 
     def scores(
         self, make: Callable[[int, int, int], np.ndarray], counts: Sequence[int]
     ) -> list[np.ndarray]:
         """Return, per row ``m``, the signed scores of the inputs ``make(m, start, stop)``."""
+        self._total += sum(counts)  # progress(done, total) counts every input to be scored
         raw = self._backend.perturbed_scores(make, list(counts), self._scoring)
         return [r[:, 0] * self.signs[m] for m, r in enumerate(raw)]
 

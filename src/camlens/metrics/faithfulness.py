@@ -148,7 +148,7 @@ def deletion(
         region: ``(H, W)`` bool; pixels outside are never removed.
         score: ``"auto"`` (class probability, or a regression output's value), or forced.
         batch_size: Perturbed inputs per forward pass (default: the memory budget's).
-        progress: Called as ``progress(done, done)`` while inputs are scored.
+        progress: Called as ``progress(done, total)`` as the perturbed inputs are scored.
         **backend_options: ``output=`` / ``logits=`` as given to the explainer.
     """
     return _curves(
