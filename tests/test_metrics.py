@@ -103,7 +103,9 @@ def test_region_pixels_outside_are_never_removed(linear) -> None:  # type: ignor
 def test_confidence_by_hand(linear) -> None:  # type: ignore[no-untyped-def]
     model, x, c = linear
     cam = np.linspace(0, 1, H * W).reshape(H, W)
-    result = metrics.confidence(model, x, _explanation(cam[None], [0], kind="Class"), score="raw")
+    result = metrics.confidence(
+        model, x, _explanation(cam[None], [0], kind="Class"), score_mode="raw"
+    )
     y, o = c.sum(), (c * cam).sum()
     np.testing.assert_allclose([result.original[0], result.masked[0]], [y, o], rtol=1e-5)
     assert result.average_drop == pytest.approx(100 * (y - o) / y, rel=1e-5)

@@ -124,7 +124,7 @@ class Explainer:
                 "camlens.Output(i) or camlens.TopK(k), not a function of the output"
             )
         probabilities = reads_probabilities(
-            self.method.score, raw_target=isinstance(target, Output)
+            self.method.score_mode, raw_target=isinstance(target, Output)
         )
         return BoundForwards(
             self._backend,

@@ -14,7 +14,7 @@ class AblationCAM(PerturbationMethod):
 
     Each channel's weight is the relative drop of the target score when that channel of the
     layer is set to zero: ``w_k = (y_c - y_c^k) / y_c``, ``L = ReLU(sum_k w_k A^k)``, with raw
-    scores (``score="raw"``, the paper's class score before softmax) by default. Where
+    scores (``score_mode="raw"``, the paper's class score before softmax) by default. Where
     ``y_c = 0`` exactly, the weights are 0 (the ratio is undefined).
 
     Only the part of the network after the layer is re-run when the backend can isolate it
@@ -23,11 +23,11 @@ class AblationCAM(PerturbationMethod):
     nothing, so its weight is 0 without a forward pass.
 
     Args:
-        batch_size, score, progress: See :class:`PerturbationMethod`.
+        batch_size, score_mode, progress: See :class:`PerturbationMethod`.
     """
 
     name = "ablationcam"
-    default_score = "raw"
+    default_score_mode = "raw"
 
     def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
         """Return ``sum_k w_k A^k`` with ``w_k`` the relative score drop when ``A^k`` is zeroed."""

@@ -20,7 +20,7 @@ class ISCAM(ScoreCAM):
 
     Args:
         n_steps: Points on the path (the paper uses 10).
-        top_n, batch_size, score, progress: See :class:`ScoreCAM`.
+        top_n, batch_size, score_mode, progress: See :class:`ScoreCAM`.
     """
 
     name = "iscam"
@@ -31,11 +31,13 @@ class ISCAM(ScoreCAM):
         n_steps: int = 10,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreMode | None = None,
+        score_mode: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
-        super().__init__(top_n=top_n, batch_size=batch_size, score=score, progress=progress)
+        super().__init__(
+            top_n=top_n, batch_size=batch_size, score_mode=score_mode, progress=progress
+        )
         self.n_steps = positive_int(n_steps, "n_steps")
 
     @property

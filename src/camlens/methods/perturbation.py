@@ -67,7 +67,7 @@ class PerturbationMethod(Method):
     Args:
         batch_size: Perturbed inputs per forward pass; ``None`` picks one from a memory budget
             (see the backend's documentation).
-        score: What a perturbed input's score is: ``"probability"`` (softmax over the output
+        score_mode: What a perturbed input's score is: ``"probability"`` (softmax over the output
             units, as the Score-CAM paper does), ``"raw"`` (the output itself), or ``"auto"``:
             probabilities for class targets, raw outputs for :class:`camlens.Output` and
             function targets.
@@ -75,22 +75,24 @@ class PerturbationMethod(Method):
     """
 
     needs_gradients: ClassVar[bool] = False
-    default_score: ClassVar[ScoreMode] = "auto"
+    default_score_mode: ClassVar[ScoreMode] = "auto"
 
     def __init__(
         self,
         *,
         batch_size: int | None = None,
-        score: ScoreMode | None = None,
+        score_mode: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
         batch_size = positive_int(batch_size, "batch_size", optional=True)
-        chosen = self.default_score if score is None else score
+        chosen = self.default_score_mode if score_mode is None else score_mode
         if chosen not in ("auto", "probability", "raw"):
-            raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
+            raise BadInputError(
+                f"score_mode must be 'auto', 'probability' or 'raw'; got {score_mode!r}"
+            )
         self.batch_size = batch_size
-        self.score: ScoreMode = chosen
+        self.score_mode: ScoreMode = chosen
         self.progress = progress
 
     def cam(self, activations: Array, gradients: Array) -> Array:
@@ -102,7 +104,9 @@ class PerturbationMethod(Method):
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(batch_size={self.batch_size}, score={self.score!r})"
+        return (
+            f"{type(self).__name__}(batch_size={self.batch_size}, score_mode={self.score_mode!r})"
+        )
 
 
 def channel_masks(activations: Array, channels: Array, size: Size) -> Array:

@@ -29,7 +29,7 @@ class ScoreCAM(PerturbationMethod):
     ``w_k = softmax(f(X ∘ M_k))_c``, ``L = ReLU(sum_k w_k A^k)``.
 
     Deviations elsewhere: pytorch-grad-cam weighs by a softmax over the channels' raw logits
-    instead (not offered; ``score="raw"`` gives raw scores). No baseline score is subtracted,
+    instead (not offered; ``score_mode="raw"`` gives raw scores). No baseline score is subtracted,
     as in the official code (the paper's "increase of confidence" ``f(X ∘ M_k) - f(X_b)``
     differs by ``f(X_b) sum_k A^k``).
 
@@ -39,7 +39,7 @@ class ScoreCAM(PerturbationMethod):
     Args:
         top_n: Faster-Score-CAM: score only the ``top_n`` channels of largest activation
             variance; the others get weight 0. ``None`` scores every channel.
-        batch_size, score, progress: See :class:`PerturbationMethod`.
+        batch_size, score_mode, progress: See :class:`PerturbationMethod`.
     """
 
     name = "scorecam"
@@ -49,11 +49,11 @@ class ScoreCAM(PerturbationMethod):
         *,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreMode | None = None,
+        score_mode: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
-        super().__init__(batch_size=batch_size, score=score, progress=progress)
+        super().__init__(batch_size=batch_size, score_mode=score_mode, progress=progress)
         self.top_n = positive_int(top_n, "top_n", optional=True)
 
     @property

@@ -28,7 +28,7 @@ class SSCAM(ScoreCAM):
         n_samples: Noisy copies per channel (the paper uses 35).
         std: Standard deviation of the noise added to masks in ``[0, 1]``.
         seed: Seed of the noise.
-        top_n, batch_size, score, progress: See :class:`ScoreCAM`.
+        top_n, batch_size, score_mode, progress: See :class:`ScoreCAM`.
     """
 
     name = "sscam"
@@ -41,11 +41,13 @@ class SSCAM(ScoreCAM):
         seed: int = 0,
         top_n: int | None = None,
         batch_size: int | None = None,
-        score: ScoreMode | None = None,
+        score_mode: ScoreMode | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Validate and keep the hyper-parameters."""
-        super().__init__(top_n=top_n, batch_size=batch_size, score=score, progress=progress)
+        super().__init__(
+            top_n=top_n, batch_size=batch_size, score_mode=score_mode, progress=progress
+        )
         n_samples = positive_int(n_samples, "n_samples")
         if not std >= 0:
             raise BadInputError(f"std must be >= 0; got {std!r}")

@@ -20,9 +20,9 @@ class Scorer:
     """The explained units' scores on perturbed versions of the explained images.
 
     Each explanation row gets its own perturbations of its image. Scores are softmax
-    probabilities of the explained class for class targets (``score="auto"``), the raw output
+    probabilities of the explained class for class targets (``score_mode="auto"``), the raw output
     for :class:`camlens.Output` targets (a regressor's units, e.g. years), signed by the
-    target's sign; ``score`` forces either.
+    target's sign; ``score_mode`` forces either.
     """
 
     def __init__(
@@ -31,15 +31,17 @@ class Scorer:
         inputs: Any,
         explanation: Explanation,
         *,
-        score: ScoreMode = "auto",
+        score_mode: ScoreMode = "auto",
         output: OutputSelector = None,
         logits: bool = True,
         batch_size: int | None = None,
         progress: Progress | None = None,
     ) -> None:
         """Prepare the inputs and check they fit the explanation."""
-        if score not in ("auto", "probability", "raw"):
-            raise BadInputError(f"score must be 'auto', 'probability' or 'raw'; got {score!r}")
+        if score_mode not in ("auto", "probability", "raw"):
+            raise BadInputError(
+                f"score_mode must be 'auto', 'probability' or 'raw'; got {score_mode!r}"
+            )
         batch_size = positive_int(batch_size, "batch_size", optional=True)
         if (explanation.units < 0).any():
             raise BadTargetError(
@@ -63,7 +65,7 @@ class Scorer:
         self.rows = explanation.image_index
         self.signs = explanation.signs
         self.regression = explanation.target_kind in ("Output", "Score")
-        self.probabilities = reads_probabilities(score, raw_target=self.regression)
+        self.probabilities = reads_probabilities(score_mode, raw_target=self.regression)
         self._progress = progress
         self._done = 0
         self._total = 0

@@ -130,7 +130,7 @@ def deletion(
     steps: int = 20,
     baseline: Baseline = "zeros",
     region: np.ndarray | None = None,
-    score: ScoreMode = "auto",
+    score_mode: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -146,7 +146,7 @@ def deletion(
         steps: Number of removal steps (``steps + 1`` points with the intact image).
         baseline: What removed pixels become.
         region: ``(H, W)`` bool; pixels outside are never removed.
-        score: ``"auto"`` (class probability, or a regression output's value), or forced.
+        score_mode: ``"auto"`` (class probability, or a regression output's value), or forced.
         batch_size: Perturbed inputs per forward pass (default: the memory budget's).
         progress: Called as ``progress(done, total)`` as the perturbed inputs are scored.
         **backend_options: ``output=`` / ``logits=`` as given to the explainer.
@@ -159,7 +159,7 @@ def deletion(
         steps=steps,
         baseline=baseline,
         region=region,
-        score=score,
+        score_mode=score_mode,
         batch_size=batch_size,
         progress=progress,
         **backend_options,
@@ -174,7 +174,7 @@ def insertion(
     steps: int = 20,
     baseline: Baseline = "blur",
     region: np.ndarray | None = None,
-    score: ScoreMode = "auto",
+    score_mode: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -193,7 +193,7 @@ def insertion(
         steps=steps,
         baseline=baseline,
         region=region,
-        score=score,
+        score_mode=score_mode,
         batch_size=batch_size,
         progress=progress,
         **backend_options,
@@ -240,7 +240,7 @@ def confidence(
     explanation: Explanation,
     *,
     region: np.ndarray | None = None,
-    score: ScoreMode = "auto",
+    score_mode: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -254,7 +254,7 @@ def confidence(
         model,
         inputs,
         explanation,
-        score=score,
+        score_mode=score_mode,
         batch_size=batch_size,
         progress=progress,
         **backend_options,
@@ -319,7 +319,7 @@ def road(
     noise: float = 0.01,
     seed: int = 0,
     region: np.ndarray | None = None,
-    score: ScoreMode = "auto",
+    score_mode: ScoreMode = "auto",
     batch_size: int | None = None,
     progress: Progress | None = None,
     **backend_options: Any,
@@ -334,14 +334,14 @@ def road(
         percentiles: Shares of the region's pixels to remove, each strictly in (0, 100).
         noise: Standard deviation of the noise added to imputed values.
         seed: Seed of that noise.
-        region, score, batch_size, progress, **backend_options: As :func:`deletion`.
+        region, score_mode, batch_size, progress, **backend_options: As :func:`deletion`.
     """
     values = _check_percentiles(percentiles)
     scorer = Scorer(
         model,
         inputs,
         explanation,
-        score=score,
+        score_mode=score_mode,
         batch_size=batch_size,
         progress=progress,
         **backend_options,
