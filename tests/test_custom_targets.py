@@ -6,33 +6,10 @@ import numpy as np
 import torch
 
 import camlens
-from camlens.targets import UnitTarget
 from nets import TrunkHead
+from user_targets import LastUnit, Margin
 
 X = torch.randn(3, 3, 12, 12, generator=torch.Generator().manual_seed(0))
-
-
-class Margin(camlens.Target):
-    """How much class ``a`` beats class ``b``: computed from the output, differentiable."""
-
-    def __init__(self, a: int, b: int) -> None:
-        self.a, self.b = a, b
-
-    def scores(self, output: torch.Tensor) -> torch.Tensor:
-        return output[:, self.a] - output[:, self.b]
-
-    def describe(self) -> str:
-        return f"class {self.a} minus class {self.b}"
-
-
-class LastUnit(UnitTarget):
-    """The output's last unit, for every image: units fixed by the output's shape."""
-
-    def fixed_units(self, n: int, n_units: int) -> np.ndarray:
-        return np.full((n, 1), n_units - 1, dtype=np.int64)
-
-    def describe(self) -> str:
-        return "last unit"
 
 
 def test_a_score_target_is_linear_in_its_classes() -> None:

@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import camlens  # noqa: E402
-from camlens.targets import UnitTarget  # noqa: E402
+from user_targets import LastUnit, Margin  # noqa: E402
 
 
 def _model() -> keras.Model:
@@ -24,27 +24,6 @@ def _model() -> keras.Model:
 
 
 X = np.random.default_rng(0).normal(size=(3, 12, 12, 3)).astype("float32")
-
-
-class Margin(camlens.Target):
-    """How much class ``a`` beats class ``b``, with the output's own operators."""
-
-    def __init__(self, a: int, b: int) -> None:
-        self.a, self.b = a, b
-
-    def scores(self, output: object) -> object:
-        return output[:, self.a] - output[:, self.b]  # type: ignore[index]
-
-    def describe(self) -> str:
-        return f"class {self.a} minus class {self.b}"
-
-
-class LastUnit(UnitTarget):
-    def fixed_units(self, n: int, n_units: int) -> np.ndarray:
-        return np.full((n, 1), n_units - 1, dtype=np.int64)
-
-    def describe(self) -> str:
-        return "last unit"
 
 
 def test_a_score_target_is_linear_in_its_classes() -> None:
