@@ -10,10 +10,10 @@ besides the forward and the backward to the layer shows. This script times, in o
 round-robin, a plain ``inference_mode`` forward; the *floor*: a forward hook, the backward from
 the top-1 logit to the layer and the Grad-CAM map made in plain torch (what a minimal hand-written
 Grad-CAM does, with no checks); the floor plus one of camlens's own steps at a time (the call
-itself, not a re-implementation: the backend's ``prepare``, ``inference_state``,
-``Target.resolve``, the method and ``postprocess.finish``, the finiteness checks and the output
-copy); the floor plus all of them; the floor with the same checks and outputs written by hand
-in plain torch (the eval walk, the input check, the top-1 pick and its NaN check, the
+itself, not a re-implementation: the backend's ``prepare``, ``inference_state``, its target
+``resolve``, the method and ``postprocess.finish``, the finiteness checks and the output copy);
+the floor plus all of them; the floor with the same checks and outputs written by hand in plain
+torch (the eval walk, the input check, the top-1 pick and its NaN check, the
 min-max-normalised map at the input's size, the finiteness checks, the host copies: what
 camlens's per-call work costs without its layers); and the explainers. Each row reports the
 median CPU time and the median over rounds of (row - forward) and (row - floor), paired within
@@ -50,6 +50,7 @@ def _calls() -> dict[str, Callable[[], Any]]:
     import camlens
     from camlens import postprocess, zoo
     from camlens.backends.torch._state import inference_state
+    from camlens.backends.torch._targets import resolve
     from camlens.targets import TopK
 
     torch.manual_seed(0)
@@ -89,7 +90,7 @@ def _calls() -> dict[str, Callable[[], Any]]:
             with torch.inference_mode(False), torch.set_grad_enabled(False):
                 out = model(inputs)
                 if "resolve" in steps:
-                    score = TopK(1).resolve(out).scores.sum()
+                    score = resolve(TopK(1), out)[0].sum()
                 else:
                     score = out.gather(1, out.argmax(1)[:, None]).sum()
                 (grad,) = torch.autograd.grad(score, slot)
