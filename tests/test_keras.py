@@ -81,7 +81,7 @@ def test_seed_recipe_parity(seed_model: keras.Model, seed_batch: np.ndarray) -> 
         np.testing.assert_allclose(ours, relu / relu.max(), atol=1e-5)
         pred = ops.convert_to_numpy(seed_model(img, training=False))[0, 0]
         assert exp.scores[i] == pytest.approx(pred, rel=1e-5, abs=1e-6)
-    assert exp.maps.shape == (2, 71, 71) and exp.score == "model output"
+    assert exp.maps.shape == (2, 71, 71) and exp.score_kind == "model output"
 
 
 def test_bare_name_and_path_agree(seed_model: keras.Model, seed_batch: np.ndarray) -> None:
@@ -172,7 +172,7 @@ def test_batch_equals_single_calls_and_topk(seed_batch: np.ndarray) -> None:
     order = np.argsort(-z, axis=1)[:, :2]
     np.testing.assert_array_equal(top.units.reshape(3, 2), order)
     np.testing.assert_allclose(top.scores.reshape(3, 2), np.take_along_axis(z, order, 1), rtol=1e-5)
-    assert top.score == "pre-softmax logit"
+    assert top.score_kind == "pre-softmax logit"
     assert top.outputs is not None
     np.testing.assert_allclose(top.outputs, z, rtol=1e-5, atol=1e-6)  # the logits, per image
     for i in range(3):
@@ -180,7 +180,7 @@ def test_batch_equals_single_calls_and_topk(seed_batch: np.ndarray) -> None:
             single = cam(batch[i : i + 1], target=int(order[i, j]))
             np.testing.assert_allclose(top.maps[2 * i + j], single.maps[0], atol=1e-5)
     probs = camlens.LayerCAM(model, "conv_b", logits=False)(batch, target=camlens.TopK(1))
-    assert probs.score == "softmax probability"
+    assert probs.score_kind == "softmax probability"
     p = ops.convert_to_numpy(model(batch))
     np.testing.assert_allclose(probs.scores, p.max(axis=1), rtol=1e-5)
     np.testing.assert_allclose(probs.outputs, p, rtol=1e-5, atol=1e-7)

@@ -79,7 +79,9 @@ def test_a_trained_keras_model_looks_at_the_face() -> None:
     model = keras.models.load_model(path, compile=False, safe_mode=True)
     x, (y0, x0, y1, x1) = _face_batch()
     exp = camlens.explain(model, x)
-    assert exp.score == "pre-softmax logit"  # the model ends in a softmax; its logits explained
+    assert (
+        exp.score_kind == "pre-softmax logit"
+    )  # the model ends in a softmax; its logits explained
     cam_map = exp.maps[0]
     y, xx = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
     assert y0 <= y < y1 and x0 <= xx < x1, ((y, xx), (y0, x0, y1, x1), exp.layers)

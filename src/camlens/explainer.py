@@ -61,7 +61,7 @@ class Explainer:
             maps are then scaled to ``[-1, 1]``.
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
-            probability. The explanation's ``score`` says which was used.
+            probability. The explanation's ``score_kind`` says which was used.
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -204,7 +204,7 @@ class Explainer:
             signs=res.signs.reshape(-1),
             target=resolved_target.describe(),
             target_kind=type(resolved_target).__name__,
-            score=backend.score,
+            score_kind=backend.score_kind,
             layers=tuple(ref.name for ref in self._layers),
             method=getattr(self.method, "name", type(self.method).__name__),
             input_size=size,

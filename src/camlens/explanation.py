@@ -34,7 +34,7 @@ class Explanation:
         signs: ``(M,)`` float64, ``-1`` where the map explains what pushes the score down.
         target: Description of the target, e.g. ``"top-1 class"`` or ``"output 0 (down)"``.
         target_kind: The target's type: ``"TopK"``, ``"Class"``, ``"Output"`` or ``"Score"``.
-        score: What the scores were read from: ``"model output"``, or for a Keras classifier
+        score_kind: What the scores were read from: ``"model output"``, or for a Keras classifier
             ending in a softmax ``"pre-softmax logit"`` (the default) or
             ``"softmax probability"``.
         layers: Full names of the layers the maps come from.
@@ -44,7 +44,7 @@ class Explanation:
         framework: The backend that ran the model.
         version: camlens version that produced the explanation.
         outputs: ``(N, U)`` float32 model output per image, flattened, that the scores were
-            read from (pre-softmax logits where ``score`` says so): the predictions, without
+            read from (pre-softmax logits where ``score_kind`` says so): the predictions, without
             another forward pass. ``softmax(outputs, axis=1)`` gives a classifier's
             probabilities.
     """
@@ -57,7 +57,7 @@ class Explanation:
     signs: np.ndarray
     target: str
     target_kind: str
-    score: str
+    score_kind: str
     layers: tuple[str, ...]
     method: str
     input_size: Size

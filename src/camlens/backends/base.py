@@ -119,7 +119,7 @@ class Backend(Protocol):
     #: Whether the model takes channels-last images, ``(N, H, W, C)``.
     channels_last: bool
     #: What the explained scores are read from: ``"model output"``, ``"pre-softmax logit"``...
-    score: str
+    score_kind: str
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""

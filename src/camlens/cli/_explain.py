@@ -368,7 +368,7 @@ class Run:
                     "unit": unit,
                     "unit_name": _class_name(self.loaded, unit),
                     "score": float(exp.scores[row]),
-                    "score_kind": exp.score,
+                    "score_kind": exp.score_kind,
                     "sign": int(exp.signs[row]),
                     "prediction": prediction,
                     "image_file": image_file,

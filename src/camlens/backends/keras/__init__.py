@@ -66,10 +66,10 @@ class KerasBackend:
         name = keras.backend.backend()
         self.framework = f"keras-{name}"
         self._impl: ModuleType = importlib.import_module(f"camlens.backends.keras.{name}")
-        replacements, self.score = softmax_replacements(model)
+        replacements, self.score_kind = softmax_replacements(model)
         self._replacements = replacements if logits else {}
-        if not logits and self.score == "pre-softmax logit":
-            self.score = "softmax probability"
+        if not logits and self.score_kind == "pre-softmax logit":
+            self.score_kind = "softmax probability"
         self._channels_last = keras.config.image_data_format() == "channels_last"
         self.channels_last = self._channels_last
         shared = _SHARED.setdefault(model, {})

@@ -47,7 +47,7 @@ class TorchBackend:
     """Explain a ``torch.nn.Module``. Inputs are ``(N, C, H, W)`` tensors or NumPy arrays."""
 
     framework = "torch"
-    score = "model output"
+    score_kind = "model output"
     channels_last = False
 
     def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
