@@ -31,9 +31,8 @@ typecheck: setup
 
 # Keras's backend is read from KERAS_BACKEND (TensorFlow by default): the Keras tests run again,
 # each backend in its own process. TensorFlow needs oneDNN's custom ops off on these CPUs.
-KERAS_TESTS := tests/test_keras.py tests/test_keras_real.py tests/test_zoo_keras.py \
-	tests/test_keras_perturbation.py tests/test_keras_tail.py tests/test_keras_metrics.py \
-	tests/test_keras_io.py tests/test_keras_custom_targets.py tests/attacks/test_attack_keras_files.py
+KERAS_TESTS := tests/backends/keras tests/io/test_keras_io.py tests/metrics/test_keras_metrics.py \
+	tests/zoo/test_zoo_keras.py tests/attacks/test_attack_keras_files.py
 export TF_ENABLE_ONEDNN_OPTS = 0
 
 test: lint typecheck

@@ -17,12 +17,12 @@ collect_ignore_glob = (
     []
     if HAVE_TORCH
     else [
-        "test_methods.py",
+        "methods/test_methods.py",
         "test_invariants.py",
         "test_errors.py",
         "test_postprocess.py",
-        "test_targets_and_layers.py",
-        "test_real_model.py",
+        "backends/torch/test_targets_and_layers.py",
+        "zoo/test_real_model.py",
     ]
 )
 

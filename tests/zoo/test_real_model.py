@@ -12,7 +12,7 @@ import torch
 import camlens
 from camlens import metrics, zoo
 
-BOXES = json.loads((Path(__file__).parent / "data" / "boxes.json").read_text())
+BOXES = json.loads((Path(__file__).parents[1] / "data" / "boxes.json").read_text())
 
 
 @pytest.fixture(scope="module")

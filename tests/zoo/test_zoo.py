@@ -15,7 +15,7 @@ import pytest
 from camlens import zoo
 from camlens.errors import BadInputError, CamlensError
 
-BOXES = json.loads((Path(__file__).parent / "data" / "boxes.json").read_text())
+BOXES = json.loads((Path(__file__).parents[1] / "data" / "boxes.json").read_text())
 
 # Acceptable top-1 ImageNet indices per photo, written by hand (names checked below).
 ACCEPTABLE = {
