@@ -282,3 +282,16 @@ def test_a_global_named_by_an_escaped_string_is_refused(tmp_path: Path) -> None:
     assert pickle.loads(data) == 2  # the unpickler decodes them: this calls builtins.len('ab')
     found = find_unsafe_pickle(_write(tmp_path, data))
     assert found is not None and "escaped string" in found.name
+
+
+def test_an_archive_member_that_cannot_be_read_is_refused_not_crashed_on(tmp_path: Path) -> None:
+    """A deflated member whose data is corrupt: what cannot be read cannot be checked."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps(list(range(2000))))
+    data = bytearray(buffer.getvalue())
+    start = data.index(b"archive/data.pkl") + len("archive/data.pkl")
+    data[start + 10 : start + 60] = bytes(50)  # the compressed stream, zeroed
+    found = find_unsafe_pickle(_write(tmp_path, bytes(data)))
+    assert found is not None and found.member == "archive/data.pkl"
+    assert "cannot be checked" in found.name

@@ -22,6 +22,7 @@ import copyreg
 import pickletools
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,8 @@ SAFE_GLOBALS: frozenset[str] = frozenset(
     }
 )
 
+#: What reading a zip member can raise besides a pickle's own errors.
+_UNREADABLE = (RuntimeError, NotImplementedError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_DEPTH = 3  # zip archives nested in members, as torch.export nests torch.save files
@@ -195,8 +198,13 @@ def _check(f: IO[bytes], where: str, depth: int) -> UnsafePickle | None:
                 if info.is_dir():
                     continue
                 inner = f"{where} -> {info.filename}" if where else info.filename
-                with archive.open(info) as member:
-                    found = _check(member, inner, depth + 1)
+                try:
+                    with archive.open(info) as member:
+                        found = _check(member, inner, depth + 1)
+                except _UNREADABLE:  # encrypted, an unknown compression, corrupt data
+                    found = UnsafePickle(
+                        inner, "a member that cannot be read, so cannot be checked"
+                    )
                 if found is not None:
                     return found
         return None
