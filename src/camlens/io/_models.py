@@ -223,6 +223,11 @@ def _refuse_code(path: Path, kind: str) -> None:
             ". Safer: save model.state_dict() and load it with a factory (--factory), or export "
             "it with torch.export.save"
         )
+    if not found.checked:
+        raise ModelLoadError(
+            f"{path.name!r} cannot be checked for code before loading: {where} {found.name}. "
+            f"{_TRUST}"
+        )
     raise ModelLoadError(
         f"{path.name!r} can run code when loaded: {where} a pickle that imports "
         f"{found.name!r}, and unpickling can run arbitrary code. {_TRUST}{hint}"

@@ -151,11 +151,14 @@ class UnsafePickle:
     Attributes:
         member: Where it is: ``""`` for the file itself, else the archive member's path
             (``"outer.pt -> inner/data.pkl"`` for a zip nested in a member).
-        name: The ``module.name`` it would import, or a description of what cannot be checked.
+        name: The ``module.name`` it would import, or, when ``checked`` is false, what could
+            not be checked (``"a zip archive nested more than 3 deep"``).
+        checked: Whether the pickle was read and found to import ``name``.
     """
 
     member: str
     name: str
+    checked: bool = True
 
 
 class _Invalid(Exception):
@@ -163,9 +166,10 @@ class _Invalid(Exception):
 
 
 class _Unsafe(Exception):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, checked: bool = True) -> None:
         super().__init__(name)
         self.name = name
+        self.checked = checked
 
 
 _MARK = object()
@@ -192,7 +196,7 @@ def _check(f: IO[bytes], where: str, depth: int) -> UnsafePickle | None:
         except (zipfile.BadZipFile, OSError, ValueError):
             # Another zip reader may still find members in it: what cannot be read, cannot be
             # checked.
-            return UnsafePickle(where, "a zip archive that cannot be read, so cannot be checked")
+            return UnsafePickle(where, "a zip archive that cannot be read", checked=False)
         with archive:
             for info in archive.infolist():
                 if info.is_dir():
@@ -202,18 +206,16 @@ def _check(f: IO[bytes], where: str, depth: int) -> UnsafePickle | None:
                     with archive.open(info) as member:
                         found = _check(member, inner, depth + 1)
                 except _UNREADABLE:  # encrypted, an unknown compression, corrupt data
-                    found = UnsafePickle(
-                        inner, "a member that cannot be read, so cannot be checked"
-                    )
+                    found = UnsafePickle(inner, "an unreadable member", checked=False)
                 if found is not None:
                     return found
         return None
     if start == _ZIP_MAGIC:
-        return UnsafePickle(where, f"zip archives nested more than {_MAX_DEPTH} deep")
+        return UnsafePickle(where, f"a zip archive nested more than {_MAX_DEPTH} deep", False)
     try:
         _scan(f)
     except _Unsafe as exc:
-        return UnsafePickle(where, exc.name)
+        return UnsafePickle(where, exc.name, exc.checked)
     return None
 
 
@@ -252,7 +254,7 @@ def _scan_one(f: IO[bytes]) -> bool:
         elif name == "STACK_GLOBAL":
             attr_value, module_value = _pop(stack), _pop(stack)
             if _ESCAPED in (attr_value, module_value):
-                raise _Unsafe("a global named by an escaped string (cannot be checked)")
+                raise _Unsafe("a pickle naming a global with escaped strings", checked=False)
             if not isinstance(attr_value, str) or not isinstance(module_value, str):
                 raise _Invalid  # the unpickler requires two str here
             _check_global(module_value, attr_value)
