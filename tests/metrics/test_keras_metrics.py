@@ -8,8 +8,9 @@ import pytest
 keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from camlens import metrics  # noqa: E402
 from test_metrics import H, Linear, W, _explanation  # noqa: E402
+
+from camlens import metrics  # noqa: E402
 
 
 def test_deletion_and_confidence_match_pytorch() -> None:
