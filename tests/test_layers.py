@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import _camlens
 
 import camlens
 from nets import TrunkHead
-from test_cli import _camlens
 
 
 def _snapshot(model: torch.nn.Module) -> tuple[list[torch.Tensor], list[bool], list[bool], int]:
