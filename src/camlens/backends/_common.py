@@ -23,9 +23,7 @@ from camlens.errors import UnsupportedModelError
 
 __all__ = [
     "Finished",
-    "LayerInfo",
     "describe_layers",
-    "is_torch",
     "last_feature_map",
     "namespace",
     "select_output",
@@ -33,7 +31,7 @@ __all__ = [
 ]
 
 
-def is_torch(x: Any) -> bool:
+def _is_torch(x: Any) -> bool:
     """Return whether ``x`` is a torch tensor (without importing torch)."""
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(x, torch.Tensor)
@@ -41,7 +39,7 @@ def is_torch(x: Any) -> bool:
 
 def namespace(*arrays: Array) -> Any:
     """Return the array namespace of ``arrays`` (all from one library)."""
-    if is_torch(arrays[0]):
+    if _is_torch(arrays[0]):
         from camlens.backends.torch import _arrays
 
         return _arrays.namespace()
@@ -52,7 +50,7 @@ def to_host(x: Any) -> np.ndarray:
     """Copy a small array of any library to NumPy (a NumPy array is returned as it is)."""
     if isinstance(x, np.ndarray):
         return x
-    if is_torch(x):
+    if _is_torch(x):
         from camlens.backends.torch import _arrays
 
         return _arrays.to_numpy(x)
