@@ -71,3 +71,15 @@ def test_the_one_line_call_reuses_its_compiled_probe_and_keeps_no_model_alive() 
     del model
     gc.collect()
     assert ref() is None, "the per-model cache kept the model alive"
+
+
+def test_a_new_target_each_call_keeps_a_bounded_number_of_compiled_probes() -> None:
+    """A fresh function target per call compiles a probe per call; at most MAX_COMPILED stay."""
+    from camlens.backends.keras._probe import MAX_COMPILED
+
+    model = _model()
+    for i in range(MAX_COMPILED + 4):
+        camlens.explain(model, X[:1], layer="feat", target=lambda out, i=i: out[:, i % 5])
+    prober = camlens.GradCAM(model, "feat")._backend._prober
+    assert prober.traces == MAX_COMPILED + 4
+    assert len(prober._compiled) == MAX_COMPILED

@@ -8,6 +8,7 @@ The per-framework gradient code is in ``tensorflow.py``, ``jax.py`` and ``torch.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from types import ModuleType
 from typing import Any
@@ -23,7 +24,9 @@ from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
 from camlens.targets import Target
 
-__all__ = ["Prober"]
+__all__ = ["MAX_COMPILED", "Prober"]
+
+MAX_COMPILED = 16
 
 
 class Prober:
@@ -47,12 +50,13 @@ class Prober:
         self._replacements = replacements
         self._output = output
         self._channels_last = channels_last
-        self._compiled: dict[Hashable, Callable[..., Any]] = {}
+        self._compiled: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
+        self._traces = 0
 
     @property
     def traces(self) -> int:
         """Return how many probes have been compiled (one per distinct shape, layers, target)."""
-        return len(self._compiled)
+        return self._traces
 
     def probe(
         self,
@@ -79,6 +83,11 @@ class Prober:
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
             self._compiled[key] = compiled
+            self._traces += 1
+            if len(self._compiled) > MAX_COMPILED:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
         acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
         t = int(picked.shape[1])
         resolved = _targets.record(target, picked, used, signs)
