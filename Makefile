@@ -32,7 +32,8 @@ typecheck: setup
 # Keras's backend is read from KERAS_BACKEND (TensorFlow by default): the Keras tests run again,
 # each backend in its own process. TensorFlow needs oneDNN's custom ops off on these CPUs.
 KERAS_TESTS := tests/backends/keras tests/io/test_keras_io.py tests/metrics/test_keras_metrics.py \
-	tests/zoo/test_zoo_keras.py tests/attacks/test_attack_keras_files.py
+	tests/zoo/test_zoo_keras.py tests/attacks/test_attack_keras_files.py \
+	tests/attacks/test_attack_threads.py tests/attacks/test_attack_memory.py
 export TF_ENABLE_ONEDNN_OPTS = 0
 
 test: lint typecheck

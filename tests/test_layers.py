@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import _camlens
 
 import camlens
+from commands import camlens_command
 from nets import TrunkHead
 
 
@@ -91,7 +91,15 @@ def test_cli_lists_layers_of_a_state_dict(tmp_path: Path) -> None:
         tmp_path / "w.pt",
     )
     result = subprocess.run(
-        [*_camlens(), "layers", "w.pt", "--factory", "tiny_factory:build", "--size", "10x12"],
+        [
+            *camlens_command(),
+            "layers",
+            "w.pt",
+            "--factory",
+            "tiny_factory:build",
+            "--size",
+            "10x12",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -112,12 +120,12 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
         (["layers", "whole.pt", "--size", "0"], "not a size"),
     ]:
         result = subprocess.run(
-            [*_camlens(), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+            [*camlens_command(), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
         )
         assert result.returncode in (1, 2), result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
     ok = subprocess.run(
-        [*_camlens(), "layers", "whole.pt", "--trust-pickle", "--size", "6"],
+        [*camlens_command(), "layers", "whole.pt", "--trust-pickle", "--size", "6"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -44,6 +46,21 @@ __all__ = [
 ]
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
+
+# One lock per model (held weakly): a call hooks the model's layers (torch) or reads and fills
+# the model's compiled-probe table (Keras), so calls on one model from several threads run one
+# at a time, whichever explainer makes them.
+_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: Any) -> threading.RLock:
+    """Return the lock that serialises explanations of ``model``."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
 
 
 class Explainer:
@@ -89,6 +106,7 @@ class Explainer:
         self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
+        self._lock = _lock_for(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if layer is not None:
             specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
@@ -138,7 +156,14 @@ class Explainer:
         )
 
     def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
-        """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code."""
+        """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code.
+
+        Calls on one model from several threads take turns (one lock per model).
+        """
+        with self._lock:
+            return self._explain(inputs, target, stacklevel=stacklevel + 1)
+
+    def _explain(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
         backend = self._backend
         resolved_target = as_target(target)
         x = backend.prepare(inputs)

