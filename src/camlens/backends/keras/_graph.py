@@ -9,6 +9,7 @@ for the duration of the pass and restored in ``finally``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -145,14 +146,19 @@ def _run(
 def _run_patched(
     model: Any, inputs: Any, wanted: set[int], tapped: Callable[[Any, Any], Any]
 ) -> Any:
-    """Run a subclassed model, wrapping the tapped layers' ``call`` for this pass only."""
+    """Run a subclassed model, wrapping the tapped layers' ``call`` for this pass only.
+
+    The wrapper taps only in this thread: another thread running the model meanwhile passes it.
+    """
     patched = [layer for _, layer in iter_layers(model) if id(layer) in wanted]
+    owner = threading.get_ident()
     try:
         for layer in patched:
             original = layer.call
 
             def call(*args: Any, _layer: Any = layer, _call: Any = original, **kw: Any) -> Any:
-                return tapped(_layer, _call(*args, **kw))
+                out = _call(*args, **kw)
+                return tapped(_layer, out) if threading.get_ident() == owner else out
 
             layer.call = call
         return model(inputs, training=False)

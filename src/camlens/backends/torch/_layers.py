@@ -11,7 +11,7 @@ import torch
 
 from camlens.backends._common import describe_layers, last_feature_map
 from camlens.backends.base import LayerInfo, LayerRef
-from camlens.backends.torch._forward import call_model
+from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._state import inference_state
 from camlens.errors import LayerError, LayerNotFoundError
 
@@ -77,7 +77,7 @@ def _record(
         try:
             for name, module in model.named_modules():
                 if name:
-                    handles.append(module.register_forward_hook(make_hook(name)))
+                    handles.append(module.register_forward_hook(this_thread(make_hook(name))))
             with torch.no_grad():
                 call_model(model, inputs[:1])
         finally:

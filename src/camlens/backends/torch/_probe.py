@@ -4,7 +4,8 @@ The autograd graph starts at the target layers: the model runs with gradients di
 first target layer's hook enables them for the rest of the pass, so nothing below the layers
 records history (no graph, no saved tensors, no parameter flags to toggle), and
 ``torch.autograd.grad`` asks only for the activations' gradients, so no parameter gradient is
-formed above them either. Hooks and modes live for this call only.
+formed above them either. Hooks and modes live for this call only; the hooks act only in the
+calling thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from camlens.backends._common import select_output
 from camlens.backends.base import LayerRef, OutputSelector, Probe
 from camlens.backends.torch._arrays import to_numpy
-from camlens.backends.torch._forward import call_model
+from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
 from camlens.errors import LayerError
@@ -123,7 +124,9 @@ def probe(
         try:
             for ref, slot in zip(layers, slots, strict=True):
                 handles.append(
-                    ref.handle.register_forward_hook(_capture_hook(ref, slot, gradients))
+                    ref.handle.register_forward_hook(
+                        this_thread(_capture_hook(ref, slot, gradients))
+                    )
                 )
             # A caller's inference mode must be left for the head to record its graph; when it
             # is off, entering ``inference_mode(False)`` anyway is a measurable cost per call.

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from camlens.backends.torch._forward import call_model
+from camlens.backends.torch._forward import call_model, this_thread
 from camlens.errors import BadInputError
 
 __all__ = ["Tail", "make_tail"]
@@ -156,7 +156,7 @@ class Tail:
             # the caller's tensor.
             return replacements.clone()
 
-        handle = self._layer.register_forward_hook(swap)
+        handle = self._layer.register_forward_hook(this_thread(swap))
         try:
             return call_model(self._model, image.expand(replacements.shape[0], *image.shape[1:]))
         finally:
