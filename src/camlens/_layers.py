@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from camlens._checks import positive_int
+from camlens._locks import model_lock
 from camlens.backends import backend_for
 from camlens.backends.base import LayerInfo
 from camlens.errors import BadInputError
@@ -45,4 +46,6 @@ def layers(
             raise BadInputError(f"input_size must be (H, W), two positive ints; got {input_size!r}")
         input_size = (int(size[0]), int(size[1]))
     channels = positive_int(channels, "channels")
-    return backend_for(model).summarize(input_size, channels)
+    backend = backend_for(model)
+    with model_lock(model):
+        return backend.summarize(input_size, channels)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import warnings
-import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -12,6 +10,7 @@ import numpy as np
 
 from camlens import methods
 from camlens._forwards import BoundForwards
+from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
 from camlens.backends.base import reads_probabilities
@@ -46,21 +45,6 @@ __all__ = [
 ]
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
-
-# One lock per model (held weakly): a call hooks the model's layers (torch) or reads and fills
-# the model's compiled-probe table (Keras), so calls on one model from several threads run one
-# at a time, whichever explainer makes them.
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(model: Any) -> threading.RLock:
-    """Return the lock that serialises explanations of ``model``."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
 
 
 class Explainer:
@@ -106,7 +90,7 @@ class Explainer:
         self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
-        self._lock = _lock_for(model)
+        self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if layer is not None:
             specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]

@@ -9,6 +9,7 @@ import numpy as np
 
 from camlens._checks import positive_int
 from camlens._forwards import auto_batch_size
+from camlens._locks import model_lock
 from camlens.backends import OutputSelector, Scoring, backend_for
 from camlens.backends.base import ScoreMode, reads_probabilities
 from camlens.errors import BadInputError, BadTargetError
@@ -61,6 +62,7 @@ class Scorer:
                 f"{len(images)} x {size}; pass the inputs that were explained"
             )
         self._backend = backend
+        self._lock = model_lock(model)
         self.images = images  # (N, C, H, W), never modified
         self.rows = explanation.image_index
         self.signs = explanation.signs
@@ -86,7 +88,8 @@ class Scorer:
     ) -> list[np.ndarray]:
         """Return, per row ``m``, the signed scores of the inputs ``make(m, start, stop)``."""
         self._total += sum(counts)  # progress(done, total) counts every input to be scored
-        raw = self._backend.perturbed_scores(make, list(counts), self._scoring)
+        with self._lock:  # calls on one model take turns across threads
+            raw = self._backend.perturbed_scores(make, list(counts), self._scoring)
         return [r[:, 0] * self.signs[m] for m, r in enumerate(raw)]
 
     def image(self, row: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from camlens._locks import model_lock
 from camlens.backends import Copies, backend_for
 from camlens.backends.base import seed_for
 from camlens.errors import BadInputError, CamlensWarning
@@ -217,11 +218,15 @@ def sanity_check(
             maps = explain(net, inputs, method=method, **options).maps
         return spearman(original.maps, maps)
 
+    def fresh_copy() -> Any:
+        with model_lock(model):  # not mid-way through another thread's pass (modes, hooks)
+            return copies.copy()
+
     rows = []
-    net = copies.copy()
+    net = fresh_copy()
     for index, name in enumerate(names):
         if mode == "independent" and index > 0:
-            net = copies.copy()
+            net = fresh_copy()
         copies.randomise(copies.layer(net, name), seed_for(int(seed), name))
         rows.append(correlation(net))
         if progress is not None:
