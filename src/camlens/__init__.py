@@ -37,7 +37,7 @@ from camlens.explainer import (
     XGradCAM,
     explain,
 )
-from camlens.explanation import Explanation
+from camlens.explanation import Explanation, ImageExplanation
 from camlens.render import grid, overlay, save_grid
 from camlens.targets import Class, Output, Score, Target, TopK
 
@@ -59,6 +59,7 @@ __all__ = [
     "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
+    "ImageExplanation",
     "LayerCAM",
     "LayerError",
     "LayerInfo",

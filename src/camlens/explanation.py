@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from camlens._types import FloatArray, IntArray, Size
+from camlens.errors import BadInputError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,10 +68,7 @@ class Explanation:
     outputs: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        for name in ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"):
-            value = getattr(self, name)
-            if value is not None:
-                value.setflags(write=False)
+        _freeze(self, ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"))
 
     def __len__(self) -> int:
         """Return the number of rows ``M``."""
@@ -79,8 +77,49 @@ class Explanation:
     @property
     def targets_per_image(self) -> int:
         """Return ``T``, the number of rows per image."""
-        n_images = int(self.image_index[-1]) + 1
-        return len(self) // n_images
+        return len(self) // self._n_images
+
+    @property
+    def _n_images(self) -> int:
+        return int(self.image_index[-1]) + 1
+
+    def image(self, index: int) -> ImageExplanation:
+        """Return image ``index``'s part of the explanation: its ``T`` rows and its output.
+
+        The arrays are read-only views of this explanation's, not copies.
+
+        Raises:
+            BadInputError: If ``index`` is not the position of an explained image.
+        """
+        n_images = self._n_images
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise BadInputError(f"the image index must be an integer; got {index!r}")
+        if not 0 <= index < n_images:
+            raise BadInputError(
+                f"image {index} is not in an explanation of {n_images} image(s); pass 0 to "
+                f"{n_images - 1}"
+            )
+        index = int(index)
+        t = self.targets_per_image
+        rows = slice(index * t, (index + 1) * t)
+        return ImageExplanation(
+            image_index=index,
+            maps=self.maps[rows],
+            raw=self.raw[rows],
+            scores=self.scores[rows],
+            units=self.units[rows],
+            signs=self.signs[rows],
+            output=None if self.outputs is None else self.outputs[index],
+            target=self.target,
+            target_kind=self.target_kind,
+            score_kind=self.score_kind,
+            layers=self.layers,
+            method=self.method,
+            input_size=self.input_size,
+            relu=self.relu,
+            framework=self.framework,
+            version=self.version,
+        )
 
     def overlay(
         self, images: Sequence[Any] | np.ndarray, *, cmap: str = "jet", alpha: float = 0.5
@@ -95,10 +134,8 @@ class Explanation:
         """
         from camlens.render import overlay
 
-        n_images = int(self.image_index[-1]) + 1
+        n_images = self._n_images
         if len(images) != n_images:
-            from camlens.errors import BadInputError
-
             raise BadInputError(
                 f"got {len(images)} images for an explanation of {n_images}; pass the same "
                 "images, in the same order, as the explained batch"
@@ -107,3 +144,55 @@ class Explanation:
             overlay(images[int(i)], cam_map, cmap=cmap, alpha=alpha)
             for i, cam_map in zip(self.image_index, self.maps, strict=True)
         ]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageExplanation:
+    """One image's part of an :class:`Explanation` (:meth:`Explanation.image`): its ``T`` rows.
+
+    Row ``t`` is the image's ``t``-th target (for a top-k target, its ``t``-th ranked unit).
+
+    Attributes:
+        image_index: The image's position in the explained batch.
+        maps: ``(T, H, W)`` float32 maps at the input's resolution.
+        raw: ``(T, h, w)`` float32 signed maps at the layer's resolution.
+        scores: ``(T,)`` float64 value of each explained quantity, before any ``sign``.
+        units: ``(T,)`` int64 output unit each row explains (``-1`` for a custom score).
+        signs: ``(T,)`` float64, ``-1`` where the map explains what pushes the score down.
+        output: ``(U,)`` float32 model output for the image (pre-softmax logits where
+            ``score_kind`` says so), or None where the explanation has no outputs.
+        target, target_kind, score_kind, layers, method, input_size, relu, framework, version:
+            As the :class:`Explanation`'s.
+    """
+
+    image_index: int
+    maps: FloatArray
+    raw: FloatArray
+    scores: np.ndarray
+    units: IntArray
+    signs: np.ndarray
+    output: np.ndarray | None
+    target: str
+    target_kind: str
+    score_kind: str
+    layers: tuple[str, ...]
+    method: str
+    input_size: Size
+    relu: bool
+    framework: str
+    version: str
+
+    def __post_init__(self) -> None:
+        _freeze(self, ("maps", "raw", "scores", "units", "signs", "output"))
+
+    def __len__(self) -> int:
+        """Return the number of rows ``T``."""
+        return int(self.maps.shape[0])
+
+
+def _freeze(record: object, names: tuple[str, ...]) -> None:
+    """Make the named array attributes of ``record`` read-only (None is left as it is)."""
+    for name in names:
+        value = getattr(record, name)
+        if value is not None:
+            value.setflags(write=False)
