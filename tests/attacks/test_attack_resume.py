@@ -86,7 +86,7 @@ elif point == "line":  # appending an image's rows to results.jsonl
     def hook(self, records):
         records = list(records)
         if reached():
-            line = json.dumps(records[0])
+            line = json.dumps(records[0].to_json())
             with open(self.root / folder.RESULTS, "a") as f:
                 f.write(line[: len(line) // 2])
             stop()

@@ -286,6 +286,38 @@ def warn_missing(found: ImageList) -> None:
         warn(f"no such file, folder or match: {missing}")
 
 
+def shown_text(text: str) -> str:
+    """Return ``text`` (a path, or a message naming one) as valid Unicode, to write and print.
+
+    A file name that is not valid UTF-8 reaches Python with its undecodable bytes as lone
+    surrogates (``surrogateescape``), which no UTF-8 file or terminal takes: they are shown as
+    ``\\xNN`` escapes instead (Windows' lone surrogates as ``\\udNNN``).
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an undecoded byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def read_failure(path: Path, error: Exception) -> str:
+    """Return why the image at ``path`` could not be read, from what reading it raised.
+
+    camlens's own errors say it already; any other exception is a decoder's own on a malformed
+    file, named with its type.
+    """
+    if isinstance(error, camlens.CamlensError):
+        return str(error)
+    return f"{path}: cannot be read ({type(error).__name__}: {error})"
+
+
+def print_notes(notes: Sequence[str]) -> None:
+    """Print one line per remark on an image read: ``  note: <image>: <remark>``."""
+    out = Console(highlight=False, soft_wrap=True)  # as the summary before it prints
+    for note in notes:
+        out.print(f"  note: {note}", markup=False)
+
+
 def print_failures(failures: Sequence[tuple[str, str]], out: Console | None = None) -> None:
     """Print one line per failed image: ``  failed: <image>: <why>``."""
     out = out or Console(highlight=False, soft_wrap=True)

@@ -12,14 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 from PIL import Image
-from rich.console import Console
 
 import camlens
 import camlens.report
@@ -28,6 +27,7 @@ from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
 from camlens.cli._png import encode_png
 from camlens.io import LoadedModel, Preprocess, find_images, image_key
 from camlens.io._images import fitted_size, read_image_and_notes
+from camlens.report._records import Failure, Prediction, ResultRecord
 
 #: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
 EXIT_INTERRUPTED = 130
@@ -40,6 +40,26 @@ class Picture:
     path: Path
     key: str
     display: np.ndarray  # uint8 (h, w, 3), at most max_size on its longer side
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One method's explanation of one image, and what the command measured of it.
+
+    Attributes:
+        explanation: The image's rows of the explanation.
+        seconds: The explanation's time per image of its batch.
+        metrics: Per row, the metric values by name; None without ``--metrics``.
+    """
+
+    explanation: camlens.ImageExplanation
+    seconds: float
+    metrics: tuple[dict[str, float], ...] | None
+
+
+#: Each image's result by one method, by the image's position in its batch: what explaining it
+#: gave, or the exception that explaining it raised.
+MethodResults = dict[int, Explained | Exception]
 
 
 @click.command("explain")
@@ -161,10 +181,10 @@ def explain_command(
         seconds=seconds,
         resumed=skipped,
         failures=run.failures,
-        ignored=[shown_text(str(p)) for p in found.ignored],
+        ignored=[_common.shown_text(str(p)) for p in found.ignored],
         report=report,
     )
-    _print_notes(run.notes)
+    _common.print_notes(run.notes)
     if interrupted:
         _common.warn("interrupted: finished images are kept; run again with --resume")
         sys.exit(EXIT_INTERRUPTED)
@@ -243,23 +263,20 @@ class Run:
         for path, future in zip(paths, reads, strict=True):
             try:
                 pixels, notes = future.result()
-            except camlens.CamlensError as exc:
-                self._fail(path, str(exc))
+            except Exception as exc:  # camlens's error, or a decoder's own on a malformed file
+                self._fail(path, _common.read_failure(path, exc))
                 continue
-            except Exception as exc:  # a decoder's own error on a malformed file: skip it too
-                self._fail(path, f"{path}: cannot be read ({type(exc).__name__}: {exc})")
-                continue
-            self.notes.extend(shown_text(note) for note in notes)
+            self.notes.extend(_common.shown_text(note) for note in notes)
             pictures.append(Picture(path, image_key(path), _fit(pixels, self.max_size)))
             model_inputs.append(pool.submit(self.preprocess.resize_channels, pixels))
         x = self.preprocess([f.result() for f in model_inputs]) if model_inputs else None
         return pictures, x
 
-    def explain(self, pictures: list[Picture], x: np.ndarray | None) -> dict[str, Any]:
-        """Return each method's explanation of the batch (one image at a time on failure)."""
+    def explain(self, pictures: list[Picture], x: np.ndarray | None) -> dict[str, MethodResults]:
+        """Return each method's results for the batch (one image at a time on failure)."""
         if x is None:
             return {}
-        results: dict[str, Any] = {}
+        results: dict[str, MethodResults] = {}
         for name, explainer in self.explainers.items():
             needed = [
                 i for i, p in enumerate(pictures) if name not in self.folder.methods_done(p.key)
@@ -267,41 +284,33 @@ class Run:
             if not needed:
                 continue
             start = time.perf_counter()
-            rows: dict[int, Any] = {}
-            try:
-                exp = explainer(x[needed], self.target)
-                rows = {i: _rows_of(exp, j) for j, i in enumerate(needed)}
-            except Exception:  # retried image by image; each failure is reported
-                for i in needed:  # find the culprit, keep the others
-                    try:
-                        rows[i] = _rows_of(explainer(x[i : i + 1], self.target), 0)
-                    except Exception as exc:  # reported as this image's failure
-                        rows[i] = exc
+            parts, rows = _explain_each(explainer, x, needed, self.target)
             seconds = (time.perf_counter() - start) / len(needed)
-            if self.with_metrics:
-                self._score(x, rows)
-            results[name] = (rows, seconds)
+            for exp, positions in parts:
+                measured = self._metrics(x[positions], exp)
+                t = exp.targets_per_image
+                for j, i in enumerate(positions):
+                    own = None if measured is None else measured[j * t : (j + 1) * t]
+                    rows[i] = Explained(exp.image(j), seconds, own)
+            results[name] = rows
         return results
 
-    def _score(self, x: np.ndarray, rows: dict[int, Any]) -> None:
-        """Add deletion and insertion AUCs to each image's rows."""
+    def _metrics(
+        self, x: np.ndarray, exp: camlens.Explanation
+    ) -> tuple[dict[str, float], ...] | None:
+        """Return each row's deletion and insertion AUCs; None without ``--metrics``."""
+        if not self.with_metrics:
+            return None
         from camlens import metrics
 
-        for i, item in rows.items():
-            if isinstance(item, Exception):
-                continue
-            exp = item["explanation"]
-            xi = x[i : i + 1]
-            item["metrics"] = {
-                "deletion_auc": [
-                    float(v) for v in metrics.deletion(self.loaded.model, xi, exp).auc
-                ],
-                "insertion_auc": [
-                    float(v) for v in metrics.insertion(self.loaded.model, xi, exp).auc
-                ],
-            }
+        deletion = metrics.deletion(self.loaded.model, x, exp).auc
+        insertion = metrics.insertion(self.loaded.model, x, exp).auc
+        return tuple(
+            {"deletion_auc": float(d), "insertion_auc": float(i)}
+            for d, i in zip(deletion, insertion, strict=True)
+        )
 
-    def record(self, pictures: list[Picture], writes: list[Future[list[dict[str, Any]]]]) -> None:
+    def record(self, pictures: list[Picture], writes: list[Future[list[ResultRecord]]]) -> None:
         """Append each image's result lines, in input order, once its files are written."""
         for picture, future in zip(pictures, writes, strict=True):
             try:
@@ -316,123 +325,123 @@ class Run:
 
     def _fail(self, path: Path, error: str) -> None:
         """Record an image that failed."""
-        image, error = shown_text(str(path)), shown_text(error)
+        image, error = _common.shown_text(str(path)), _common.shown_text(error)
         self.failures.append((image, error))
-        self.folder.fail(image, error)
+        self.folder.fail(Failure(image=image, error=error))
         self.advance(1)
 
     def _write_image(
-        self, index: int, picture: Picture, results: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+        self, index: int, picture: Picture, results: dict[str, MethodResults]
+    ) -> list[ResultRecord]:
         """Write one image's files; return its result records."""
         root = self.folder.root
         image_file = f"images/{picture.key}.jpg"
-        records: list[dict[str, Any]] = []
+        records: list[ResultRecord] = []
         if not (root / image_file).exists():
             write_file(root / image_file, _jpeg(picture.display))
         height, width = picture.display.shape[:2]
-        for method, (rows, seconds) in results.items():
+        for method, rows in results.items():
             item = rows.get(index)
             if item is None:
                 continue
             if isinstance(item, Exception):
                 message = str(item) if isinstance(item, camlens.CamlensError) else repr(item)
                 raise camlens.CamlensError(f"{method}: {message}")
-            exp, row_indices = item["explanation"], item["rows"]
-            prediction = _prediction(
-                None if exp.outputs is None else exp.outputs[0],
-                self.loaded,
-                regression=isinstance(self.target, camlens.Output),
-            )
-            for rank, row in enumerate(row_indices):
+            exp = item.explanation
+            prediction = _prediction(exp, self.loaded)
+            for rank in range(len(exp)):
                 stem = row_id(picture.key, method, rank)
-                cam_map = exp.maps[row]
+                cam_map = exp.maps[rank]
                 shown = camlens.render.map_at_size(cam_map, (height, width))
                 overlay = camlens.overlay(picture.display, shown, cmap=self.cmap, alpha=self.alpha)
                 write_file(root / f"overlays/{stem}.png", encode_png(np.asarray(overlay)))
                 gray = np.round(shown * 255).astype(np.uint8)
                 write_file(root / f"maps/{stem}.png", encode_png(gray))
                 buffer = io.BytesIO()
-                np.savez(buffer, map=cam_map.astype(np.float16), raw=exp.raw[row])
+                np.savez(buffer, map=cam_map.astype(np.float16), raw=exp.raw[rank])
                 write_file(root / f"arrays/{stem}.npz", buffer.getvalue())
                 peak = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
-                unit = int(exp.units[row])
-                record: dict[str, Any] = {
-                    "image": shown_text(str(picture.path)),
-                    "key": picture.key,
-                    "method": method,
-                    "layer": ",".join(exp.layers),
-                    "target": exp.target,
-                    "rank": rank,
-                    "targets": len(row_indices),
-                    "unit": unit,
-                    "unit_name": _class_name(self.loaded, unit),
-                    "score": float(exp.scores[row]),
-                    "score_kind": exp.score_kind,
-                    "sign": int(exp.signs[row]),
-                    "prediction": prediction,
-                    "image_file": image_file,
-                    "overlay": f"overlays/{stem}.png",
-                    "map": f"maps/{stem}.png",
-                    "arrays": f"arrays/{stem}.npz",
-                    "peak": [int(peak[0]), int(peak[1])],
-                    "height": int(cam_map.shape[0]),
-                    "width": int(cam_map.shape[1]),
-                    "seconds": round(seconds, 6),
-                }
-                if "metrics" in item:
-                    record["metrics"] = {k: v[rank] for k, v in item["metrics"].items()}
+                unit = int(exp.units[rank])
+                record = ResultRecord(
+                    image=_common.shown_text(str(picture.path)),
+                    key=picture.key,
+                    method=method,
+                    layer=",".join(exp.layers),
+                    target=exp.target,
+                    rank=rank,
+                    targets=len(exp),
+                    unit=unit,
+                    unit_name=_class_name(self.loaded, unit),
+                    score=float(exp.scores[rank]),
+                    score_kind=exp.score_kind,
+                    sign=int(exp.signs[rank]),
+                    prediction=prediction,
+                    image_file=image_file,
+                    overlay=f"overlays/{stem}.png",
+                    map=f"maps/{stem}.png",
+                    arrays=f"arrays/{stem}.npz",
+                    peak=(int(peak[0]), int(peak[1])),
+                    height=int(cam_map.shape[0]),
+                    width=int(cam_map.shape[1]),
+                    seconds=round(item.seconds, 6),
+                    metrics=None if item.metrics is None else item.metrics[rank],
+                )
                 records.append(record)
         return records
 
 
-def _rows_of(exp: camlens.Explanation, image: int) -> dict[str, Any]:
-    """Return one image's rows of an explanation, with the explanation cut to that image."""
-    t = exp.targets_per_image
-    rows = list(range(image * t, (image + 1) * t))
-    return {"explanation": _slice(exp, image, rows), "rows": list(range(t))}
+def _explain_each(
+    explainer: camlens.Explainer, x: np.ndarray, needed: list[int], target: Any
+) -> tuple[list[tuple[camlens.Explanation, list[int]]], MethodResults]:
+    """Explain the images ``x[needed]`` in one call, or where it fails one at a time.
+
+    Returns the explanations, each with the positions of the images it explains, and the
+    exception of each image that failed alone.
+    """
+    try:
+        return [(explainer(x[needed], target), needed)], {}
+    except Exception:  # retried image by image; each failure is reported
+        parts: list[tuple[camlens.Explanation, list[int]]] = []
+        failed: MethodResults = {}
+        for i in needed:  # find the culprit, keep the others
+            try:
+                parts.append((explainer(x[i : i + 1], target), [i]))
+            except Exception as exc:  # reported as this image's failure
+                failed[i] = exc
+        return parts, failed
 
 
-def _slice(exp: camlens.Explanation, image: int, rows: list[int]) -> camlens.Explanation:
-    """Return the explanation of one image (its rows, its output)."""
-    return replace(
-        exp,
-        maps=exp.maps[rows],
-        raw=exp.raw[rows],
-        scores=exp.scores[rows],
-        image_index=np.zeros(len(rows), dtype=np.int64),
-        units=exp.units[rows],
-        signs=exp.signs[rows],
-        outputs=None if exp.outputs is None else exp.outputs[image : image + 1],
-    )
-
-
-def _prediction(
-    output: np.ndarray | None, loaded: LoadedModel, *, regression: bool
-) -> dict[str, Any] | None:
+def _prediction(exp: camlens.ImageExplanation, loaded: LoadedModel) -> Prediction | None:
     """Return the model's top prediction for one image (with its probability for classifiers).
 
-    A regressor (a single output, or ``output:I`` targets) has values, not probabilities: its
-    first output is given.
+    A regressor (a single output, or an ``output:I`` target) has values, not probabilities: its
+    first output is given. A classifier's output is a probability where the explanation's
+    ``score_kind`` says so, else logits, whose softmax gives it; a plain ``"model output"``
+    that is already a distribution (a PyTorch model ending in its own softmax, which the
+    explanation cannot tell) is taken as the probabilities it is.
     """
+    output = exp.output
     if output is None or output.size == 0:
         return None
-    if output.size == 1 or regression:
-        return {"unit": 0, "name": _class_name(loaded, 0), "value": float(output[0])}
-    top = int(np.argmax(output))
+    if output.size == 1 or exp.target_kind == "Output":
+        return Prediction(unit=0, name=_class_name(loaded, 0), value=float(output[0]))
     values = output.astype(np.float64)
-    is_probability = values.min() >= 0 and abs(values.sum() - 1) < 1e-3
-    if is_probability:
+    top = int(np.argmax(values))
+    if exp.score_kind == "softmax probability" or (
+        exp.score_kind == "model output" and _is_distribution(values)
+    ):
         probability = float(values[top])
     else:
         shifted = np.exp(values - values.max())
         probability = float(shifted[top] / shifted.sum())
-    return {
-        "unit": top,
-        "name": _class_name(loaded, top),
-        "value": float(values[top]),
-        "probability": probability,
-    }
+    return Prediction(
+        unit=top, name=_class_name(loaded, top), value=float(values[top]), probability=probability
+    )
+
+
+def _is_distribution(values: np.ndarray) -> bool:
+    """Return whether ``values`` are non-negative and sum to 1 (within float32 rounding)."""
+    return bool(values.min() >= 0 and abs(values.sum() - 1) < 1e-3)
 
 
 def _class_name(loaded: LoadedModel, unit: int) -> str | None:
@@ -440,27 +449,6 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
     if loaded.classes is None or not 0 <= unit < len(loaded.classes):
         return None
     return loaded.classes[unit]
-
-
-def shown_text(text: str) -> str:
-    """Return ``text`` (a path, or a message naming one) as valid Unicode, to write and print.
-
-    A file name that is not valid UTF-8 reaches Python with its undecodable bytes as lone
-    surrogates (``surrogateescape``), which no UTF-8 file or terminal takes: they are shown as
-    ``\\xNN`` escapes instead (Windows' lone surrogates as ``\\udNNN``).
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate that is not an undecoded byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _print_notes(notes: Sequence[str]) -> None:
-    """Print one line per remark on an image read: ``  note: <image>: <remark>``."""
-    out = Console(highlight=False, soft_wrap=True)  # as the summary above it prints
-    for note in notes:
-        out.print(f"  note: {note}", markup=False)
 
 
 def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:

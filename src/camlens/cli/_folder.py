@@ -37,6 +37,7 @@ from camlens.report._read import COMPARE_FILE
 from camlens.report._read import FAILURES_FILE as FAILURES
 from camlens.report._read import RESULTS_FILE as RESULTS
 from camlens.report._read import RUN_FILE as RUN
+from camlens.report._records import CSV_COLUMNS, Failure, ResultRecord, read_records
 
 CSV = "results.csv"
 NPZ = "maps.npz"
@@ -46,27 +47,6 @@ COMPARE_CSV = "compare.csv"
 COMPARE_MD = "compare.md"
 #: What ``--overwrite`` removes: every file camlens writes at the top of the folder.
 OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, COMPARE_CSV, COMPARE_MD)
-CSV_FIELDS = (
-    "image",
-    "method",
-    "layer",
-    "target",
-    "rank",
-    "unit",
-    "unit_name",
-    "score",
-    "score_kind",
-    "predicted_unit",
-    "predicted_name",
-    "probability",
-    "peak_y",
-    "peak_x",
-    "seconds",
-    "overlay",
-    "map",
-)
-#: The files each result record names (relative paths).
-FILE_KEYS = ("overlay", "map", "arrays", "image_file")
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = ("model", "methods", "layer", "target", "preprocess", "cmap", "alpha", "max_size")
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
@@ -86,28 +66,6 @@ def row_id(key: str, method: str, rank: int) -> str:
     return f"{key}__{safe_method}" + (f"__t{rank}" if rank else "")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Return a JSONL file's complete records.
-
-    A last line without its newline, or one that is not a JSON object, is what an interrupted
-    write leaves: it ends the valid part.
-    """
-    if not path.exists():
-        return []
-    records: list[dict[str, Any]] = []
-    for line in path.read_bytes().splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            record = json.loads(line)
-        except ValueError:
-            break
-        if not isinstance(record, dict):
-            break
-        records.append(record)
-    return records
-
-
 class OutputFolder:
     """Writes one run's outputs as they are produced; knows which results already exist."""
 
@@ -124,7 +82,7 @@ class OutputFolder:
                 "--overwrite to start again"
             )
         remove_temp_files(root)
-        self.done: dict[str, list[dict[str, Any]]] = {}
+        self.done: dict[str, frozenset[str]] = {}
         if has_run and resume and not overwrite:
             self._check_settings(settings)
             self._load_existing()
@@ -136,7 +94,7 @@ class OutputFolder:
         write_file(root / RUN, json.dumps(settings, indent=2).encode())
         if not (root / CSV).exists():
             with (root / CSV).open("w", newline="", encoding="utf-8") as f:
-                csv.DictWriter(f, CSV_FIELDS).writeheader()
+                csv.DictWriter(f, CSV_COLUMNS).writeheader()
         self._results = (root / RESULTS).open("a", encoding="utf-8")
         self._csv = (root / CSV).open("a", newline="", encoding="utf-8")
         self._failures = (root / FAILURES).open("a", encoding="utf-8")
@@ -166,60 +124,72 @@ class OutputFolder:
     def _load_existing(self) -> None:
         """Keep the complete results of a previous run; drop a torn last line and partial images.
 
-        An image counts as done when every method has all its rows; its rows are kept verbatim
-        (and the CSV rebuilt from them). Failed images are tried again.
+        An image counts as done when every method has all its rows; its rows are kept (and the
+        CSV rebuilt from them). Failed images are tried again.
         """
-        records = read_jsonl(self.root / RESULTS)
-        by_image: dict[str, list[dict[str, Any]]] = {}
+        records, _ = read_records(self.root / RESULTS, ResultRecord)
+        by_image: dict[str | None, list[ResultRecord]] = {}
         for record in records:
-            by_image.setdefault(str(record.get("key")), []).append(record)
-        kept: list[dict[str, Any]] = []
+            by_image.setdefault(record.key, []).append(record)
+        kept: list[ResultRecord] = []
         for key, rows in by_image.items():
-            if not all(_is_result(r) for r in rows):
-                continue
-            expected = {(r["method"], r["rank"]) for r in rows}
-            totals = {r["method"]: r["targets"] for r in rows}
-            complete = all(
-                sum(1 for m, _ in expected if m == method) == total
-                for method, total in totals.items()
-            )
-            if complete and all((self.root / r[k]).exists() for r in rows for k in FILE_KEYS):
-                self.done[key] = rows
+            methods = self._complete_methods(rows)
+            if key is not None and methods is not None:
+                self.done[key] = methods
                 kept.extend(rows)
         write_file(self.root / RESULTS, b"".join(_json_line(r) for r in kept))
         text = io.StringIO()
-        writer = csv.DictWriter(text, CSV_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(text, CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(csv_row(r) for r in kept)
+        writer.writerows(r.to_csv() for r in kept)
         write_file(self.root / CSV, text.getvalue().encode())
         (self.root / FAILURES).unlink(missing_ok=True)
 
-    def methods_done(self, key: str) -> set[str]:
-        """Return the methods whose results for image ``key`` are complete on disk."""
-        return {r["method"] for r in self.done.get(key, [])}
+    def _complete_methods(self, rows: list[ResultRecord]) -> frozenset[str] | None:
+        """Return the methods of one image's rows if they are complete, else None (redone).
 
-    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        Complete: every row names its method, rank, number of targets and files, each method
+        has a row for each of its targets, and every file is on disk.
+        """
+        ranks: dict[str, set[int]] = {}
+        totals: dict[str, int] = {}
+        for row in rows:
+            if row.method is None or row.rank is None or row.targets is None:
+                return None
+            if not all(f is not None and (self.root / f).exists() for f in row.files):
+                return None
+            ranks.setdefault(row.method, set()).add(row.rank)
+            totals[row.method] = row.targets
+        if any(len(ranks[method]) != total for method, total in totals.items()):
+            return None
+        return frozenset(totals)
+
+    def methods_done(self, key: str) -> frozenset[str]:
+        """Return the methods whose results for image ``key`` are complete on disk."""
+        return self.done.get(key, frozenset())
+
+    def add(self, records: Iterable[ResultRecord]) -> None:
         """Append one image's results (their files already written) to the JSONL and CSV."""
         records = list(records)
         with self._lock:
             self._results.write(b"".join(_json_line(r) for r in records).decode())
             self._results.flush()
-            csv.DictWriter(self._csv, CSV_FIELDS).writerows(csv_row(r) for r in records)
+            csv.DictWriter(self._csv, CSV_COLUMNS).writerows(r.to_csv() for r in records)
             self._csv.flush()
 
-    def fail(self, image: str, error: str) -> None:
+    def fail(self, failure: Failure) -> None:
         """Record an image that could not be read or explained."""
         with self._lock:
-            self._failures.write(json.dumps({"image": image, "error": error}) + "\n")
+            self._failures.write(json.dumps(failure.to_json()) + "\n")
             self._failures.flush()
 
     def gather_arrays(self) -> Path:
         """Write ``maps.npz`` from every complete result's arrays; return its path."""
-        records = read_jsonl(self.root / RESULTS)
+        records, _ = read_records(self.root / RESULTS, ResultRecord)
         arrays: dict[str, np.ndarray] = {}
-        for record in records:
-            with np.load(self.root / record["arrays"]) as data:
-                stem = Path(record["arrays"]).stem
+        for name in (r.arrays for r in records if r.arrays is not None):
+            with np.load(self.root / name) as data:
+                stem = Path(name).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
         replace_file(self.root / NPZ, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
@@ -231,32 +201,8 @@ class OutputFolder:
             f.close()
 
 
-def _is_result(record: dict[str, Any]) -> bool:
-    """Return whether a JSONL record has what resuming relies on (else it is redone)."""
-    return (
-        all(isinstance(record.get(k), str) for k in ("key", "method", *FILE_KEYS))
-        and isinstance(record.get("rank"), int)
-        and isinstance(record.get("targets"), int)
-    )
-
-
-def csv_row(record: dict[str, Any]) -> dict[str, Any]:
-    """Return the CSV columns of one result record."""
-    prediction = record.get("prediction") or {}
-    peak = record.get("peak") or [None, None]
-    row = {k: record.get(k) for k in CSV_FIELDS}
-    row.update(
-        predicted_unit=prediction.get("unit"),
-        predicted_name=prediction.get("name"),
-        probability=prediction.get("probability"),
-        peak_y=peak[0],
-        peak_x=peak[1],
-    )
-    return row
-
-
-def _json_line(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+def _json_line(record: ResultRecord) -> bytes:
+    return (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def write_file(path: Path, data: bytes) -> None:

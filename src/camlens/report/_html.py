@@ -15,6 +15,7 @@ import numpy as np
 from camlens.errors import CamlensError
 from camlens.render import colorize
 from camlens.report._read import RunFolder
+from camlens.report._records import ResultRecord
 
 __all__ = ["render_html"]
 
@@ -66,9 +67,7 @@ def render_html(folder: RunFolder, title: str | None) -> str:
     """Return the report page for ``folder`` as an HTML string."""
     run = folder.run
     methods = _methods(run, folder.results)
-    metric_names = _unique(
-        str(name) for row in folder.results for name in _dict(row.get("metrics"))
-    )
+    metric_names = _unique(name for row in folder.results for name in row.metrics or {})
     sort_keys = _sort_keys(methods, metric_names)
     rows = _image_rows(folder, methods, metric_names)
     env = jinja2.Environment(
@@ -91,16 +90,16 @@ def render_html(folder: RunFolder, title: str | None) -> str:
         sort_keys=sort_keys,
         rows=rows,
         map_count=len(folder.results),
-        failures=[(_text(f.get("image")), _text(f.get("error"))) for f in folder.failures],
+        failures=[(_text(f.image), _text(f.error)) for f in folder.failures],
         compare=folder.compare,
         notes=folder.notes,
     )
 
 
-def _methods(run: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+def _methods(run: dict[str, Any], results: list[ResultRecord]) -> list[str]:
     """Return the run's methods in its order, then any others the results hold."""
     declared = [str(m) for m in _list(run.get("methods"))]
-    return _unique([*declared, *(str(row.get("method")) for row in results)])
+    return _unique([*declared, *(str(row.method) for row in results)])
 
 
 def _sort_keys(methods: list[str], metric_names: list[str]) -> list[SortKey]:
@@ -121,26 +120,26 @@ def _sort_keys(methods: list[str], metric_names: list[str]) -> list[SortKey]:
 
 def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> list[ImageRow]:
     """Group the result rows by image, in the order the images were first written."""
-    by_image: dict[str, list[dict[str, Any]]] = {}
+    by_image: dict[str, list[ResultRecord]] = {}
     for row in folder.results:
-        by_image.setdefault(_text(row.get("key", row.get("image"))), []).append(row)
+        by_image.setdefault(_text(row.image_id), []).append(row)
     image_rows = []
     for order, results in enumerate(by_image.values()):
         first = results[0]
-        prediction = _dict(first.get("prediction"))
-        pred_name = _unit_label(prediction.get("name"), prediction.get("unit"))
-        probability = _finite(prediction.get("probability"))
+        prediction = first.prediction
+        pred_name = "" if prediction is None else _unit_label(prediction.name, prediction.unit)
+        probability = None if prediction is None else _finite(prediction.probability)
         cells = [
             (
                 m,
                 sorted(
-                    (_target(folder.path, r, metrics) for r in results if r.get("method") == m),
+                    (_target(folder.path, r, metrics) for r in results if r.method == m),
                     key=lambda t: -1 if t.rank is None else t.rank,
                 ),
             )
             for m in methods
         ]
-        image = _text(first.get("image"))
+        image = _text(first.image)
         sort_values: list[str | None] = [
             str(order),
             image.lower(),
@@ -148,23 +147,23 @@ def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> li
             _repr(probability),
         ]
         for m in methods:
-            top = next((r for r in results if r.get("method") == m and _rank(r) in (0, None)), {})
-            sort_values.append(_repr(_finite(top.get("score"))))
-            values = _dict(top.get("metrics"))
+            top = next((r for r in results if r.method == m and r.rank in (0, None)), None)
+            sort_values.append(_repr(_finite(None if top is None else top.score)))
+            values = {} if top is None or top.metrics is None else top.metrics
             sort_values.extend(_repr(_finite(values.get(name))) for name in metrics)
         cut = max(image.rfind("/"), image.rfind("\\")) + 1  # show the folder apart, muted
         folder_part, name_part = image[:cut], image[cut:]
-        words = [image, pred_name if prediction else ""]
+        words = [image, pred_name]
         words += [t.label for _, cell in cells for t in cell]
         image_rows.append(
             ImageRow(
                 image=image,
                 folder=folder_part,
                 name=name_part,
-                thumbnail=_relative_url(folder.path, first.get("image_file")),
-                width=_positive_int(first.get("width")),
-                height=_positive_int(first.get("height")),
-                prediction=pred_name if prediction else "",
+                thumbnail=_relative_url(folder.path, first.image_file),
+                width=_positive(first.width),
+                height=_positive(first.height),
+                prediction=pred_name,
                 probability="" if probability is None else f"{probability:.1%}",
                 cells=cells,
                 search=" ".join(_unique(words)).lower(),
@@ -174,23 +173,22 @@ def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> li
     return image_rows
 
 
-def _target(folder: Path, row: dict[str, Any], metric_names: list[str]) -> Target:
-    values = _dict(row.get("metrics"))
-    score = _finite(row.get("score"))
-    kind = _text(row.get("score_kind"), "score")
-    peak = _list(row.get("peak"))
-    tooltip = [f"target {_text(row.get('target'))}", f"layer {_text(row.get('layer'))}"]
-    if len(peak) == 2:
-        tooltip.append(f"peak at (y={peak[0]}, x={peak[1]})")
-    seconds = _finite(row.get("seconds"))
+def _target(folder: Path, row: ResultRecord, metric_names: list[str]) -> Target:
+    values = row.metrics or {}
+    score = _finite(row.score)
+    kind = _text(row.score_kind, "score")
+    tooltip = [f"target {_text(row.target)}", f"layer {_text(row.layer)}"]
+    if row.peak is not None:
+        tooltip.append(f"peak at (y={row.peak[0]}, x={row.peak[1]})")
+    seconds = _finite(row.seconds)
     if seconds is not None:
         tooltip.append(f"{seconds:.3g} s")
     return Target(
-        rank=_rank(row),
-        overlay=_relative_url(folder, row.get("overlay")),
-        map=_relative_url(folder, row.get("map")),
-        label=_unit_label(row.get("unit_name"), row.get("unit")),
-        target=_text(row.get("target")),
+        rank=row.rank,
+        overlay=_relative_url(folder, row.overlay),
+        map=_relative_url(folder, row.map),
+        label=_unit_label(row.unit_name, row.unit),
+        target=_text(row.target),
         score="" if score is None else f"{kind} {_number(score)}",
         metrics=[
             (_metric_label(name), _number(values[name])) for name in metric_names if name in values
@@ -200,11 +198,11 @@ def _target(folder: Path, row: dict[str, Any], metric_names: list[str]) -> Targe
 
 
 def _settings(
-    run: dict[str, Any], methods: list[str], results: list[dict[str, Any]]
+    run: dict[str, Any], methods: list[str], results: list[ResultRecord]
 ) -> list[tuple[str, str]]:
     """Return the run settings shown in the header, as (label, value) pairs."""
     layer = _text(run.get("layer"))
-    resolved = _unique(str(row["layer"]) for row in results if row.get("layer"))
+    resolved = _unique(row.layer for row in results if row.layer)
     if resolved and resolved != [layer]:  # e.g. "auto" and the layer it picked
         layer = f"{layer} → {', '.join(resolved)}"
     pre = _dict(run.get("preprocess"))
@@ -248,13 +246,13 @@ def _colorbar(cmap: Any) -> str | None:
     return f"linear-gradient(to right, {stops})"
 
 
-def _relative_url(folder: Path, path: Any) -> str | None:
+def _relative_url(folder: Path, path: str | None) -> str | None:
     """Return a percent-encoded relative URL to a file inside ``folder``, or None.
 
     None when the path is not a relative path inside the folder (absolute, ``..``, a URL) or the
     file is missing, so the page shows a placeholder instead of a broken image.
     """
-    if not isinstance(path, str) or not path:
+    if not path:
         return None
     posix = PurePosixPath(path.replace("\\", "/"))
     if posix.is_absolute() or ".." in posix.parts or ":" in posix.parts[0]:
@@ -264,10 +262,10 @@ def _relative_url(folder: Path, path: Any) -> str | None:
     return quote(posix.as_posix())
 
 
-def _unit_label(name: Any, unit: Any) -> str:
-    if isinstance(name, str) and name:
+def _unit_label(name: str | None, unit: int | None) -> str:
+    if name:
         return name
-    return "—" if unit is None else f"unit {_text(unit)}"
+    return "—" if unit is None else f"unit {unit}"
 
 
 def _metric_label(name: str) -> str:
@@ -296,24 +294,16 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if math.isfinite(value) else "—"
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _repr(value: float | None) -> str | None:
     return None if value is None else repr(value)
 
 
-def _rank(row: dict[str, Any]) -> int | None:
-    rank = row.get("rank")
-    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
-
-
-def _positive_int(value: Any) -> int | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return value if ok else None
+def _positive(value: int | None) -> int | None:
+    return value if value is not None and value > 0 else None
 
 
 def _text(value: Any, default: str = "—") -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from camlens.errors import BadInputError
+from camlens.report._records import Failure, ResultRecord, read_records
 
 __all__ = ["RunFolder", "read_folder"]
 
@@ -19,22 +20,22 @@ COMPARE_FILE = "compare.json"
 
 @dataclass(frozen=True)
 class RunFolder:
-    """What an output folder holds, as plain JSON values.
+    """What an output folder holds.
 
     Attributes:
         path: The folder.
-        run: The run settings (``run.json``).
-        results: One dict per result row (``results.jsonl``), later duplicates of the same
+        run: The run settings (``run.json``), as plain JSON values.
+        results: One record per result row (``results.jsonl``), later duplicates of the same
             (image, method, rank) dropped in favour of the last one written.
-        failures: One dict per image that could not be explained (``failures.jsonl``).
+        failures: One record per image that could not be explained (``failures.jsonl``).
         compare: The ``compare.json`` table (``{"columns": [...], "rows": [[...]]}``), if any.
         notes: Human-readable remarks about lines or files that were skipped.
     """
 
     path: Path
     run: dict[str, Any]
-    results: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
+    results: list[ResultRecord]
+    failures: list[Failure]
     compare: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
 
@@ -65,45 +66,21 @@ def read_folder(folder: Path) -> RunFolder:
         raise BadInputError(f"{str(run_path)!r} holds {type(run).__name__}; expected an object")
 
     notes: list[str] = []
-    results = _latest_per_result(_read_jsonl(folder / RESULTS_FILE, notes))
-    failures = _read_jsonl(folder / FAILURES_FILE, notes)
+    results, skipped_results = read_records(folder / RESULTS_FILE, ResultRecord)
+    failures, skipped_failures = read_records(folder / FAILURES_FILE, Failure)
+    for name, skipped in ((RESULTS_FILE, skipped_results), (FAILURES_FILE, skipped_failures)):
+        if skipped:
+            lines = "line" if skipped == 1 else "lines"
+            notes.append(f"{skipped} incomplete or unreadable {lines} in {name} skipped")
     compare = _read_compare(folder / COMPARE_FILE, notes)
-    return RunFolder(folder, run, results, failures, compare, notes)
+    return RunFolder(folder, run, _latest_per_result(results), failures, compare, notes)
 
 
-def _read_jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """Return the JSON objects of a JSONL file, one per line; skip (and note) any other line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    records: list[dict[str, Any]] = []
-    skipped = 0
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            skipped += 1
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            skipped += 1
-    if skipped:
-        lines = "line" if skipped == 1 else "lines"
-        notes.append(f"{skipped} incomplete or unreadable {lines} in {path.name} skipped")
-    return records
-
-
-def _latest_per_result(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep one row per (image key, method, rank): the last written (a resumed run may repeat)."""
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+def _latest_per_result(rows: list[ResultRecord]) -> list[ResultRecord]:
+    """Keep one row per (image, method, rank): the last written (a resumed run may repeat)."""
+    latest: dict[tuple[str | None, str | None, int | None], ResultRecord] = {}
     for row in rows:
-        image = row.get("key", row.get("image"))
-        ident = (str(image), str(row.get("method")), str(row.get("rank")))
-        latest[ident] = row  # a dict keeps the first position, so run order is kept
+        latest[(row.image_id, row.method, row.rank)] = row  # the first position is kept
     return list(latest.values())
 
 
