@@ -16,7 +16,8 @@ import camlens.metrics
 import camlens.report
 from camlens.cli import _common
 from camlens.cli._folder import COMPARE_CSV, COMPARE_MD, write_file
-from camlens.io import find_images, read_image
+from camlens.io import find_images
+from camlens.io._images import read_image_and_notes
 from camlens.report._read import COMPARE_FILE, RUN_FILE
 
 DEFAULT_METRICS = ("deletion", "insertion", "average_drop", "increase", "win")
@@ -71,12 +72,17 @@ def compare_command(
     pixels: list[np.ndarray] = []
     used: list[Path] = []
     failures: list[tuple[str, str]] = []
+    notes: list[str] = []
     for path in found.images:
         try:
-            pixels.append(read_image(path, max_size=2 * max(preprocess.size)))
-            used.append(path)
-        except camlens.CamlensError as exc:
-            failures.append((str(path), str(exc)))
+            image, image_notes = read_image_and_notes(path, max_size=2 * max(preprocess.size))
+        except Exception as exc:  # camlens's error, or a decoder's own on a malformed file
+            message = _common.read_failure(path, exc)
+            failures.append((_common.shown_text(str(path)), _common.shown_text(message)))
+            continue
+        pixels.append(image)
+        used.append(path)
+        notes.extend(_common.shown_text(note) for note in image_notes)
     if not pixels:
         raise click.ClickException("no readable images to compare on")
     box_list = _boxes(boxes, used, preprocess.size) if "pointing" in metric_names else None
@@ -113,6 +119,7 @@ def compare_command(
     click.echo(table.to_markdown(), nl=False)
     click.echo(f"{len(used)} image(s); report: {report}")
     _common.print_failures(failures)
+    _common.print_notes(notes)
     if failures:
         sys.exit(_common.EXIT_SOME_FAILED)
 
