@@ -38,7 +38,7 @@ from camlens.explainer import (
     explain,
 )
 from camlens.explanation import Explanation, ImageExplanation
-from camlens.render import grid, overlay, save_grid
+from camlens.render import grid, overlay, save_grid, show
 from camlens.targets import Class, Output, Score, Target, TopK
 
 __all__ = [
@@ -79,4 +79,5 @@ __all__ = [
     "layers",
     "overlay",
     "save_grid",
+    "show",
 ]

@@ -70,6 +70,18 @@ class Explanation:
     def __post_init__(self) -> None:
         _freeze(self, ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"))
 
+    def __repr__(self) -> str:
+        """Return a one-line description: method, layers, target, sizes; no array values."""
+        from camlens.render.notebook import summary
+
+        return summary(self)
+
+    def _repr_html_(self) -> str:
+        """Return a compact grid of the maps with their units and scores, for notebooks."""
+        from camlens.render.notebook import explanation_html
+
+        return explanation_html(self)
+
     def __len__(self) -> int:
         """Return the number of rows ``M``."""
         return int(self.maps.shape[0])
@@ -188,6 +200,15 @@ class ImageExplanation:
     def __len__(self) -> int:
         """Return the number of rows ``T``."""
         return int(self.maps.shape[0])
+
+    def __repr__(self) -> str:
+        """Return a one-line description; no array values."""
+        h, w = self.maps.shape[1:]
+        return (
+            f"ImageExplanation(image {self.image_index}, method={self.method!r}, "
+            f"layers={', '.join(self.layers)!r}, target={self.target!r}, {len(self)} row(s), "
+            f"maps {h}x{w}, units {self.units.tolist()})"
+        )
 
 
 def _freeze(record: object, names: tuple[str, ...]) -> None:
