@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -20,8 +20,43 @@ from camlens._checks import positive_int
 from camlens.errors import BadInputError
 from camlens.render.overlay import check_alpha, colorize, get_colormap, overlay
 
-if TYPE_CHECKING:
-    from camlens.explanation import Explanation
+
+class Explanation(Protocol):
+    """What is drawn of a :class:`camlens.Explanation` (named here structurally: the record
+    module shows itself through this one, so this one cannot import it)."""
+
+    @property
+    def maps(self) -> np.ndarray: ...
+    @property
+    def scores(self) -> np.ndarray: ...
+    @property
+    def image_index(self) -> np.ndarray: ...
+    @property
+    def units(self) -> np.ndarray: ...
+    @property
+    def signs(self) -> np.ndarray: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def score_kind(self) -> str: ...
+    @property
+    def layers(self) -> tuple[str, ...]: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def relu(self) -> bool: ...
+    @property
+    def framework(self) -> str: ...
+
+    @property
+    def targets_per_image(self) -> int:
+        """``T``, the number of rows per image."""
+        ...
+
+    def __len__(self) -> int:
+        """``M``, the number of rows."""
+        ...
+
 
 __all__ = ["Shown", "explanation_html", "show"]
 
