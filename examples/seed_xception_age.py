@@ -66,6 +66,11 @@ def main() -> None:
         titles=[f"age {up.scores[0]:.2f}: up", f"age {down.scores[0]:.2f}: down"],
     )
     print(f"layer {up.layers[0]}, predicted age {up.scores[0]:.3f} -> {args.out}")
+    strength = up.strength  # how strong the map is, whatever its colours show
+    print(
+        f"map {strength.status[0]}: raw {strength.raw_min[0]:.3g} to {strength.raw_max[0]:.3g}, "
+        f"contrast {strength.contrast[0]:.1%} (normalize='max' shows it as it is)"
+    )
 
 
 if __name__ == "__main__":

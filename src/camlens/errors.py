@@ -10,6 +10,7 @@ __all__ = [
     "DependencyError",
     "LayerError",
     "LayerNotFoundError",
+    "MapStrengthWarning",
     "MethodError",
     "ModelLoadError",
     "UnsupportedModelError",
@@ -58,3 +59,11 @@ class ModelLoadError(CamlensError):
 
 class CamlensWarning(UserWarning):
     """A legal but suspicious situation: an all-zero map, a layer with no spatial extent..."""
+
+
+class MapStrengthWarning(CamlensWarning):
+    """Maps that are empty (no positive evidence) or, under min-max scaling, near-flat.
+
+    ``Explanation.strength`` holds the figures; filter this category to silence the warning
+    alone (``warnings.simplefilter("ignore", camlens.MapStrengthWarning)``).
+    """

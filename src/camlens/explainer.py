@@ -18,13 +18,14 @@ from camlens.errors import (
     BadTargetError,
     CamlensWarning,
     LayerError,
+    MapStrengthWarning,
     MethodError,
     UnsupportedModelError,
 )
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod
-from camlens.postprocess import finish
+from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish
 from camlens.targets import Output, Target, TargetLike, as_target
 
 __all__ = [
@@ -63,6 +64,11 @@ class Explainer:
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
             probability. The explanation's ``score_kind`` says which was used.
+        normalize: How maps are scaled to ``[0, 1]``: ``"minmax"`` (every map spans the whole
+            scale), ``"max"`` (``ReLU(L) / max``: a weak, near-flat map stays near-uniform) or
+            ``"none"`` (the values as they are). Signed maps (``relu=False``) are divided by
+            their largest magnitude under both ``"minmax"`` and ``"max"``. Whatever the
+            choice, the explanation's ``strength`` gives each raw map's range and contrast.
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -81,6 +87,7 @@ class Explainer:
         output: OutputSelector = None,
         relu: bool = True,
         logits: bool = True,
+        normalize: Normalize = "minmax",
         **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
@@ -89,6 +96,7 @@ class Explainer:
             raise MethodError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
+        self.normalize: Normalize = check_normalize(normalize)
         self._backend = backend_for(model, output=output, logits=logits)
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
@@ -179,29 +187,24 @@ class Explainer:
                 )
             cams.append(cam)
         size = backend.input_size(x)
-        maps_arr, raw_arr, degenerate_arr = finish(cams, size, relu=self.relu)
+        maps_arr, raw_arr = finish(cams, size, relu=self.relu, normalize=self.normalize)[:2]
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
-        degenerate = backend.to_numpy(degenerate_arr)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
                 f"gradients at {self.layers}; check the model and its inputs"
             )
-        if degenerate.any():
-            rows = np.flatnonzero(degenerate).tolist()
-            reason = (
-                "constant after ReLU (no positive evidence for the target at this layer)"
-                if self.relu
-                else "all zeros"
-            )
-            shown = f"{rows[:10]}{'...' if len(rows) > 10 else ''}"
-            warnings.warn(
-                f"{len(rows)} map(s) (rows {shown}) are {reason} and were set to zeros; "
-                "try another layer, another method or relu=False",
-                CamlensWarning,
-                stacklevel=stacklevel,
-            )
+        exp = self._explanation(probe, resolved_target, size, maps, raw)
+        _warn_weak_maps(exp, stacklevel=stacklevel)
+        return exp
+
+    def _explanation(
+        self, probe: Any, target: Target, size: Any, maps: np.ndarray, raw: np.ndarray
+    ) -> Explanation:
+        """Return the frozen record of one call."""
+        assert self._layers is not None
+        backend = self._backend
         res = probe.resolved
         n, t = res.units.shape
         return Explanation(
@@ -211,8 +214,8 @@ class Explainer:
             image_index=np.repeat(np.arange(n, dtype=np.int64), t),
             units=res.units.reshape(-1),
             signs=res.signs.reshape(-1),
-            target=resolved_target.describe(),
-            target_kind=type(resolved_target).__name__,
+            target=target.describe(),
+            target_kind=type(target).__name__,
             score_kind=backend.score_kind,
             layers=tuple(ref.name for ref in self._layers),
             method=getattr(self.method, "name", type(self.method).__name__),
@@ -221,7 +224,40 @@ class Explainer:
             framework=backend.framework,
             version=__version__,
             outputs=probe.outputs,
+            normalize=self.normalize,
         )
+
+
+def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
+    """Warn about empty maps and, where min-max scaling hides it, near-flat ones."""
+    status = exp.strength.status
+    empty = np.flatnonzero(status == "empty").tolist()
+    if empty:
+        reason = (
+            "empty: constant after ReLU, with no positive evidence for the target at this layer"
+            if exp.relu
+            else "all zeros"
+        )
+        warnings.warn(
+            f"{len(empty)} map(s) (rows {_rows(empty)}) are {reason}, and were set to zeros; "
+            "try another layer, another method or relu=False",
+            MapStrengthWarning,
+            stacklevel=stacklevel + 1,
+        )
+    flat = np.flatnonzero(status == "flat").tolist()
+    if flat and exp.normalize == "minmax":
+        warnings.warn(
+            f"{len(flat)} map(s) (rows {_rows(flat)}) are near-flat (contrast below "
+            f"{FLAT_CONTRAST}; a constant one was set to zeros): min-max scaling stretches "
+            "them over the whole colour scale; pass normalize='max' to show their strength, "
+            "and see exp.strength",
+            MapStrengthWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def _rows(rows: list[int]) -> str:
+    return f"{rows[:10]}{'...' if len(rows) > 10 else ''}"
 
 
 def explain(
@@ -234,6 +270,7 @@ def explain(
     output: OutputSelector = None,
     relu: bool = True,
     logits: bool = True,
+    normalize: Normalize = "minmax",
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
@@ -242,7 +279,14 @@ def explain(
     build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
     """
     explainer = Explainer(
-        model, layer, method=method, output=output, relu=relu, logits=logits, **options
+        model,
+        layer,
+        method=method,
+        output=output,
+        relu=relu,
+        logits=logits,
+        normalize=normalize,
+        **options,
     )
     return explainer._run(inputs, target, stacklevel=3)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from camlens._types import FloatArray, IntArray, Size
 from camlens.errors import BadInputError
+from camlens.postprocess import MapStatistics, map_statistics
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,6 +50,10 @@ class Explanation:
             read from (pre-softmax logits where ``score_kind`` says so): the predictions, without
             another forward pass. ``softmax(outputs, axis=1)`` gives a classifier's
             probabilities.
+        normalize: How ``maps`` were scaled: ``"minmax"``, ``"max"`` or ``"none"``.
+
+    :attr:`strength` says, per row, how strong and how flat the raw map is (its range, its
+    contrast, its share of positive evidence, and ``"ok"``, ``"flat"`` or ``"empty"``).
     """
 
     maps: FloatArray
@@ -66,9 +72,20 @@ class Explanation:
     framework: str
     version: str = field(default="")
     outputs: np.ndarray | None = field(default=None)
+    normalize: str = field(default="minmax")
 
     def __post_init__(self) -> None:
         _freeze(self, ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"))
+
+    @cached_property
+    def strength(self) -> MapStatistics:
+        """Return each row's raw range, contrast, positive share and status (``(M,)`` arrays).
+
+        See :func:`camlens.postprocess.map_statistics`: a ``"flat"`` row's contrast is below
+        :data:`camlens.postprocess.FLAT_CONTRAST`, and min-max scaling shows it stretched over
+        the whole colour scale; an ``"empty"`` row has no positive evidence.
+        """
+        return map_statistics(self.raw, relu=self.relu)
 
     def __repr__(self) -> str:
         """Return a one-line description: method, layers, target, sizes; no array values."""
@@ -131,6 +148,7 @@ class Explanation:
             relu=self.relu,
             framework=self.framework,
             version=self.version,
+            normalize=self.normalize,
         )
 
     def overlay(
@@ -173,8 +191,8 @@ class ImageExplanation:
         signs: ``(T,)`` float64, ``-1`` where the map explains what pushes the score down.
         output: ``(U,)`` float32 model output for the image (pre-softmax logits where
             ``score_kind`` says so), or None where the explanation has no outputs.
-        target, target_kind, score_kind, layers, method, input_size, relu, framework, version:
-            As the :class:`Explanation`'s.
+        target, target_kind, score_kind, layers, method, input_size, relu, framework, version,
+        normalize: As the :class:`Explanation`'s.
     """
 
     image_index: int
@@ -193,9 +211,15 @@ class ImageExplanation:
     relu: bool
     framework: str
     version: str
+    normalize: str = "minmax"
 
     def __post_init__(self) -> None:
         _freeze(self, ("maps", "raw", "scores", "units", "signs", "output"))
+
+    @cached_property
+    def strength(self) -> MapStatistics:
+        """Return each row's raw range, contrast, positive share and status (``(T,)`` arrays)."""
+        return map_statistics(self.raw, relu=self.relu)
 
     def __len__(self) -> int:
         """Return the number of rows ``T``."""

@@ -6,14 +6,16 @@ Array-API maths: it runs where the arrays live (NumPy, torch CPU/CUDA, JAX) with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from array_api_compat import device
 
 from camlens._types import Array, Size
 from camlens.backends._common import namespace
+from camlens.errors import BadInputError
 
 
 def bilinear_matrix(out_size: int, in_size: int) -> np.ndarray:
@@ -79,15 +81,38 @@ def resize(maps: Array, size: Size) -> Array:
     return xp.permute_dims(tall, (1, 0, 2))
 
 
-def normalise(maps: Array, *, signed: bool) -> tuple[Array, Array]:
-    """Scale each ``(M, H, W)`` map to ``[0, 1]`` (min-max) or, if ``signed``, to ``[-1, 1]``.
+#: How final maps are scaled: the choices of ``normalize=``.
+Normalize = Literal["minmax", "max", "none"]
+NORMALIZE_CHOICES: tuple[str, ...] = ("minmax", "max", "none")
 
-    A map that cannot be scaled (constant, or all zeros when signed) becomes zeros instead of
-    NaN. Returns the scaled maps and an ``(M,)`` boolean array marking those degenerate rows.
+
+def check_normalize(mode: object) -> Normalize:
+    """Return ``mode`` if it is one of :data:`NORMALIZE_CHOICES`; raise a clear error otherwise."""
+    if mode not in NORMALIZE_CHOICES:
+        raise BadInputError(
+            f"normalize must be one of {', '.join(map(repr, NORMALIZE_CHOICES))}; got {mode!r}"
+        )
+    return mode  # type: ignore[return-value]  # checked just above
+
+
+def normalise(maps: Array, *, signed: bool, mode: Normalize = "minmax") -> tuple[Array, Array]:
+    """Scale each ``(M, H, W)`` map for display, as ``mode`` says.
+
+    - ``"minmax"``: ``(x - min) / (max - min)``, in ``[0, 1]``: every map spans the whole scale,
+      however weak or flat it is.
+    - ``"max"``: ``x / max``, in ``[0, 1]`` for rectified maps (the Grad-CAM paper's and most
+      hand-written code's ``ReLU(L) / max``): a near-flat map stays near-uniform.
+    - ``"none"``: the values as they are, in the layer's units.
+
+    A signed map (``signed``, from ``relu=False``) is divided by its largest magnitude under
+    ``"minmax"`` and ``"max"`` alike, into ``[-1, 1]``: shifting it would move its zero, which
+    is what the sign means. A map that cannot be scaled (constant under min-max, all zeros
+    otherwise) becomes zeros instead of NaN. Returns the scaled maps and an ``(M,)`` boolean
+    array marking those degenerate rows (for ``"none"``: the maps that are all zeros).
     """
     xp = namespace(maps)
     axes = tuple(range(1, maps.ndim))
-    if signed:
+    if signed or mode != "minmax":
         shifted = maps
         span = xp.max(xp.abs(maps), axis=axes, keepdims=True)
     else:
@@ -95,6 +120,8 @@ def normalise(maps: Array, *, signed: bool) -> tuple[Array, Array]:
         shifted = maps - low
         span = xp.max(maps, axis=axes, keepdims=True) - low
     degenerate = span == 0
+    if mode == "none":
+        return maps, xp.reshape(degenerate, (maps.shape[0],))
     # A degenerate row is all zeros once shifted (constant values minus their minimum, or
     # zeros when signed), so dividing it by 1 instead of 0 leaves exact zeros.
     scaled = shifted / xp.where(degenerate, 1.0, span)
@@ -107,24 +134,81 @@ def rectify(maps: Array) -> Array:
     return xp.clip(maps, min=0.0)
 
 
-def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Array, Array]:
+def finish(
+    cams: Sequence[Array], size: Size, *, relu: bool, normalize: Normalize = "minmax"
+) -> tuple[Array, Array, Array]:
     """Turn per-layer signed maps into final maps at ``size``.
 
-    Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised; several
-    layers are averaged and normalised again. The signed ``raw`` map is the single layer's map,
-    or for several layers the mean of each layer's map divided by its largest magnitude, resized
-    to the finest layer's resolution.
+    Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised (as
+    ``normalize`` says, see :func:`normalise`); several layers are averaged and normalised
+    again (with ``"none"``, their values are averaged as they are). The signed ``raw`` map is
+    the single layer's map, or for several layers the mean of each layer's map divided by its
+    largest magnitude, resized to the finest layer's resolution.
 
     Returns:
         ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
     """
     xp = namespace(*cams)
-    per_layer = [normalise(resize(rectify(c) if relu else c, size), signed=not relu) for c in cams]
+    per_layer = [
+        normalise(resize(rectify(c) if relu else c, size), signed=not relu, mode=normalize)
+        for c in cams
+    ]
     if len(per_layer) == 1:
         maps, degenerate = per_layer[0]
         return maps, cams[0], degenerate
     mean = xp.mean(xp.stack([m for m, _ in per_layer]), axis=0)
-    maps, degenerate = normalise(mean, signed=not relu)
+    maps, degenerate = normalise(mean, signed=not relu, mode=normalize)
     finest = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
     raw = xp.mean(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
     return maps, raw, degenerate
+
+
+#: Below this contrast a map counts as near-flat (:func:`map_statistics`).
+FLAT_CONTRAST = 0.05
+
+
+def map_statistics(raw: np.ndarray, *, relu: bool) -> MapStatistics:
+    """Return how strong and how flat each signed ``(M, h, w)`` map is.
+
+    - ``raw_min``, ``raw_max``: the signed map's range, in the layer's units.
+    - ``contrast``: the share of the colour scale the map spans when scaled by its largest
+      magnitude (``normalize="max"``): ``(max - min) / max`` of the positive part for rectified
+      maps, ``(max - min) / (2 max |x|)`` for signed ones; 0 for an empty map, 1 for a map
+      that reaches from 0 (or ``-max``) to its maximum.
+    - ``positive_share``: the positive part's share of the map's absolute mass,
+      ``sum max(x, 0) / sum |x|`` (0 for a map of zeros).
+    - ``status``: ``"empty"`` (rectified: no positive value, no positive evidence; signed: all
+      zeros), ``"flat"`` (contrast below :data:`FLAT_CONTRAST`: min-max scaling would stretch
+      a near-uniform map over the whole scale) or ``"ok"``.
+    """
+    values = np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], -1)
+    low, high = values.min(axis=1), values.max(axis=1)
+    positive = np.maximum(values, 0.0)
+    magnitude = np.abs(values)
+    mass = magnitude.sum(axis=1)
+    share = np.divide(positive.sum(axis=1), mass, out=np.zeros_like(mass), where=mass > 0)
+    if relu:
+        top, bottom = positive.max(axis=1), positive.min(axis=1)
+        empty = top <= 0
+        contrast = np.divide(top - bottom, top, out=np.zeros_like(top), where=~empty)
+    else:
+        scale = magnitude.max(axis=1)
+        empty = scale == 0
+        contrast = np.divide(high - low, 2 * scale, out=np.zeros_like(scale), where=~empty)
+    status = np.where(empty, "empty", np.where(contrast < FLAT_CONTRAST, "flat", "ok"))
+    for array in (low, high, contrast, share, status):
+        array.setflags(write=False)
+    return MapStatistics(
+        raw_min=low, raw_max=high, contrast=contrast, positive_share=share, status=status
+    )
+
+
+@dataclass(frozen=True)
+class MapStatistics:
+    """Per-row figures of map strength (:func:`map_statistics`), each an ``(M,)`` array."""
+
+    raw_min: np.ndarray
+    raw_max: np.ndarray
+    contrast: np.ndarray
+    positive_share: np.ndarray
+    status: np.ndarray

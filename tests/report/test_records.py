@@ -38,6 +38,11 @@ LINE = {
     "height": 224,
     "width": 224,
     "seconds": 0.366011,
+    "status": "flat",
+    "contrast": 0.004812,
+    "raw_min": 0.000577,
+    "raw_max": 0.00058,
+    "positive_share": 1.0,
     "metrics": {"deletion_auc": 0.06, "insertion_auc": 0.44},
 }
 
@@ -69,6 +74,7 @@ def test_an_older_or_partial_line_reads_with_its_gaps_as_none() -> None:
     assert record.score == 10.0 and isinstance(record.score, float)
     assert record.prediction == Prediction(unit=None, name=None, probability=0.5)
     assert record.peak is None and record.rank is None and record.height is None
+    assert record.status is None and record.contrast is None  # written before map strength
     assert record.metrics == {"deletion_auc": None}
     assert record.files == (None, None, None, None)
     assert ResultRecord.from_json({"prediction": {}}).prediction is None
@@ -104,4 +110,5 @@ def test_csv_row_has_the_tables_columns() -> None:
     assert full["predicted_unit"] == "285" and full["probability"] == "0.86"
     assert (full["peak_y"], full["peak_x"]) == ("143", "80") and full["unit_name"] == ""
     assert full["score"] == "15.431821823120117" and full["rank"] == "1"
+    assert (full["status"], full["contrast"], full["raw_max"]) == ("flat", "0.004812", "0.00058")
     assert empty["image"] == "a.jpg" and set(empty.values()) == {"a.jpg", ""}

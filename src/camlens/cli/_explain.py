@@ -6,10 +6,12 @@ batch on every core, so the command keeps close to the library's own speed.
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from camlens.cli._folder import FolderError, OutputFolder, row_id, write_file
 from camlens.cli._png import encode_png
 from camlens.io import LoadedModel, Preprocess, find_images, image_key
 from camlens.io._images import fitted_size, read_image_and_notes
+from camlens.postprocess import Normalize
 from camlens.report._records import Failure, Prediction, ResultRecord
 
 #: Exit status after an interrupt (results so far are kept; ``--resume`` continues).
@@ -85,6 +88,15 @@ MethodResults = dict[int, Explained | Exception]
     is_flag=True,
     help="Also score each map: deletion and insertion AUC (extra forward passes).",
 )
+@click.option(
+    "--normalize",
+    type=click.Choice(["minmax", "max", "none"]),
+    default="minmax",
+    show_default=True,
+    help="How maps are scaled: minmax stretches each map over the whole colour scale; max "
+    "divides by the maximum (a weak, near-flat map stays near-uniform); none keeps the "
+    "values (pictures clip them to [0, 1]).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the same --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @_common.model_options
@@ -101,6 +113,7 @@ def explain_command(
     alpha: float,
     max_size: int,
     with_metrics: bool,
+    normalize: Normalize,
     resume: bool,
     overwrite: bool,
     **options: Any,
@@ -122,7 +135,9 @@ def explain_command(
     explainers = {}
     for name in dict.fromkeys(methods):
         try:
-            explainers[name] = camlens.Explainer(loaded.model, layer_arg, method=name)
+            explainers[name] = camlens.Explainer(
+                loaded.model, layer_arg, method=name, normalize=normalize
+            )
         except camlens.CamlensError as exc:
             raise click.BadParameter(str(exc), param_hint="--method/--layer") from exc
     try:
@@ -143,6 +158,7 @@ def explain_command(
         cmap=cmap,
         alpha=alpha,
         max_size=max_size,
+        normalize=normalize,
         metrics=["deletion_auc", "insertion_auc"] if with_metrics else [],
     )
     try:
@@ -185,6 +201,7 @@ def explain_command(
         report=report,
     )
     _common.print_notes(run.notes)
+    _print_strength(run.statuses, normalize)
     if interrupted:
         _common.warn("interrupted: finished images are kept; run again with --resume")
         sys.exit(EXIT_INTERRUPTED)
@@ -222,6 +239,8 @@ class Run:
         self.failures: list[tuple[str, str]] = []
         #: Remarks on images that were read (an animation's first frame, a huge image).
         self.notes: list[str] = []
+        #: How many maps had each status ("ok", "flat", "empty"), over the maps written.
+        self.statuses: collections.Counter[str] = collections.Counter()
         #: Progress callback, set for each run by :meth:`all`.
         self.advance: Callable[[int], None] = lambda n: None
 
@@ -284,7 +303,10 @@ class Run:
             if not needed:
                 continue
             start = time.perf_counter()
-            parts, rows = _explain_each(explainer, x, needed, self.target)
+            with warnings.catch_warnings():
+                # Weak maps are counted from the results and summed up in one line at the end.
+                warnings.simplefilter("ignore", camlens.MapStrengthWarning)
+                parts, rows = _explain_each(explainer, x, needed, self.target)
             seconds = (time.perf_counter() - start) / len(needed)
             for exp, positions in parts:
                 measured = self._metrics(x[positions], exp)
@@ -321,6 +343,7 @@ class Run:
             if records:
                 self.folder.add(records)
                 self.explained += 1
+                self.statuses.update(r.status or "ok" for r in records)
             self.advance(1)
 
     def _fail(self, path: Path, error: str) -> None:
@@ -348,6 +371,7 @@ class Run:
                 message = str(item) if isinstance(item, camlens.CamlensError) else repr(item)
                 raise camlens.CamlensError(f"{method}: {message}")
             exp = item.explanation
+            strength = exp.strength
             prediction = _prediction(exp, self.loaded)
             for rank in range(len(exp)):
                 stem = row_id(picture.key, method, rank)
@@ -355,7 +379,7 @@ class Run:
                 shown = camlens.render.map_at_size(cam_map, (height, width))
                 overlay = camlens.overlay(picture.display, shown, cmap=self.cmap, alpha=self.alpha)
                 write_file(root / f"overlays/{stem}.png", encode_png(np.asarray(overlay)))
-                gray = np.round(shown * 255).astype(np.uint8)
+                gray = np.round(np.clip(shown, 0.0, 1.0) * 255).astype(np.uint8)
                 write_file(root / f"maps/{stem}.png", encode_png(gray))
                 buffer = io.BytesIO()
                 np.savez(buffer, map=cam_map.astype(np.float16), raw=exp.raw[rank])
@@ -384,6 +408,11 @@ class Run:
                     height=int(cam_map.shape[0]),
                     width=int(cam_map.shape[1]),
                     seconds=round(item.seconds, 6),
+                    status=str(strength.status[rank]),
+                    contrast=round(float(strength.contrast[rank]), 6),
+                    raw_min=float(strength.raw_min[rank]),
+                    raw_max=float(strength.raw_max[rank]),
+                    positive_share=round(float(strength.positive_share[rank]), 6),
                     metrics=None if item.metrics is None else item.metrics[rank],
                 )
                 records.append(record)
@@ -449,6 +478,20 @@ def _class_name(loaded: LoadedModel, unit: int) -> str | None:
     if loaded.classes is None or not 0 <= unit < len(loaded.classes):
         return None
     return loaded.classes[unit]
+
+
+def _print_strength(statuses: collections.Counter[str], normalize: str) -> None:
+    """Print one line on the weak maps written: how many are near-flat and how many empty."""
+    flat, empty = statuses["flat"], statuses["empty"]
+    if not flat and not empty:
+        return
+    parts = [f"{flat} near-flat"] if flat else []
+    parts += [f"{empty} empty (no positive evidence; shown as zeros)"] if empty else []
+    advice = "; --normalize max shows their strength" if flat and normalize == "minmax" else ""
+    _common.warn(
+        f"weak maps: {', '.join(parts)} of {statuses.total()}: see the status and contrast "
+        f"columns of results.csv{advice}"
+    )
 
 
 def _fit(pixels: np.ndarray, max_size: int) -> np.ndarray:

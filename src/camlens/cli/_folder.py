@@ -48,7 +48,19 @@ COMPARE_MD = "compare.md"
 #: What ``--overwrite`` removes: every file camlens writes at the top of the folder.
 OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, COMPARE_CSV, COMPARE_MD)
 #: Settings that must match for ``--resume`` to continue a run.
-RESUME_KEYS = ("model", "methods", "layer", "target", "preprocess", "cmap", "alpha", "max_size")
+RESUME_KEYS = (
+    "model",
+    "methods",
+    "layer",
+    "target",
+    "preprocess",
+    "cmap",
+    "alpha",
+    "max_size",
+    "normalize",
+)
+#: The value a setting had before it was recorded (a folder written by an earlier version).
+SETTING_DEFAULTS = {"normalize": "minmax"}
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
 TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")
@@ -113,7 +125,11 @@ class OutputFolder:
             previous = json.loads((self.root / RUN).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise FolderError(f"cannot resume: {self.root / RUN} is unreadable ({exc})") from exc
-        differ = [k for k in RESUME_KEYS if previous.get(k) != settings.get(k)]
+        differ = [
+            k
+            for k in RESUME_KEYS
+            if previous.get(k, SETTING_DEFAULTS.get(k)) != settings.get(k, SETTING_DEFAULTS.get(k))
+        ]
         if differ:
             detail = "; ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in differ)
             raise FolderError(

@@ -44,6 +44,8 @@ class Target:
     score: str
     metrics: list[tuple[str, str]]
     tooltip: str
+    status: str
+    strength: str
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,11 @@ def _target(folder: Path, row: ResultRecord, metric_names: list[str]) -> Target:
     seconds = _finite(row.seconds)
     if seconds is not None:
         tooltip.append(f"{seconds:.3g} s")
+    raw_min, raw_max, contrast = _finite(row.raw_min), _finite(row.raw_max), _finite(row.contrast)
+    if raw_min is not None and raw_max is not None:
+        tooltip.append(f"raw map {_number(raw_min)} to {_number(raw_max)}")
+    if contrast is not None:
+        tooltip.append(f"contrast {contrast:.1%}")
     return Target(
         rank=row.rank,
         overlay=_relative_url(folder, row.overlay),
@@ -194,7 +201,23 @@ def _target(folder: Path, row: ResultRecord, metric_names: list[str]) -> Target:
             (_metric_label(name), _number(values[name])) for name in metric_names if name in values
         ],
         tooltip=" · ".join(tooltip),
+        status=row.status if row.status in _STRENGTH_LABELS else "ok",
+        strength=_STRENGTH_LABELS.get(row.status or "", ""),
     )
+
+
+#: The badge a weak map gets under its overlay (an "ok" map gets none).
+_STRENGTH_LABELS = {
+    "flat": "near-flat map",
+    "empty": "empty map: no positive evidence",
+}
+
+
+_SCALING = {
+    "minmax": "min-max (each map over the whole colour scale)",
+    "max": "divided by the maximum",
+    "none": "raw values, clipped to [0, 1]",
+}
 
 
 def _settings(
@@ -225,6 +248,7 @@ def _settings(
         ("Methods", ", ".join(methods) or "—"),
         ("Preprocessing", " · ".join(p for p in parts if p) or "—"),
         ("Overlay", f"{_text(run.get('cmap'))}, alpha {_number(run.get('alpha'))}"),
+        ("Scaling", _SCALING.get(str(run.get("normalize", "minmax")), _text(run.get("normalize")))),
         ("camlens", _text(run.get("camlens_version"))),
         ("Started", _date(run.get("started"))),
     ]

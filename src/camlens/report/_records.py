@@ -32,6 +32,11 @@ CSV_COLUMNS = (
     "probability",
     "peak_y",
     "peak_x",
+    "status",
+    "contrast",
+    "raw_min",
+    "raw_max",
+    "positive_share",
     "seconds",
     "overlay",
     "map",
@@ -102,6 +107,12 @@ class ResultRecord:
         height: The map's height.
         width: The map's width.
         seconds: The explanation's time per image.
+        status: ``"ok"``, ``"flat"`` (near-flat: contrast below the threshold) or ``"empty"``
+            (no positive evidence): :attr:`camlens.Explanation.strength`.
+        contrast: The share of the colour scale the raw map spans when scaled by its maximum.
+        raw_min: The raw (signed, layer-resolution) map's minimum, in the layer's units.
+        raw_max: Its maximum.
+        positive_share: The positive part's share of the raw map's absolute mass.
         metrics: Metric values by name (``deletion_auc``...), or None where none were computed.
     """
 
@@ -126,6 +137,11 @@ class ResultRecord:
     height: int | None
     width: int | None
     seconds: float | None
+    status: str | None = None
+    contrast: float | None = None
+    raw_min: float | None = None
+    raw_max: float | None = None
+    positive_share: float | None = None
     metrics: Mapping[str, float | None] | None = None
 
     @property
@@ -179,6 +195,11 @@ class ResultRecord:
             height=_int(data.get("height")),
             width=_int(data.get("width")),
             seconds=_float(data.get("seconds")),
+            status=_str(data.get("status")),
+            contrast=_float(data.get("contrast")),
+            raw_min=_float(data.get("raw_min")),
+            raw_max=_float(data.get("raw_max")),
+            positive_share=_float(data.get("positive_share")),
             metrics=(
                 {str(name): _float(value) for name, value in metrics.items()}
                 if isinstance(metrics, dict)
@@ -205,6 +226,11 @@ class ResultRecord:
             "probability": prediction.probability,
             "peak_y": peak_y,
             "peak_x": peak_x,
+            "status": self.status,
+            "contrast": self.contrast,
+            "raw_min": self.raw_min,
+            "raw_max": self.raw_max,
+            "positive_share": self.positive_share,
             "seconds": self.seconds,
             "overlay": self.overlay,
             "map": self.map,
