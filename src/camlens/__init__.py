@@ -22,6 +22,7 @@ from camlens.errors import (
     UnsupportedModelError,
 )
 from camlens.explainer import (
+    CAM,
     ISCAM,
     SSCAM,
     AblationCAM,
@@ -42,6 +43,7 @@ from camlens.render import grid, overlay, save_grid
 from camlens.targets import Class, Output, Score, Target, TopK
 
 __all__ = [
+    "CAM",
     "ISCAM",
     "SSCAM",
     "AblationCAM",

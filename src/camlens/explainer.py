@@ -28,6 +28,7 @@ from camlens.postprocess import finish
 from camlens.targets import Output, Target, TargetLike, as_target
 
 __all__ = [
+    "CAM",
     "ISCAM",
     "SSCAM",
     "AblationCAM",
@@ -293,6 +294,12 @@ class EigenGradCAM(Explainer):
     """EigenGrad-CAM explainer; the maths is :class:`camlens.methods.EigenGradCAM`."""
 
     method_type = methods.EigenGradCAM
+
+
+class CAM(Explainer):
+    """CAM explainer; the maths and options are :class:`camlens.methods.CAM`."""
+
+    method_type = methods.CAM
 
 
 class ScoreCAM(Explainer):

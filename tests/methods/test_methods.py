@@ -106,6 +106,10 @@ def _upsample_normalise(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (up - lo) / (hi - lo)
 
 
+#: Methods whose reference reads the model itself, tested below on their own.
+MODEL_REFERENCES = {"cam"}
+
+
 def test_every_registered_method_has_a_reference() -> None:
     # Perturbation methods have theirs in test_perturbation.py.
     names = {
@@ -113,7 +117,7 @@ def test_every_registered_method_has_a_reference() -> None:
         for cls in camlens.methods.REGISTRY.values()
         if not issubclass(cls, camlens.methods.PerturbationMethod)
     }
-    assert names == set(REFERENCES)
+    assert names == set(REFERENCES) | MODEL_REFERENCES
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
@@ -223,3 +227,54 @@ def test_unknown_method_name_lists_the_registry() -> None:
 def test_unknown_method_option_is_a_clear_error() -> None:
     with pytest.raises(camlens.CamlensError, match="GradCAM does not take the option"):
         camlens.GradCAM(TrunkHead(), "trunk", batch_size=4)
+
+
+def test_cam_weights_are_the_linear_layers_row_of_the_class() -> None:
+    # CAM (Zhou et al. 2016): L_c = sum_k w_ck A_k with w_c the linear layer's row of class c.
+    net = TrunkHead(classes=4)
+    x = torch.randn(3, 3, 16, 12)
+    with torch.no_grad():
+        a = net.eval().trunk(x).double().numpy()
+    w = net.fc.weight.detach().double().numpy()
+    classes = [2, 0, 3]
+    exp = camlens.explain(net, x, method="cam", layer="trunk", target=classes)
+    expected = np.stack([np.einsum("k,kij->ij", w[c], a[n]) for n, c in enumerate(classes)])
+    np.testing.assert_allclose(exp.raw, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(exp.maps, _upsample_normalise(expected, (16, 12)), atol=2e-5)
+
+
+def test_cam_is_gradcam_times_the_layer_area_on_a_gap_linear_head() -> None:
+    # On GAP + linear, Grad-CAM's alpha_k = w_ck / (h w): CAM = (h w) Grad-CAM, same maps.
+    net = TrunkHead(classes=6)
+    x = torch.randn(2, 3, 14, 18)
+    cam = camlens.explain(net, x, method="cam", layer="trunk", target=camlens.TopK(2))
+    grad = camlens.explain(net, x, method="gradcam", layer="trunk", target=camlens.TopK(2))
+    h, w = cam.raw.shape[1:]
+    np.testing.assert_allclose(cam.raw, grad.raw * h * w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cam.maps, grad.maps, atol=1e-6)
+
+
+def test_cam_on_a_hand_weighted_cnn() -> None:
+    # The net of test_exact_values_on_hand_weighted_cnn: conv (+1, -1), ReLU, GAP, linear (2, 3).
+    conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+    fc = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0]).reshape(2, 1, 1, 1))
+        fc.weight.copy_(torch.tensor([[2.0, 3.0]]))
+    net = torch.nn.Sequential(
+        conv, torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), fc
+    )
+    x = torch.tensor([[[[1.0, -2.0], [0.0, 4.0]]]])
+    exp = camlens.explain(net, x, method="cam", layer="1", target=camlens.Output(0))
+    # 2 relu(x) + 3 relu(-x) = 2 [[1, 0], [0, 4]] + 3 [[0, 2], [0, 0]]
+    np.testing.assert_allclose(exp.raw[0], [[2.0, 6.0], [0.0, 8.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("net", "layer"),
+    [(NonLinearHead(), "trunk"), (TrunkHead(), "trunk.3")],
+    ids=["conv-head", "before-the-relu"],
+)
+def test_cam_refuses_a_layer_not_read_by_a_global_pool(net: torch.nn.Module, layer: str) -> None:
+    with pytest.raises(camlens.MethodError, match="global average pool"):
+        camlens.explain(net, torch.randn(2, 3, 16, 16), method="cam", layer=layer)

@@ -9,6 +9,7 @@ from typing import Any
 from camlens.errors import MethodError
 from camlens.methods.ablationcam import AblationCAM
 from camlens.methods.base import Method
+from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
 from camlens.methods.gradcam import GradCAM
@@ -23,6 +24,7 @@ from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
+    "CAM",
     "ISCAM",
     "REGISTRY",
     "SSCAM",
@@ -50,6 +52,7 @@ _METHODS: tuple[type[Method], ...] = (
     LayerCAM,
     EigenCAM,
     EigenGradCAM,
+    CAM,
     ScoreCAM,
     SSCAM,
     ISCAM,
