@@ -23,6 +23,7 @@ from camlens.errors import (
 )
 from camlens.explainer import (
     CAM,
+    FEM,
     ISCAM,
     SSCAM,
     AblationCAM,
@@ -44,6 +45,7 @@ from camlens.targets import Class, Output, Score, Target, TopK
 
 __all__ = [
     "CAM",
+    "FEM",
     "ISCAM",
     "SSCAM",
     "AblationCAM",

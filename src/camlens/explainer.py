@@ -29,6 +29,7 @@ from camlens.targets import Output, Target, TargetLike, as_target
 
 __all__ = [
     "CAM",
+    "FEM",
     "ISCAM",
     "SSCAM",
     "AblationCAM",
@@ -300,6 +301,12 @@ class CAM(Explainer):
     """CAM explainer; the maths and options are :class:`camlens.methods.CAM`."""
 
     method_type = methods.CAM
+
+
+class FEM(Explainer):
+    """FEM explainer; the maths and options are :class:`camlens.methods.FEM`."""
+
+    method_type = methods.FEM
 
 
 class ScoreCAM(Explainer):

@@ -82,7 +82,17 @@ def ref_eigengradcam(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     return _first_pc_projection(a * g)
 
 
+def ref_fem(a: np.ndarray, g: np.ndarray, k: float = 2.0) -> np.ndarray:
+    out = np.zeros(a.shape[:1] + a.shape[2:])
+    for n in range(a.shape[0]):
+        for c in range(a.shape[1]):
+            mu, sigma = a[n, c].mean(), a[n, c].std()
+            out[n] += mu * (a[n, c] >= mu + k * sigma)
+    return out
+
+
 REFERENCES = {
+    "fem": ref_fem,
     "gradcam": ref_gradcam,
     "gradcam++": ref_gradcampp,
     "xgradcam": ref_xgradcam,
@@ -278,3 +288,23 @@ def test_cam_on_a_hand_weighted_cnn() -> None:
 def test_cam_refuses_a_layer_not_read_by_a_global_pool(net: torch.nn.Module, layer: str) -> None:
     with pytest.raises(camlens.MethodError, match="global average pool"):
         camlens.explain(net, torch.randn(2, 3, 16, 16), method="cam", layer=layer)
+
+
+def test_fem_on_a_hand_made_channel() -> None:
+    # One channel [[0, 0], [0, 4]]: mu = 1, sigma = sqrt(3); with k = 1 the threshold is
+    # 2.73, only the 4 passes: L = mu * [[0, 0], [0, 1]]. A second channel that is constant 2
+    # is all at its threshold (sigma = 0): it adds its mean, 2, everywhere.
+    acts = np.array([[[[0.0, 0.0], [0.0, 4.0]], [[2.0, 2.0], [2.0, 2.0]]]])
+    got = camlens.methods.FEM(k=1).cam(acts, None)
+    np.testing.assert_allclose(got, [[[2.0, 2.0], [2.0, 3.0]]])
+    # k = 0: everything at or above the mean, so the 4 only (mean 1) plus the constant 2.
+    np.testing.assert_allclose(camlens.methods.FEM(k=0).cam(acts, None), got)
+    # k = -1: the threshold 1 - 1.73 < 0 takes every location of the first channel.
+    everywhere = camlens.methods.FEM(k=-1).cam(acts, None)
+    np.testing.assert_allclose(everywhere, [[[3.0, 3.0], [3.0, 3.0]]])
+
+
+@pytest.mark.parametrize("k", [float("nan"), "2", True])
+def test_fem_refuses_a_bad_k(k: object) -> None:
+    with pytest.raises(camlens.BadInputError, match="k must be a finite number"):
+        camlens.methods.FEM(k=k)  # type: ignore[arg-type]

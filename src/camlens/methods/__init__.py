@@ -12,6 +12,7 @@ from camlens.methods.base import Method
 from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
+from camlens.methods.fem import FEM
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
@@ -25,6 +26,7 @@ from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",
+    "FEM",
     "ISCAM",
     "REGISTRY",
     "SSCAM",
@@ -53,6 +55,7 @@ _METHODS: tuple[type[Method], ...] = (
     EigenCAM,
     EigenGradCAM,
     CAM,
+    FEM,
     ScoreCAM,
     SSCAM,
     ISCAM,
