@@ -31,6 +31,7 @@ __all__ = [
     "CAM",
     "FEM",
     "ISCAM",
+    "KPCACAM",
     "SSCAM",
     "AblationCAM",
     "EigenCAM",
@@ -307,6 +308,12 @@ class FEM(Explainer):
     """FEM explainer; the maths and options are :class:`camlens.methods.FEM`."""
 
     method_type = methods.FEM
+
+
+class KPCACAM(Explainer):
+    """KPCA-CAM explainer; the maths and options are :class:`camlens.methods.KPCACAM`."""
+
+    method_type = methods.KPCACAM
 
 
 class ScoreCAM(Explainer):

@@ -18,6 +18,7 @@ from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
+from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.scorecam import ScoreCAM
@@ -28,6 +29,7 @@ __all__ = [
     "CAM",
     "FEM",
     "ISCAM",
+    "KPCACAM",
     "REGISTRY",
     "SSCAM",
     "AblationCAM",
@@ -56,6 +58,7 @@ _METHODS: tuple[type[Method], ...] = (
     EigenGradCAM,
     CAM,
     FEM,
+    KPCACAM,
     ScoreCAM,
     SSCAM,
     ISCAM,
