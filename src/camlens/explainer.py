@@ -23,7 +23,8 @@ from camlens.errors import (
 )
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
-from camlens.methods.perturbation import PerturbationMethod
+from camlens.methods.perturbation import PerturbationMethod, weighted_terms
+from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import finish
 from camlens.targets import Output, Target, TargetLike, as_target
 
@@ -66,6 +67,9 @@ class Explainer:
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
             probability. The explanation's ``score_kind`` says which was used.
+        eigen_smooth: Replace the weighted sum over channels by the first principal component
+            of the weighted activations (:func:`camlens.methods.smoothing.eigen_smooth`); for
+            weight-based methods (Grad-CAM, Score-CAM, ...; not Eigen-CAM, FEM, KPCA-CAM).
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -84,6 +88,7 @@ class Explainer:
         output: OutputSelector = None,
         relu: bool = True,
         logits: bool = True,
+        eigen_smooth: bool = False,
         **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
@@ -91,6 +96,14 @@ class Explainer:
         if chosen is None:
             raise MethodError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen, **options)
+        if eigen_smooth and not weight_based(self.method):
+            raise MethodError(
+                f"eigen_smooth projects a method's weighted activations, and "
+                f"{getattr(self.method, 'name', type(self.method).__name__)!r} weighs no "
+                "channels: use it with a weight-based method (gradcam, gradcam++, scorecam, "
+                "...) or drop eigen_smooth"
+            )
+        self.eigen_smooth = bool(eigen_smooth)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
         self._lock = model_lock(model)
@@ -170,9 +183,14 @@ class Explainer:
                     stacklevel=stacklevel,
                 )
             if isinstance(self.method, PerturbationMethod):
-                cam = self.method.cam_from_forwards(
-                    acts, self._forwards(x, ref, probe.resolved.units, resolved_target)
-                )
+                forwards = self._forwards(x, ref, probe.resolved.units, resolved_target)
+                if self.eigen_smooth:
+                    weights = self.method.channel_weights(acts, forwards)
+                    cam = eigen_smooth(weighted_terms(weights, acts))
+                else:
+                    cam = self.method.cam_from_forwards(acts, forwards)
+            elif self.eigen_smooth:
+                cam = eigen_smooth(self.method.weighted(acts, grad))
             else:
                 cam = self.method.cam(acts, grad)
             if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
@@ -237,6 +255,7 @@ def explain(
     output: OutputSelector = None,
     relu: bool = True,
     logits: bool = True,
+    eigen_smooth: bool = False,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
@@ -245,7 +264,14 @@ def explain(
     build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
     """
     explainer = Explainer(
-        model, layer, method=method, output=output, relu=relu, logits=logits, **options
+        model,
+        layer,
+        method=method,
+        output=output,
+        relu=relu,
+        logits=logits,
+        eigen_smooth=eigen_smooth,
+        **options,
     )
     return explainer._run(inputs, target, stacklevel=3)
 

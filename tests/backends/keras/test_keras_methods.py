@@ -114,3 +114,16 @@ def test_torch_and_keras_give_the_same_maps(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
     np.testing.assert_allclose(k.scores, t.scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "cam"])
+def test_eigen_smooth_gives_the_same_maps(
+    method: str, twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    net, model, linear_head = twins
+    if method in NEEDS_POOLED_LAYER and not linear_head:
+        return
+    options = {"method": method, "layer": "trunk", "target": 2, "eigen_smooth": True}
+    t = camlens.explain(net, images, **options)
+    k = camlens.explain(model, images.transpose(0, 2, 3, 1), **options)
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
