@@ -13,7 +13,7 @@ from camlens._forwards import BoundForwards
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
-from camlens.backends.base import reads_probabilities
+from camlens.backends.base import Probe, Resolved, reads_probabilities
 from camlens.errors import (
     BadTargetError,
     CamlensWarning,
@@ -26,7 +26,7 @@ from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import finish
-from camlens.targets import Output, Target, TargetLike, as_target
+from camlens.targets import Class, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
     "CAM",
@@ -38,6 +38,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -155,6 +156,34 @@ class Explainer:
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
         )
 
+    def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
+        """Probe for a method that explains a combination of units (Finer-CAM).
+
+        A first pass (no gradients) reads the outputs that pick the compared units; the second
+        takes the gradients of all of them in one pass, combined per row with the method's
+        coefficients. The result reads as one probe of the combined scores.
+        """
+        if not isinstance(target, (Class, TopK)):
+            raise BadTargetError(
+                f"{method.name} compares classes: give a class index or camlens.TopK(k), not "
+                f"{target.describe()!r}"
+            )
+        assert self._layers is not None
+        first = self._backend.probe(x, self._layers, target, gradients=False)
+        units, coefficients, scores = method.contrast(first.outputs, first.resolved.units)
+        n, t, j = units.shape
+        probe = self._backend.probe(
+            x, self._layers, Class(units.reshape(n, t * j).tolist()), gradients=True
+        )
+        assert probe.gradients is not None
+        flat = coefficients.reshape(n * t, j)
+        return Probe(
+            activations=[a[::j] for a in probe.activations],
+            gradients=[method.combine(g, flat) for g in probe.gradients],
+            resolved=Resolved(values=scores, units=units[:, :, 0], signs=np.ones((n, t))),
+            outputs=probe.outputs,
+        )
+
     def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
         """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code.
 
@@ -169,9 +198,16 @@ class Explainer:
         x = backend.prepare(inputs)
         if self._layers is None:
             self._layers = (backend.auto_layer(x),)
-        probe = backend.probe(
-            x, self._layers, resolved_target, gradients=self.method.needs_gradients
-        )
+        if isinstance(self.method, methods.FinerCAM):
+            probe = self._contrast_probe(x, resolved_target, self.method)
+            described = (
+                f"{resolved_target.describe()} against its {self.method.references} nearest classes"
+            )
+        else:
+            probe = backend.probe(
+                x, self._layers, resolved_target, gradients=self.method.needs_gradients
+            )
+            described = resolved_target.describe()
         grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
         cams = []
         for ref, acts, grad in zip(self._layers, probe.activations, grads, strict=True):
@@ -232,7 +268,7 @@ class Explainer:
             image_index=np.repeat(np.arange(n, dtype=np.int64), t),
             units=res.units.reshape(-1),
             signs=res.signs.reshape(-1),
-            target=resolved_target.describe(),
+            target=described,
             target_kind=type(resolved_target).__name__,
             score_kind=backend.score_kind,
             layers=tuple(ref.name for ref in self._layers),
@@ -340,6 +376,12 @@ class KPCACAM(Explainer):
     """KPCA-CAM explainer; the maths and options are :class:`camlens.methods.KPCACAM`."""
 
     method_type = methods.KPCACAM
+
+
+class FinerCAM(Explainer):
+    """Finer-CAM explainer; the maths and options are :class:`camlens.methods.FinerCAM`."""
+
+    method_type = methods.FinerCAM
 
 
 class ScoreCAM(Explainer):

@@ -13,6 +13,7 @@ from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
 from camlens.methods.fem import FEM
+from camlens.methods.finercam import FinerCAM
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
@@ -35,6 +36,7 @@ __all__ = [
     "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -59,6 +61,7 @@ _METHODS: tuple[type[Method], ...] = (
     CAM,
     FEM,
     KPCACAM,
+    FinerCAM,
     ScoreCAM,
     SSCAM,
     ISCAM,
@@ -108,7 +111,14 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
 
 
 def _build(cls: type[Method], options: dict[str, Any]) -> Method:
-    """Instantiate a method class, turning an unknown option into a clear error."""
+    """Instantiate a method class, turning an unknown option into a clear error.
+
+    Options that name a method (a class's ``method_options``, e.g. Finer-CAM's ``base``) may be
+    registry names.
+    """
+    for key in getattr(cls, "method_options", ()):
+        if isinstance(options.get(key), str):
+            options = {**options, key: get_method(options[key])}
     try:
         return cls(**options)
     except TypeError as exc:

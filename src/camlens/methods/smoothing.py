@@ -13,8 +13,12 @@ def weight_based(method: object) -> bool:
 
     True for a :class:`Method` that defines :meth:`Method.weights` or :meth:`Method.weighted`,
     and for a :class:`PerturbationMethod` that defines ``channel_weights``; false for methods
-    that are no such sum (Eigen-CAM, FEM, KPCA-CAM) and for duck-typed method objects.
+    that are no such sum (Eigen-CAM, FEM, KPCA-CAM) and for duck-typed method objects. A
+    method built on another (Finer-CAM's ``base``) is weight-based when its base is.
     """
+    base = getattr(method, "base", None)
+    if isinstance(base, Method):
+        return weight_based(base)
     if isinstance(method, PerturbationMethod):
         return type(method).channel_weights is not PerturbationMethod.channel_weights
     if isinstance(method, Method):
