@@ -44,6 +44,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "ReciproCAM",
     "ScoreCAM",
     "XGradCAM",
     "explain",
@@ -382,6 +383,12 @@ class FinerCAM(Explainer):
     """Finer-CAM explainer; the maths and options are :class:`camlens.methods.FinerCAM`."""
 
     method_type = methods.FinerCAM
+
+
+class ReciproCAM(Explainer):
+    """Recipro-CAM explainer; the maths and options are :class:`camlens.methods.ReciproCAM`."""
+
+    method_type = methods.ReciproCAM
 
 
 class ScoreCAM(Explainer):

@@ -22,6 +22,7 @@ from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
+from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
@@ -44,6 +45,7 @@ __all__ = [
     "LayerCAM",
     "Method",
     "PerturbationMethod",
+    "ReciproCAM",
     "ScoreCAM",
     "XGradCAM",
     "get_method",
@@ -66,6 +68,7 @@ _METHODS: tuple[type[Method], ...] = (
     SSCAM,
     ISCAM,
     AblationCAM,
+    ReciproCAM,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.

@@ -26,6 +26,8 @@ from camlens.postprocess import normalise, resize
 Progress = Callable[[int, int], None]
 #: ``masks(image, start, stop) -> (stop - start, H, W)`` masks in [0, 1], for one image.
 MaskSource = Callable[[int, int, int], Array]
+#: ``make(image, start, stop) -> (stop - start, K, h, w)`` replacements of the layer's output.
+ActivationSource = Callable[[int, int, int], Array]
 
 
 class Forwards(Protocol):
@@ -53,6 +55,14 @@ class Forwards(Protocol):
 
         ``activations`` are the layer's rows ``(M, K, h, w)``; ``channels[n]`` lists the channels
         to ablate for image ``n``, and its result has one row per listed channel.
+        """
+        ...
+
+    def replaced(self, make: ActivationSource, counts: Sequence[int]) -> list[np.ndarray]:
+        """Return, per image ``n``, the scores with the layer's output replaced, one row each.
+
+        ``make(n, start, stop)`` gives image ``n``'s replacements ``(stop - start, K, h, w)``.
+        Only the network after the layer runs where the backend can isolate it.
         """
         ...
 

@@ -127,3 +127,15 @@ def test_eigen_smooth_gives_the_same_maps(
     t = camlens.explain(net, images, **options)
     k = camlens.explain(model, images.transpose(0, 2, 3, 1), **options)
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_reciprocam_gives_the_same_maps(
+    gaussian: bool, twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    # Gradient-free, through each backend's tail: the layer's output replaced per location.
+    net, model, _ = twins
+    options = {"method": "reciprocam", "layer": "trunk", "target": [0, 4], "gaussian": gaussian}
+    t = camlens.explain(net, images, **options)
+    k = camlens.explain(model, images.transpose(0, 2, 3, 1), **options)
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-6)
