@@ -39,6 +39,7 @@ from camlens.explainer import (
     LayerCAM,
     ReciproCAM,
     ScoreCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
     explain,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "ReciproCAM",
     "Score",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "Target",
     "TopK",
     "UnsupportedModelError",

@@ -46,6 +46,7 @@ __all__ = [
     "LayerCAM",
     "ReciproCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "explain",
 ]
@@ -157,6 +158,67 @@ class Explainer:
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
         )
 
+    def _cams(self, x: Any, probe: Probe, target: Target, *, stacklevel: int | None) -> list[Any]:
+        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None)."""
+        grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
+        samples = self._noisy_gradients(x, probe, target)
+        assert self._layers is not None
+        cams = []
+        for i, (ref, acts, grad) in enumerate(
+            zip(self._layers, probe.activations, grads, strict=True)
+        ):
+            if acts.shape[2] * acts.shape[3] == 1 and stacklevel is not None:
+                warnings.warn(
+                    f"layer {ref.name!r} has a 1x1 spatial output: its map carries no location; "
+                    "pick an earlier layer",
+                    CamlensWarning,
+                    stacklevel=stacklevel + 1,
+                )
+            if isinstance(self.method, PerturbationMethod):
+                forwards = self._forwards(x, ref, probe.resolved.units, target)
+                if self.eigen_smooth:
+                    weights = self.method.channel_weights(acts, forwards)
+                    cam = eigen_smooth(weighted_terms(weights, acts))
+                else:
+                    cam = self.method.cam_from_forwards(acts, forwards)
+            elif samples is not None:
+                cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
+            elif self.eigen_smooth:
+                cam = eigen_smooth(self.method.weighted(acts, grad))
+            else:
+                cam = self.method.cam(acts, grad)
+            if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
+                raise MethodError(
+                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
+                    f"{(acts.shape[0], *acts.shape[2:])}"
+                )
+            cams.append(cam)
+        return cams
+
+    def _noisy_gradients(self, x: Any, probe: Probe, target: Target) -> list[list[Any]] | None:
+        """For a method that reads noisy copies of the input, their gradients per layer.
+
+        Each copy explains the units the input's own pass resolved (a top-k is not re-ranked).
+        """
+        method = self.method
+        if not getattr(method, "noise_samples", False):
+            return None
+        assert self._layers is not None
+        backend = self._backend
+        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        host = np.asarray(backend.to_numpy(x))
+        chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
+        out = []
+        for sample in range(method.samples):  # type: ignore[attr-defined]
+            noise = method.noise(chw, sample)  # type: ignore[attr-defined]
+            if backend.channels_last:
+                noise = noise.transpose(1, 2, 0)
+            noisy = backend.prepare((host + noise[None]).astype(host.dtype, copy=False))
+            grads = backend.probe(noisy, self._layers, fixed, gradients=True).gradients
+            assert grads is not None
+            out.append(grads)
+        return out
+
     def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
         """Probe for a method that explains a combination of units (Finer-CAM).
 
@@ -209,33 +271,7 @@ class Explainer:
                 x, self._layers, resolved_target, gradients=self.method.needs_gradients
             )
             described = resolved_target.describe()
-        grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
-        cams = []
-        for ref, acts, grad in zip(self._layers, probe.activations, grads, strict=True):
-            if acts.shape[2] * acts.shape[3] == 1:
-                warnings.warn(
-                    f"layer {ref.name!r} has a 1x1 spatial output: its map carries no location; "
-                    "pick an earlier layer",
-                    CamlensWarning,
-                    stacklevel=stacklevel,
-                )
-            if isinstance(self.method, PerturbationMethod):
-                forwards = self._forwards(x, ref, probe.resolved.units, resolved_target)
-                if self.eigen_smooth:
-                    weights = self.method.channel_weights(acts, forwards)
-                    cam = eigen_smooth(weighted_terms(weights, acts))
-                else:
-                    cam = self.method.cam_from_forwards(acts, forwards)
-            elif self.eigen_smooth:
-                cam = eigen_smooth(self.method.weighted(acts, grad))
-            else:
-                cam = self.method.cam(acts, grad)
-            if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
-                raise MethodError(
-                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
-                    f"{(acts.shape[0], *acts.shape[2:])}"
-                )
-            cams.append(cam)
+        cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
         maps_arr, raw_arr, degenerate_arr = finish(cams, size, relu=self.relu)
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
@@ -389,6 +425,12 @@ class ReciproCAM(Explainer):
     """Recipro-CAM explainer; the maths and options are :class:`camlens.methods.ReciproCAM`."""
 
     method_type = methods.ReciproCAM
+
+
+class SmoothGradCAMPlusPlus(Explainer):
+    """Smooth Grad-CAM++ explainer; the maths: :class:`camlens.methods.SmoothGradCAMPlusPlus`."""
+
+    method_type = methods.SmoothGradCAMPlusPlus
 
 
 class ScoreCAM(Explainer):

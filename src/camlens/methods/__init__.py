@@ -24,6 +24,7 @@ from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
@@ -47,6 +48,7 @@ __all__ = [
     "PerturbationMethod",
     "ReciproCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "get_method",
 ]
@@ -64,6 +66,7 @@ _METHODS: tuple[type[Method], ...] = (
     FEM,
     KPCACAM,
     FinerCAM,
+    SmoothGradCAMPlusPlus,
     ScoreCAM,
     SSCAM,
     ISCAM,
@@ -77,6 +80,7 @@ REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
         **{cls.name: cls for cls in _METHODS},
         "gradcampp": GradCAMPlusPlus,
         "gradcamplusplus": GradCAMPlusPlus,
+        "smoothgradcampp": SmoothGradCAMPlusPlus,
         "gradcamelementwise": GradCAMElementWise,
         "score-cam": ScoreCAM,
         "ablation-cam": AblationCAM,
