@@ -103,17 +103,18 @@ def test_model_left_as_found_after_success(method: str) -> None:
     np.testing.assert_allclose(out.detach(), reference(x).detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("option", ["eigen_smooth", "aug_smooth"])
 @pytest.mark.parametrize("method", ["gradcam", "scorecam"])
-def test_model_left_as_found_with_eigen_smooth(method: str) -> None:
+def test_model_left_as_found_with_smoothing(method: str, option: str) -> None:
     net = _mixed_mode_net()
     before = _snapshot(net)
-    camlens.explain(net, torch.randn(2, 3, 16, 16), method=method, eigen_smooth=True)
+    camlens.explain(net, torch.randn(2, 3, 16, 16), method=method, **{option: True})
     _assert_same(before, _snapshot(net))
     raising = Raising().train()
     before = _snapshot(raising)
     with pytest.raises(camlens.BadInputError, match="boom inside the model"):
         camlens.explain(
-            raising, torch.randn(1, 3, 8, 8), method=method, layer="net.trunk", eigen_smooth=True
+            raising, torch.randn(1, 3, 8, 8), method=method, layer="net.trunk", **{option: True}
         )
     _assert_same(before, _snapshot(raising))
 

@@ -25,7 +25,7 @@ from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
-from camlens.postprocess import finish
+from camlens.postprocess import finish, normalise
 from camlens.targets import Class, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
@@ -53,6 +53,12 @@ __all__ = [
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
 
+#: ``aug_smooth``'s augmentations, (horizontal flip, pixel-value factor), as pytorch-grad-cam's
+#: (ttach's ``HorizontalFlip`` and ``Multiply([0.9, 1, 1.1])``).
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)
+)
+
 
 class Explainer:
     """Explain a model with one CAM method at one or several layers.
@@ -73,6 +79,10 @@ class Explainer:
         eigen_smooth: Replace the weighted sum over channels by the first principal component
             of the weighted activations (:func:`camlens.methods.smoothing.eigen_smooth`); for
             weight-based methods (Grad-CAM, Score-CAM, ...; not Eigen-CAM, FEM, KPCA-CAM).
+        aug_smooth: Average the maps of the input flipped horizontally and scaled by 0.9, 1
+            and 1.1 (six passes, pytorch-grad-cam's test-time augmentation), each mapped back
+            (flipped again) and all explaining the input's own target units; the mean is
+            normalised again. ``raw`` is the mean of the mapped-back raw maps.
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -92,6 +102,7 @@ class Explainer:
         relu: bool = True,
         logits: bool = True,
         eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
@@ -107,6 +118,7 @@ class Explainer:
                 "...) or drop eigen_smooth"
             )
         self.eigen_smooth = bool(eigen_smooth)
+        self.aug_smooth = bool(aug_smooth)
         self.relu = bool(relu)
         self._backend = backend_for(model, output=output, logits=logits)
         self._lock = model_lock(model)
@@ -156,6 +168,48 @@ class Explainer:
             probabilities=probabilities,
             input_size=self._backend.input_size(x),
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
+        )
+
+    def _probe(self, x: Any, target: Target) -> tuple[Probe, str]:
+        """Probe the layers for ``target``; return the probe and the target's description."""
+        assert self._layers is not None
+        if isinstance(self.method, methods.FinerCAM):
+            probe = self._contrast_probe(x, target, self.method)
+            return probe, (
+                f"{target.describe()} against its {self.method.references} nearest classes"
+            )
+        probe = self._backend.probe(x, self._layers, target, gradients=self.method.needs_gradients)
+        return probe, target.describe()
+
+    def _augmented(
+        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``aug_smooth``: the maps of flipped and scaled inputs, mapped back and averaged.
+
+        Every augmented input explains the units the input's own pass resolved. Returns the
+        averaged maps (normalised again), raws and the degenerate rows.
+        """
+        backend = self._backend
+        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        host = np.asarray(backend.to_numpy(x))
+        width = 2 if backend.channels_last else 3
+        size = backend.input_size(x)
+        all_maps, all_raw = [maps], [raw]
+        for flip, factor in AUGMENTATIONS:
+            if (flip, factor) == (False, 1.0):
+                continue
+            changed = host * np.asarray(factor, dtype=host.dtype)
+            augmented = backend.prepare(np.flip(changed, axis=width).copy() if flip else changed)
+            cams = self._cams(augmented, self._probe(augmented, fixed)[0], fixed, stacklevel=None)
+            m, r, _ = finish(cams, size, relu=self.relu)
+            m, r = backend.to_numpy(m), backend.to_numpy(r)
+            all_maps.append(m[..., ::-1] if flip else m)
+            all_raw.append(r[..., ::-1] if flip else r)
+        mean, degenerate = normalise(np.mean(all_maps, axis=0), signed=not self.relu)
+        return (
+            mean.astype(np.float32),
+            np.mean(all_raw, axis=0).astype(np.float32),
+            np.asarray(degenerate),
         )
 
     def _cams(self, x: Any, probe: Probe, target: Target, *, stacklevel: int | None) -> list[Any]:
@@ -261,22 +315,15 @@ class Explainer:
         x = backend.prepare(inputs)
         if self._layers is None:
             self._layers = (backend.auto_layer(x),)
-        if isinstance(self.method, methods.FinerCAM):
-            probe = self._contrast_probe(x, resolved_target, self.method)
-            described = (
-                f"{resolved_target.describe()} against its {self.method.references} nearest classes"
-            )
-        else:
-            probe = backend.probe(
-                x, self._layers, resolved_target, gradients=self.method.needs_gradients
-            )
-            described = resolved_target.describe()
+        probe, described = self._probe(x, resolved_target)
         cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
         maps_arr, raw_arr, degenerate_arr = finish(cams, size, relu=self.relu)
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         degenerate = backend.to_numpy(degenerate_arr)
+        if self.aug_smooth:
+            maps, raw, degenerate = self._augmented(x, resolved_target, probe, maps, raw)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
@@ -329,6 +376,7 @@ def explain(
     relu: bool = True,
     logits: bool = True,
     eigen_smooth: bool = False,
+    aug_smooth: bool = False,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
@@ -344,6 +392,7 @@ def explain(
         relu=relu,
         logits=logits,
         eigen_smooth=eigen_smooth,
+        aug_smooth=aug_smooth,
         **options,
     )
     return explainer._run(inputs, target, stacklevel=3)

@@ -1,4 +1,4 @@
-"""eigen_smooth: the first principal component of a method's weighted activations."""
+"""eigen_smooth (first principal component of the weighted activations) and aug_smooth."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import camlens
+from nets import NonLinearHead as NonLinear
 from nets import TrunkHead
 
 
@@ -88,3 +89,50 @@ def test_eigen_smooth_works_with_a_users_weight_method() -> None:
     exp = camlens.explain(net, x, method=MaxGrad(), layer="trunk", target=0, eigen_smooth=True)
     expected = _first_component(g.max(axis=(2, 3), keepdims=True) * a)
     np.testing.assert_allclose(exp.raw, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def _equivariant_net() -> torch.nn.Sequential:
+    """1x1 conv (no bias), ReLU, GAP, linear (no bias): Grad-CAM commutes with flips and
+    scales by a positive factor (A scales with the input, the gradient does not change)."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3, bias=False),
+    )
+    with torch.no_grad():
+        net[4].weight.abs_()  # every channel counts for: maps with positive evidence
+    return net
+
+
+def test_aug_smooth_changes_nothing_where_the_map_commutes_with_the_augmentations() -> None:
+    net = _equivariant_net()
+    x = torch.randn(2, 3, 9, 7)
+    plain = camlens.explain(net, x, layer="1", target=[0, 2])
+    smooth = camlens.explain(net, x, layer="1", target=[0, 2], aug_smooth=True)
+    np.testing.assert_allclose(smooth.maps, plain.maps, atol=1e-6)
+    np.testing.assert_allclose(smooth.scores, plain.scores)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_aug_smooth_averages_the_mapped_back_maps_of_six_inputs(method: str) -> None:
+    # Written apart from the option: explain each flipped / scaled input for the same classes,
+    # flip its maps back, average, min-max normalise.
+    net = NonLinear()
+    x = torch.randn(2, 3, 16, 16)
+    units = camlens.explain(net, x, method=method, layer="trunk").units.tolist()
+    maps, raws = [], []
+    for flip in (False, True):
+        for factor in (0.9, 1.0, 1.1):
+            xa = torch.flip(x * factor, dims=[3]) if flip else x * factor
+            e = camlens.explain(net, xa, method=method, layer="trunk", target=units)
+            maps.append(e.maps[..., ::-1] if flip else e.maps)
+            raws.append(e.raw[..., ::-1] if flip else e.raw)
+    mean = np.mean(maps, axis=0)
+    lo, hi = mean.min(axis=(1, 2), keepdims=True), mean.max(axis=(1, 2), keepdims=True)
+    got = camlens.explain(net, x, method=method, layer="trunk", aug_smooth=True)
+    np.testing.assert_array_equal(got.units, units)
+    np.testing.assert_allclose(got.maps, (mean - lo) / (hi - lo), atol=1e-5)
+    np.testing.assert_allclose(got.raw, np.mean(raws, axis=0), rtol=1e-5, atol=1e-6)
