@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from camlens._factorize import Factorization, factorize
 from camlens._layers import LayerInfo, layers
 from camlens._version import __version__
 from camlens.errors import (
@@ -64,6 +65,7 @@ __all__ = [
     "EigenGradCAM",
     "Explainer",
     "Explanation",
+    "Factorization",
     "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
@@ -87,6 +89,7 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "explain",
+    "factorize",
     "grid",
     "layers",
     "overlay",

@@ -154,3 +154,15 @@ def test_aug_smooth_gives_the_same_maps(
     # Recipro-CAM's raw maps are probabilities near 0.29 spanning ~2e-4 on the conv head: min-max
     # scaling turns their float32 rounding (~3e-8) into ~2e-4 in the maps.
     np.testing.assert_allclose(k.maps, t.maps, atol=1e-3 if method == "reciprocam" else 1e-4)
+
+
+def test_factorize_gives_the_same_concepts(
+    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    net, model, _ = twins
+    t = camlens.factorize(net, images, k=3, layer="trunk", iterations=30)
+    k = camlens.factorize(model, images.transpose(0, 2, 3, 1), k=3, layer="trunk", iterations=30)
+    np.testing.assert_allclose(k.concepts, t.concepts, rtol=1e-3, atol=1e-5 * t.concepts.max())
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-3, atol=1e-5 * t.raw.max())
+    assert k.scores is not None and t.scores is not None
+    np.testing.assert_allclose(k.scores, t.scores, rtol=1e-3, atol=1e-4)
