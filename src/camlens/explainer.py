@@ -45,6 +45,7 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "ReciproCAM",
+    "RefineCAM",
     "ScoreCAM",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -170,6 +171,11 @@ class Explainer:
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
         )
 
+    @property
+    def _combination(self) -> str:
+        """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
+        return str(getattr(self.method, "layer_combination", "mean"))
+
     def _probe(self, x: Any, target: Target) -> tuple[Probe, str]:
         """Probe the layers for ``target``; return the probe and the target's description."""
         assert self._layers is not None
@@ -201,7 +207,7 @@ class Explainer:
             changed = host * np.asarray(factor, dtype=host.dtype)
             augmented = backend.prepare(np.flip(changed, axis=width).copy() if flip else changed)
             cams = self._cams(augmented, self._probe(augmented, fixed)[0], fixed, stacklevel=None)
-            m, r, _ = finish(cams, size, relu=self.relu)
+            m, r, _ = finish(cams, size, relu=self.relu, combination=self._combination)
             m, r = backend.to_numpy(m), backend.to_numpy(r)
             all_maps.append(m[..., ::-1] if flip else m)
             all_raw.append(r[..., ::-1] if flip else r)
@@ -318,7 +324,9 @@ class Explainer:
         probe, described = self._probe(x, resolved_target)
         cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
-        maps_arr, raw_arr, degenerate_arr = finish(cams, size, relu=self.relu)
+        maps_arr, raw_arr, degenerate_arr = finish(
+            cams, size, relu=self.relu, combination=self._combination
+        )
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         degenerate = backend.to_numpy(degenerate_arr)
@@ -480,6 +488,12 @@ class SmoothGradCAMPlusPlus(Explainer):
     """Smooth Grad-CAM++ explainer; the maths: :class:`camlens.methods.SmoothGradCAMPlusPlus`."""
 
     method_type = methods.SmoothGradCAMPlusPlus
+
+
+class RefineCAM(Explainer):
+    """RefineCAM explainer; the maths and options are :class:`camlens.methods.RefineCAM`."""
+
+    method_type = methods.RefineCAM
 
 
 class ScoreCAM(Explainer):

@@ -107,13 +107,16 @@ def rectify(maps: Array) -> Array:
     return xp.clip(maps, min=0.0)
 
 
-def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Array, Array]:
+def finish(
+    cams: Sequence[Array], size: Size, *, relu: bool, combination: str = "mean"
+) -> tuple[Array, Array, Array]:
     """Turn per-layer signed maps into final maps at ``size``.
 
     Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised; several
-    layers are averaged and normalised again. The signed ``raw`` map is the single layer's map,
-    or for several layers the mean of each layer's map divided by its largest magnitude, resized
-    to the finest layer's resolution.
+    layers are combined, by their mean (``combination="mean"``) or their product
+    (``"product"``, RefineCAM), and normalised again. The signed ``raw`` map is the single
+    layer's map, or for several layers the mean (or product) of each layer's map divided by its
+    largest magnitude, resized to the finest layer's resolution.
 
     Returns:
         ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
@@ -123,8 +126,10 @@ def finish(cams: Sequence[Array], size: Size, *, relu: bool) -> tuple[Array, Arr
     if len(per_layer) == 1:
         maps, degenerate = per_layer[0]
         return maps, cams[0], degenerate
-    mean = xp.mean(xp.stack([m for m, _ in per_layer]), axis=0)
-    maps, degenerate = normalise(mean, signed=not relu)
+    reduce = xp.prod if combination == "product" else xp.mean
+    maps, degenerate = normalise(
+        reduce(xp.stack([m for m, _ in per_layer]), axis=0), signed=not relu
+    )
     finest = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
-    raw = xp.mean(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
+    raw = reduce(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
     return maps, raw, degenerate

@@ -23,6 +23,7 @@ from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.reciprocam import ReciproCAM
+from camlens.methods.refinecam import RefineCAM
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
@@ -47,6 +48,7 @@ __all__ = [
     "Method",
     "PerturbationMethod",
     "ReciproCAM",
+    "RefineCAM",
     "ScoreCAM",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -67,6 +69,7 @@ _METHODS: tuple[type[Method], ...] = (
     KPCACAM,
     FinerCAM,
     SmoothGradCAMPlusPlus,
+    RefineCAM,
     ScoreCAM,
     SSCAM,
     ISCAM,

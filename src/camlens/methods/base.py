@@ -21,10 +21,13 @@ class Method:
     Attributes:
         name: Registry key and the name recorded in explanations.
         needs_gradients: Whether :meth:`cam` reads ``gradients``; if not, it receives ``None``.
+        layer_combination: How maps of several layers combine after normalisation: ``"mean"``,
+            or ``"product"`` (RefineCAM).
     """
 
     name: ClassVar[str] = "custom"
     needs_gradients: ClassVar[bool] = True
+    layer_combination: ClassVar[str] = "mean"
 
     def weights(self, activations: Array, gradients: Array) -> Array:
         """Return channel weights ``(M, K)`` or element-wise weights ``(M, K, h, w)``."""

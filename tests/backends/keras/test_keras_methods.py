@@ -55,7 +55,7 @@ def keras_twin(net: TorchNet, size: tuple[int, int]) -> keras.Model:
     """The same network in Keras (channels-last), with the torch weights."""
     c1, c2 = net.trunk[0], net.trunk[2]
     inputs = keras.Input((*size, 3))
-    k1 = _conv(c1, activation="relu")
+    k1 = _conv(c1, activation="relu", name="c1")
     k2 = _conv(c2, activation="relu", name="trunk")
     x = k2(k1(inputs))
     pairs = [(k1, c1), (k2, c2)]
@@ -166,3 +166,15 @@ def test_factorize_gives_the_same_concepts(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-3, atol=1e-5 * t.raw.max())
     assert k.scores is not None and t.scores is not None
     np.testing.assert_allclose(k.scores, t.scores, rtol=1e-3, atol=1e-4)
+
+
+def test_refinecam_at_two_layers_gives_the_same_maps(
+    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    net, model, _ = twins
+    t = camlens.explain(net, images, method="refinecam", layer=["trunk.1", "trunk"], target=1)
+    k = camlens.explain(
+        model, images.transpose(0, 2, 3, 1), method="refinecam", layer=["c1", "trunk"], target=1
+    )
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
