@@ -178,3 +178,21 @@ def test_refinecam_at_two_layers_gives_the_same_maps(
     )
     np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
+
+
+ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_every_method_leaves_the_keras_model_as_found(method: str, images: np.ndarray) -> None:
+    net = TorchNet(linear_head=True).eval()
+    model = keras_twin(net, (10, 12))
+    model.layers[1].trainable = False  # a frozen layer must stay frozen
+    weights = [w.copy() for w in model.get_weights()]
+    flags = [layer.trainable for layer in model.layers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", camlens.CamlensWarning)
+        camlens.explain(model, images.transpose(0, 2, 3, 1), method=method, layer="trunk")
+    assert [layer.trainable for layer in model.layers] == flags
+    for before, after in zip(weights, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
