@@ -137,6 +137,11 @@ CAMLENS = {
     "top5": camlens.GradCAM,
     "scorecam": camlens.ScoreCAM,
     "ablationcam": camlens.AblationCAM,
+    "cam": camlens.CAM,
+    "fem": camlens.FEM,
+    "kpcacam": camlens.KPCACAM,
+    "finercam": camlens.FinerCAM,
+    "reciprocam": camlens.ReciproCAM,
 }
 
 
@@ -165,6 +170,9 @@ def _grad_cam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
         "top5": pgc.GradCAM,
         "scorecam": pgc.ScoreCAM,
         "ablationcam": pgc.AblationCAM,
+        "fem": pgc.FEM,
+        "kpcacam": pgc.KPCA_CAM,
+        "finercam": pgc.FinerCAM,  # defaults: top-1 against ranks 1-3, alpha 1 (camlens's)
     }
     cls = classes[method]
     cam = cls(model=model, target_layers=[model.get_submodule(layer)])
@@ -197,6 +205,7 @@ def _torchcam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
         "layercam": tcm.LayerCAM,
         "top5": tcm.GradCAM,
         "scorecam": tcm.ScoreCAM,
+        "cam": tcm.CAM,  # its fc layer found automatically
     }
     cls = classes[method]
     extractor = cls(model, target_layer=layer, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE))

@@ -28,6 +28,12 @@ METHODS: list[tuple[str, camlens.methods.Method]] = [
     ("layercam", camlens.methods.LayerCAM()),
     ("eigencam", camlens.methods.EigenCAM()),
     ("eigengradcam", camlens.methods.EigenGradCAM()),
+    ("cam", camlens.methods.CAM()),
+    ("fem", camlens.methods.FEM()),
+    ("kpcacam", camlens.methods.KPCACAM()),
+    ("finercam", camlens.methods.FinerCAM()),
+    ("smoothgradcam++", camlens.methods.SmoothGradCAMPlusPlus()),
+    ("reciprocam", camlens.methods.ReciproCAM()),
     ("ablationcam", camlens.methods.AblationCAM()),
     ("scorecam", camlens.methods.ScoreCAM()),
     ("sscam (top 64 channels, 8 samples)", camlens.methods.SSCAM(top_n=64, n_samples=8)),
@@ -103,9 +109,11 @@ variance (Faster-Score-CAM) with fewer samples than their papers, to keep the ru
 Five photos are too few to rank methods with confidence: read the table as a smoke test of
 the metrics on real data, not as a benchmark of the methods. Identical rows are expected: at
 this layer the network is global average pooling then a linear layer, so every channel's
-gradient is constant over the map and Grad-CAM, XGrad-CAM and HiResCAM give the same map up
-to scale; so do LayerCAM and Grad-CAM element-wise, the activations being non-negative (ReLU6).
-Explain times were measured while other jobs shared the machine.
+gradient is constant over the map and Grad-CAM, XGrad-CAM, HiResCAM and CAM give the same map
+up to scale; so do LayerCAM and Grad-CAM element-wise, the activations being non-negative
+(ReLU6); and Smooth Grad-CAM++ is Grad-CAM++, the gradient there not depending on the input
+(noise changes nothing). Finer-CAM runs with its defaults (the 3 nearest classes). Explain
+times were measured while other jobs shared the machine.
 
 Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, camlens
 {camlens.__version__}.

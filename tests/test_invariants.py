@@ -14,6 +14,8 @@ from camlens.backends.torch import TorchBackend
 from nets import NonLinearHead, Raising, TrunkHead
 
 METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
+#: Methods defined only where a global average pool reads the layer (not NonLinearHead's).
+NEEDS_POOLED_LAYER = {"cam"}
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, object]:
@@ -51,7 +53,7 @@ def _mixed_mode_net() -> TrunkHead:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_single_calls(method: str) -> None:
-    net = NonLinearHead()
+    net = TrunkHead() if method in NEEDS_POOLED_LAYER else NonLinearHead()
     x = torch.randn(4, 3, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
@@ -101,6 +103,22 @@ def test_model_left_as_found_after_success(method: str) -> None:
     np.testing.assert_allclose(out.detach(), reference(x).detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("option", ["eigen_smooth", "aug_smooth"])
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_model_left_as_found_with_smoothing(method: str, option: str) -> None:
+    net = _mixed_mode_net()
+    before = _snapshot(net)
+    camlens.explain(net, torch.randn(2, 3, 16, 16), method=method, **{option: True})
+    _assert_same(before, _snapshot(net))
+    raising = Raising().train()
+    before = _snapshot(raising)
+    with pytest.raises(camlens.BadInputError, match="boom inside the model"):
+        camlens.explain(
+            raising, torch.randn(1, 3, 8, 8), method=method, layer="net.trunk", **{option: True}
+        )
+    _assert_same(before, _snapshot(raising))
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_model_left_as_found_after_an_exception_in_the_model(method: str) -> None:
     net = Raising()
@@ -108,6 +126,15 @@ def test_model_left_as_found_after_an_exception_in_the_model(method: str) -> Non
     before = _snapshot(net)
     with pytest.raises(camlens.BadInputError, match="boom inside the model"):
         camlens.explain(net, torch.randn(1, 3, 8, 8), method=method, layer="net.trunk")
+    _assert_same(before, _snapshot(net))
+
+
+def test_model_left_as_found_after_a_method_error() -> None:
+    # CAM refuses a layer that no global pool reads, after the probe has run.
+    net = NonLinearHead()
+    before = _snapshot(net)
+    with pytest.raises(camlens.MethodError):
+        camlens.explain(net, torch.randn(1, 3, 8, 8), method="cam", layer="trunk")
     _assert_same(before, _snapshot(net))
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from camlens._factorize import Factorization, factorize
 from camlens._layers import LayerInfo, layers
 from camlens._version import __version__
 from camlens.errors import (
@@ -23,18 +24,25 @@ from camlens.errors import (
     UnsupportedModelError,
 )
 from camlens.explainer import (
+    CAM,
+    FEM,
     ISCAM,
+    KPCACAM,
     SSCAM,
     AblationCAM,
     EigenCAM,
     EigenGradCAM,
     Explainer,
+    FinerCAM,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ReciproCAM,
+    RefineCAM,
     ScoreCAM,
+    SmoothGradCAMPlusPlus,
     XGradCAM,
     explain,
 )
@@ -43,7 +51,10 @@ from camlens.render import grid, overlay, save_grid, show
 from camlens.targets import Class, Output, Score, Target, TopK
 
 __all__ = [
+    "CAM",
+    "FEM",
     "ISCAM",
+    "KPCACAM",
     "SSCAM",
     "AblationCAM",
     "BadInputError",
@@ -56,6 +67,8 @@ __all__ = [
     "EigenGradCAM",
     "Explainer",
     "Explanation",
+    "Factorization",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -69,14 +82,18 @@ __all__ = [
     "MethodError",
     "ModelLoadError",
     "Output",
+    "ReciproCAM",
+    "RefineCAM",
     "Score",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "Target",
     "TopK",
     "UnsupportedModelError",
     "XGradCAM",
     "__version__",
     "explain",
+    "factorize",
     "grid",
     "layers",
     "overlay",

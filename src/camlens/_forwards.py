@@ -9,7 +9,12 @@ import numpy as np
 
 from camlens._types import Array, Size
 from camlens.backends import Backend, LayerRef, Scoring
-from camlens.methods.perturbation import MaskSource, PerturbationMethod, Progress
+from camlens.methods.perturbation import (
+    ActivationSource,
+    MaskSource,
+    PerturbationMethod,
+    Progress,
+)
 
 #: Memory one forward pass of perturbed inputs may take: 512 MiB, the model's activations
 #: estimated at 32 times the inputs' size (measured peaks: 22-26x for MobileNetV2, 15x for a
@@ -76,6 +81,12 @@ class BoundForwards:
         firsts = [activations[n * t] for n in range(self.n_images)]
         return self._backend.ablated_scores(
             self._inputs, self._layer, firsts, list(channels), self._scoring
+        )
+
+    def replaced(self, make: ActivationSource, counts: Sequence[int]) -> list[np.ndarray]:
+        """Return, per image, the scores with the layer's output replaced by ``make``'s."""
+        return self._backend.replaced_scores(
+            self._inputs, self._layer, make, list(counts), self._scoring
         )
 
     def unperturbed(self) -> np.ndarray:

@@ -13,7 +13,7 @@ from camlens._forwards import BoundForwards
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, OutputSelector, backend_for
-from camlens.backends.base import reads_probabilities
+from camlens.backends.base import Probe, Resolved, reads_probabilities
 from camlens.errors import (
     BadTargetError,
     CamlensWarning,
@@ -24,28 +24,42 @@ from camlens.errors import (
 )
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
-from camlens.methods.perturbation import PerturbationMethod
-from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish
-from camlens.targets import Output, Target, TargetLike, as_target
+from camlens.methods.perturbation import PerturbationMethod, weighted_terms
+from camlens.methods.smoothing import eigen_smooth, weight_based
+from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
+from camlens.targets import Class, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
+    "CAM",
+    "FEM",
     "ISCAM",
+    "KPCACAM",
     "SSCAM",
     "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "ReciproCAM",
+    "RefineCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "explain",
 ]
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
+
+#: ``aug_smooth``'s augmentations, (horizontal flip, pixel-value factor), as pytorch-grad-cam's
+#: (ttach's ``HorizontalFlip`` and ``Multiply([0.9, 1, 1.1])``).
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)
+)
 
 
 class Explainer:
@@ -64,6 +78,13 @@ class Explainer:
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
             probability. The explanation's ``score_kind`` says which was used.
+        eigen_smooth: Replace the weighted sum over channels by the first principal component
+            of the weighted activations (:func:`camlens.methods.smoothing.eigen_smooth`); for
+            weight-based methods (Grad-CAM, Score-CAM, ...; not Eigen-CAM, FEM, KPCA-CAM).
+        aug_smooth: Average the maps of the input flipped horizontally and scaled by 0.9, 1
+            and 1.1 (six passes, pytorch-grad-cam's test-time augmentation), each mapped back
+            (flipped again) and all explaining the input's own target units; the mean is
+            normalised again. ``raw`` is the mean of the mapped-back raw maps.
         normalize: How maps are scaled to ``[0, 1]``: ``"minmax"`` (every map spans the whole
             scale), ``"max"`` (``ReLU(L) / max``: a weak, near-flat map stays near-uniform) or
             ``"none"`` (the values as they are). Signed maps (``relu=False``) are divided by
@@ -87,6 +108,8 @@ class Explainer:
         output: OutputSelector = None,
         relu: bool = True,
         logits: bool = True,
+        eigen_smooth: bool = False,
+        aug_smooth: bool = False,
         normalize: Normalize = "minmax",
         **options: Any,
     ) -> None:
@@ -95,6 +118,15 @@ class Explainer:
         if chosen is None:
             raise MethodError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen, **options)
+        if eigen_smooth and not weight_based(self.method):
+            raise MethodError(
+                f"eigen_smooth projects a method's weighted activations, and "
+                f"{getattr(self.method, 'name', type(self.method).__name__)!r} weighs no "
+                "channels: use it with a weight-based method (gradcam, gradcam++, scorecam, "
+                "...) or drop eigen_smooth"
+            )
+        self.eigen_smooth = bool(eigen_smooth)
+        self.aug_smooth = bool(aug_smooth)
         self.relu = bool(relu)
         self.normalize: Normalize = check_normalize(normalize)
         self._backend = backend_for(model, output=output, logits=logits)
@@ -147,6 +179,150 @@ class Explainer:
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
         )
 
+    @property
+    def _combination(self) -> str:
+        """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
+        return str(getattr(self.method, "layer_combination", "mean"))
+
+    def _probe(self, x: Any, target: Target) -> tuple[Probe, str]:
+        """Probe the layers for ``target``; return the probe and the target's description."""
+        assert self._layers is not None
+        if isinstance(self.method, methods.FinerCAM):
+            probe = self._contrast_probe(x, target, self.method)
+            return probe, (
+                f"{target.describe()} against its {self.method.references} nearest classes"
+            )
+        probe = self._backend.probe(x, self._layers, target, gradients=self.method.needs_gradients)
+        return probe, target.describe()
+
+    def _augmented(
+        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, raw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``aug_smooth``: the maps of flipped and scaled inputs, mapped back and averaged.
+
+        Every augmented input explains the units the input's own pass resolved. Returns the
+        averaged maps (normalised again), raws and the degenerate rows.
+        """
+        backend = self._backend
+        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        host = np.asarray(backend.to_numpy(x))
+        width = 2 if backend.channels_last else 3
+        size = backend.input_size(x)
+        all_maps, all_raw = [maps], [raw]
+        for flip, factor in AUGMENTATIONS:
+            if (flip, factor) == (False, 1.0):
+                continue
+            changed = host * np.asarray(factor, dtype=host.dtype)
+            augmented = backend.prepare(np.flip(changed, axis=width).copy() if flip else changed)
+            cams = self._cams(augmented, self._probe(augmented, fixed)[0], fixed, stacklevel=None)
+            m, r, _ = finish(
+                cams,
+                size,
+                relu=self.relu,
+                normalize=self.normalize,
+                combination=self._combination,
+            )
+            m, r = backend.to_numpy(m), backend.to_numpy(r)
+            all_maps.append(m[..., ::-1] if flip else m)
+            all_raw.append(r[..., ::-1] if flip else r)
+        mean, degenerate = normalise(
+            np.mean(all_maps, axis=0), signed=not self.relu, mode=self.normalize
+        )
+        return (
+            mean.astype(np.float32),
+            np.mean(all_raw, axis=0).astype(np.float32),
+            np.asarray(degenerate),
+        )
+
+    def _cams(self, x: Any, probe: Probe, target: Target, *, stacklevel: int | None) -> list[Any]:
+        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None)."""
+        grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
+        samples = self._noisy_gradients(x, probe, target)
+        assert self._layers is not None
+        cams = []
+        for i, (ref, acts, grad) in enumerate(
+            zip(self._layers, probe.activations, grads, strict=True)
+        ):
+            if acts.shape[2] * acts.shape[3] == 1 and stacklevel is not None:
+                warnings.warn(
+                    f"layer {ref.name!r} has a 1x1 spatial output: its map carries no location; "
+                    "pick an earlier layer",
+                    CamlensWarning,
+                    stacklevel=stacklevel + 1,
+                )
+            if isinstance(self.method, PerturbationMethod):
+                forwards = self._forwards(x, ref, probe.resolved.units, target)
+                if self.eigen_smooth:
+                    weights = self.method.channel_weights(acts, forwards)
+                    cam = eigen_smooth(weighted_terms(weights, acts))
+                else:
+                    cam = self.method.cam_from_forwards(acts, forwards)
+            elif samples is not None:
+                cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
+            elif self.eigen_smooth:
+                cam = eigen_smooth(self.method.weighted(acts, grad))
+            else:
+                cam = self.method.cam(acts, grad)
+            if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
+                raise MethodError(
+                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
+                    f"{(acts.shape[0], *acts.shape[2:])}"
+                )
+            cams.append(cam)
+        return cams
+
+    def _noisy_gradients(self, x: Any, probe: Probe, target: Target) -> list[list[Any]] | None:
+        """For a method that reads noisy copies of the input, their gradients per layer.
+
+        Each copy explains the units the input's own pass resolved (a top-k is not re-ranked).
+        """
+        method = self.method
+        if not getattr(method, "noise_samples", False):
+            return None
+        assert self._layers is not None
+        backend = self._backend
+        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        host = np.asarray(backend.to_numpy(x))
+        chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
+        out = []
+        for sample in range(method.samples):  # type: ignore[attr-defined]
+            noise = method.noise(chw, sample)  # type: ignore[attr-defined]
+            if backend.channels_last:
+                noise = noise.transpose(1, 2, 0)
+            noisy = backend.prepare((host + noise[None]).astype(host.dtype, copy=False))
+            grads = backend.probe(noisy, self._layers, fixed, gradients=True).gradients
+            assert grads is not None
+            out.append(grads)
+        return out
+
+    def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
+        """Probe for a method that explains a combination of units (Finer-CAM).
+
+        A first pass (no gradients) reads the outputs that pick the compared units; the second
+        takes the gradients of all of them in one pass, combined per row with the method's
+        coefficients. The result reads as one probe of the combined scores.
+        """
+        if not isinstance(target, (Class, TopK)):
+            raise BadTargetError(
+                f"{method.name} compares classes: give a class index or camlens.TopK(k), not "
+                f"{target.describe()!r}"
+            )
+        assert self._layers is not None
+        first = self._backend.probe(x, self._layers, target, gradients=False)
+        units, coefficients, scores = method.contrast(first.outputs, first.resolved.units)
+        n, t, j = units.shape
+        probe = self._backend.probe(
+            x, self._layers, Class(units.reshape(n, t * j).tolist()), gradients=True
+        )
+        assert probe.gradients is not None
+        flat = coefficients.reshape(n * t, j)
+        return Probe(
+            activations=[a[::j] for a in probe.activations],
+            gradients=[method.combine(g, flat) for g in probe.gradients],
+            resolved=Resolved(values=scores, units=units[:, :, 0], signs=np.ones((n, t))),
+            outputs=probe.outputs,
+        )
+
     def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
         """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code.
 
@@ -161,61 +337,32 @@ class Explainer:
         x = backend.prepare(inputs)
         if self._layers is None:
             self._layers = (backend.auto_layer(x),)
-        probe = backend.probe(
-            x, self._layers, resolved_target, gradients=self.method.needs_gradients
-        )
-        grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
-        cams = []
-        for ref, acts, grad in zip(self._layers, probe.activations, grads, strict=True):
-            if acts.shape[2] * acts.shape[3] == 1:
-                warnings.warn(
-                    f"layer {ref.name!r} has a 1x1 spatial output: its map carries no location; "
-                    "pick an earlier layer",
-                    CamlensWarning,
-                    stacklevel=stacklevel,
-                )
-            if isinstance(self.method, PerturbationMethod):
-                cam = self.method.cam_from_forwards(
-                    acts, self._forwards(x, ref, probe.resolved.units, resolved_target)
-                )
-            else:
-                cam = self.method.cam(acts, grad)
-            if tuple(cam.shape) != (acts.shape[0], *acts.shape[2:]):
-                raise MethodError(
-                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; expected "
-                    f"{(acts.shape[0], *acts.shape[2:])}"
-                )
-            cams.append(cam)
+        probe, described = self._probe(x, resolved_target)
+        cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
-        maps_arr, raw_arr = finish(cams, size, relu=self.relu, normalize=self.normalize)[:2]
+        maps_arr, raw_arr, _ = finish(
+            cams, size, relu=self.relu, normalize=self.normalize, combination=self._combination
+        )
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
+        if self.aug_smooth:
+            maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
                 f"gradients at {self.layers}; check the model and its inputs"
             )
-        exp = self._explanation(probe, resolved_target, size, maps, raw)
-        _warn_weak_maps(exp, stacklevel=stacklevel)
-        return exp
-
-    def _explanation(
-        self, probe: Any, target: Target, size: Any, maps: np.ndarray, raw: np.ndarray
-    ) -> Explanation:
-        """Return the frozen record of one call."""
-        assert self._layers is not None
-        backend = self._backend
         res = probe.resolved
         n, t = res.units.shape
-        return Explanation(
+        exp = Explanation(
             maps=maps,
             raw=raw,
             scores=res.values.reshape(-1),
             image_index=np.repeat(np.arange(n, dtype=np.int64), t),
             units=res.units.reshape(-1),
             signs=res.signs.reshape(-1),
-            target=target.describe(),
-            target_kind=type(target).__name__,
+            target=described,
+            target_kind=type(resolved_target).__name__,
             score_kind=backend.score_kind,
             layers=tuple(ref.name for ref in self._layers),
             method=getattr(self.method, "name", type(self.method).__name__),
@@ -226,6 +373,8 @@ class Explainer:
             outputs=probe.outputs,
             normalize=self.normalize,
         )
+        _warn_weak_maps(exp, stacklevel=stacklevel)
+        return exp
 
 
 def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
@@ -270,6 +419,8 @@ def explain(
     output: OutputSelector = None,
     relu: bool = True,
     logits: bool = True,
+    eigen_smooth: bool = False,
+    aug_smooth: bool = False,
     normalize: Normalize = "minmax",
     **options: Any,
 ) -> Explanation:
@@ -285,6 +436,8 @@ def explain(
         output=output,
         relu=relu,
         logits=logits,
+        eigen_smooth=eigen_smooth,
+        aug_smooth=aug_smooth,
         normalize=normalize,
         **options,
     )
@@ -337,6 +490,48 @@ class EigenGradCAM(Explainer):
     """EigenGrad-CAM explainer; the maths is :class:`camlens.methods.EigenGradCAM`."""
 
     method_type = methods.EigenGradCAM
+
+
+class CAM(Explainer):
+    """CAM explainer; the maths and options are :class:`camlens.methods.CAM`."""
+
+    method_type = methods.CAM
+
+
+class FEM(Explainer):
+    """FEM explainer; the maths and options are :class:`camlens.methods.FEM`."""
+
+    method_type = methods.FEM
+
+
+class KPCACAM(Explainer):
+    """KPCA-CAM explainer; the maths and options are :class:`camlens.methods.KPCACAM`."""
+
+    method_type = methods.KPCACAM
+
+
+class FinerCAM(Explainer):
+    """Finer-CAM explainer; the maths and options are :class:`camlens.methods.FinerCAM`."""
+
+    method_type = methods.FinerCAM
+
+
+class ReciproCAM(Explainer):
+    """Recipro-CAM explainer; the maths and options are :class:`camlens.methods.ReciproCAM`."""
+
+    method_type = methods.ReciproCAM
+
+
+class SmoothGradCAMPlusPlus(Explainer):
+    """Smooth Grad-CAM++ explainer; the maths: :class:`camlens.methods.SmoothGradCAMPlusPlus`."""
+
+    method_type = methods.SmoothGradCAMPlusPlus
+
+
+class RefineCAM(Explainer):
+    """RefineCAM explainer; the maths and options are :class:`camlens.methods.RefineCAM`."""
+
+    method_type = methods.RefineCAM
 
 
 class ScoreCAM(Explainer):

@@ -135,15 +135,21 @@ def rectify(maps: Array) -> Array:
 
 
 def finish(
-    cams: Sequence[Array], size: Size, *, relu: bool, normalize: Normalize = "minmax"
+    cams: Sequence[Array],
+    size: Size,
+    *,
+    relu: bool,
+    normalize: Normalize = "minmax",
+    combination: str = "mean",
 ) -> tuple[Array, Array, Array]:
     """Turn per-layer signed maps into final maps at ``size``.
 
     Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised (as
-    ``normalize`` says, see :func:`normalise`); several layers are averaged and normalised
-    again (with ``"none"``, their values are averaged as they are). The signed ``raw`` map is
-    the single layer's map, or for several layers the mean of each layer's map divided by its
-    largest magnitude, resized to the finest layer's resolution.
+    ``normalize`` says, see :func:`normalise`); several layers are combined, by their mean
+    (``combination="mean"``) or their product (``"product"``, RefineCAM), and normalised again
+    (with ``"none"``, their values are combined as they are). The signed ``raw`` map is the
+    single layer's map, or for several layers the mean (or product) of each layer's map
+    divided by its largest magnitude, resized to the finest layer's resolution.
 
     Returns:
         ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
@@ -156,10 +162,12 @@ def finish(
     if len(per_layer) == 1:
         maps, degenerate = per_layer[0]
         return maps, cams[0], degenerate
-    mean = xp.mean(xp.stack([m for m, _ in per_layer]), axis=0)
-    maps, degenerate = normalise(mean, signed=not relu, mode=normalize)
+    reduce = xp.prod if combination == "product" else xp.mean
+    maps, degenerate = normalise(
+        reduce(xp.stack([m for m, _ in per_layer]), axis=0), signed=not relu, mode=normalize
+    )
     finest = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
-    raw = xp.mean(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
+    raw = reduce(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
     return maps, raw, degenerate
 
 

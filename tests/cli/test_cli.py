@@ -8,15 +8,43 @@ from pathlib import Path
 
 import pytest
 
+import camlens
+from camlens.methods import REGISTRY
 from commands import camlens_command
+
+ROOT = Path(__file__).parents[2]
+
+
+def _primary_names() -> dict[str, type]:
+    """Every registered method class by its own name (aliases left out)."""
+    return {cls.name: cls for cls in REGISTRY.values()}
 
 
 def test_methods_lists_every_method() -> None:
     out = subprocess.run(
         [*camlens_command(), "methods"], capture_output=True, text=True, check=True
     )
-    for name in ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam"):
-        assert f"\n{name} " in "\n" + out.stdout
+    listed = {line.split()[0]: line for line in out.stdout.splitlines() if line.strip()}
+    assert set(listed) == set(_primary_names())
+    for key, cls in REGISTRY.items():
+        if key != cls.name:  # an alias is shown on its method's line
+            assert key in listed[cls.name].split("(also: ")[1], key
+    assert "``" not in out.stdout  # docstring markup is not shown
+
+
+def test_readme_method_table_is_one_table_of_every_method() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| explainer | registry name | formula (`g = dy/dA`) |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip().strip("`") for cell in line.strip("|").split("|")])
+    # The line after the table is not a stray row cut off by a blank line.
+    assert not lines[start + 2 + len(rows) + 1].startswith("|")
+    assert {name for _, name, _ in rows} == set(_primary_names())
+    for explainer, name, _ in rows:
+        assert getattr(camlens, explainer).method_type is _primary_names()[name]
 
 
 def test_demo_writes_a_report(tmp_path: Path) -> None:

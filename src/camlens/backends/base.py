@@ -195,6 +195,22 @@ class Backend(Protocol):
         """
         ...
 
+    def replaced_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score each image with ``layer``'s output replaced; ``(counts[n], T)`` per image.
+
+        ``make(n, start, stop)`` builds image ``n``'s replacements ``(B, K, h, w)``,
+        channels-first whatever the model's layout. Only the network after the layer is re-run
+        where the backend can isolate it.
+        """
+        ...
+
 
 def seed_for(seed: int, *parts: str | int) -> int:
     """Return a 31-bit seed from ``seed`` and a layer's name, the same in either mode."""

@@ -9,26 +9,37 @@ from typing import Any
 from camlens.errors import MethodError
 from camlens.methods.ablationcam import AblationCAM
 from camlens.methods.base import Method
+from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
+from camlens.methods.fem import FEM
+from camlens.methods.finercam import FinerCAM
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
+from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
+from camlens.methods.reciprocam import ReciproCAM
+from camlens.methods.refinecam import RefineCAM
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
+    "CAM",
+    "FEM",
     "ISCAM",
+    "KPCACAM",
     "REGISTRY",
     "SSCAM",
     "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
+    "FinerCAM",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -36,7 +47,10 @@ __all__ = [
     "LayerCAM",
     "Method",
     "PerturbationMethod",
+    "ReciproCAM",
+    "RefineCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "get_method",
 ]
@@ -50,10 +64,17 @@ _METHODS: tuple[type[Method], ...] = (
     LayerCAM,
     EigenCAM,
     EigenGradCAM,
+    CAM,
+    FEM,
+    KPCACAM,
+    FinerCAM,
+    SmoothGradCAMPlusPlus,
+    RefineCAM,
     ScoreCAM,
     SSCAM,
     ISCAM,
     AblationCAM,
+    ReciproCAM,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.
@@ -62,6 +83,7 @@ REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
         **{cls.name: cls for cls in _METHODS},
         "gradcampp": GradCAMPlusPlus,
         "gradcamplusplus": GradCAMPlusPlus,
+        "smoothgradcampp": SmoothGradCAMPlusPlus,
         "gradcamelementwise": GradCAMElementWise,
         "score-cam": ScoreCAM,
         "ablation-cam": AblationCAM,
@@ -99,7 +121,14 @@ def get_method(method: str | Method | type[Method], **options: Any) -> Method:
 
 
 def _build(cls: type[Method], options: dict[str, Any]) -> Method:
-    """Instantiate a method class, turning an unknown option into a clear error."""
+    """Instantiate a method class, turning an unknown option into a clear error.
+
+    Options that name a method (a class's ``method_options``, e.g. Finer-CAM's ``base``) may be
+    registry names.
+    """
+    for key in getattr(cls, "method_options", ()):
+        if isinstance(options.get(key), str):
+            options = {**options, key: get_method(options[key])}
     try:
         return cls(**options)
     except TypeError as exc:

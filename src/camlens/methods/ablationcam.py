@@ -6,7 +6,7 @@ import numpy as np
 
 from camlens._types import Array
 from camlens.backends._common import to_host
-from camlens.methods.perturbation import Forwards, PerturbationMethod, weighted_sum
+from camlens.methods.perturbation import Forwards, PerturbationMethod
 
 
 class AblationCAM(PerturbationMethod):
@@ -29,8 +29,8 @@ class AblationCAM(PerturbationMethod):
     name = "ablationcam"
     default_score_mode = "raw"
 
-    def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
-        """Return ``sum_k w_k A^k`` with ``w_k`` the relative score drop when ``A^k`` is zeroed."""
+    def channel_weights(self, activations: Array, forwards: Forwards) -> np.ndarray:
+        """Return ``(M, K)`` weights ``w_k``: the relative score drop when ``A^k`` is zeroed."""
         t = forwards.targets_per_image
         k = activations.shape[1]
         firsts = [to_host(activations[n * t]) for n in range(forwards.n_images)]
@@ -44,4 +44,4 @@ class AblationCAM(PerturbationMethod):
             drop = y - s.T  # (T, C)
             with np.errstate(divide="ignore", invalid="ignore"):
                 weights[n][:, c] = np.where(y != 0, drop / np.where(y != 0, y, 1.0), 0.0)
-        return weighted_sum(weights.reshape(-1, k), activations)
+        return weights.reshape(-1, k)

@@ -13,28 +13,42 @@ class Method:
 
     A method sees activations ``A`` and gradients ``G`` as ``(M, K, h, w)`` arrays of any array-API
     library (see ``camlens._types``) and returns signed ``(M, h, w)`` maps. Most methods only
-    override :meth:`weights`; the weighted sum over channels is shared here. ReLU, upsampling and
-    normalisation are applied afterwards by the explainer, once for every method.
+    override :meth:`weights`; the weighted sum over channels is shared here. A method whose map
+    is a channel sum of other terms overrides :meth:`weighted`; one that is no such sum (Eigen-CAM)
+    overrides :meth:`cam`. ReLU, upsampling and normalisation are applied afterwards by the
+    explainer, once for every method.
 
     Attributes:
         name: Registry key and the name recorded in explanations.
         needs_gradients: Whether :meth:`cam` reads ``gradients``; if not, it receives ``None``.
+        layer_combination: How maps of several layers combine after normalisation: ``"mean"``,
+            or ``"product"`` (RefineCAM).
     """
 
     name: ClassVar[str] = "custom"
     needs_gradients: ClassVar[bool] = True
+    layer_combination: ClassVar[str] = "mean"
 
     def weights(self, activations: Array, gradients: Array) -> Array:
         """Return channel weights ``(M, K)`` or element-wise weights ``(M, K, h, w)``."""
         raise NotImplementedError(f"{type(self).__name__} must override weights() or cam()")
 
-    def cam(self, activations: Array, gradients: Array) -> Array:
-        """Return the signed class activation maps ``(M, h, w)``: ``sum_k w_k * A^k``."""
+    def weighted(self, activations: Array, gradients: Array) -> Array:
+        """Return the weighted activations ``w_k ⊙ A^k``, ``(M, K, h, w)``: the map's terms.
+
+        Their channel sum is the map; ``eigen_smooth`` projects them on their first principal
+        component instead.
+        """
         xp = namespace(activations)
         w = self.weights(activations, gradients)
         if w.ndim == 2:
             w = xp.reshape(w, (*w.shape, 1, 1))
-        return xp.sum(w * activations, axis=1)
+        return w * activations
+
+    def cam(self, activations: Array, gradients: Array) -> Array:
+        """Return the signed class activation maps ``(M, h, w)``: ``sum_k w_k * A^k``."""
+        xp = namespace(activations)
+        return xp.sum(self.weighted(activations, gradients), axis=1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

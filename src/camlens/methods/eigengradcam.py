@@ -8,7 +8,7 @@ from camlens.methods.eigencam import principal_projection
 
 
 class EigenGradCAM(Method):
-    """EigenGrad-CAM: Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299) on ``dy/dA ⊙ A``.
+    """EigenGrad-CAM: Eigen-CAM (Muhammad & Yeasin 2020, arXiv:2008.00299) on dy/dA ⊙ A.
 
     ``L = (G ⊙ A) V_1``: the class-discriminative variant of Eigen-CAM introduced by
     pytorch-grad-cam, projecting the gradient-weighted activations on their first principal

@@ -17,8 +17,7 @@ class GradCAMElementWise(Method):
 
     name = "gradcam-elementwise"
 
-    def cam(self, activations: Array, gradients: Array) -> Array:
-        """Return ``sum_k ReLU(G ⊙ A)``, ``(M, h, w)``."""
+    def weighted(self, activations: Array, gradients: Array) -> Array:
+        """Return the map's terms ``ReLU(G ⊙ A)``, ``(M, K, h, w)``; the map is their sum."""
         xp = namespace(activations, gradients)
-        product = gradients * activations
-        return xp.sum(xp.clip(product, min=0.0), axis=1)
+        return xp.clip(gradients * activations, min=0.0)

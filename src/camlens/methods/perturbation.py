@@ -26,6 +26,8 @@ from camlens.postprocess import normalise, resize
 Progress = Callable[[int, int], None]
 #: ``masks(image, start, stop) -> (stop - start, H, W)`` masks in [0, 1], for one image.
 MaskSource = Callable[[int, int, int], Array]
+#: ``make(image, start, stop) -> (stop - start, K, h, w)`` replacements of the layer's output.
+ActivationSource = Callable[[int, int, int], Array]
 
 
 class Forwards(Protocol):
@@ -53,6 +55,14 @@ class Forwards(Protocol):
 
         ``activations`` are the layer's rows ``(M, K, h, w)``; ``channels[n]`` lists the channels
         to ablate for image ``n``, and its result has one row per listed channel.
+        """
+        ...
+
+    def replaced(self, make: ActivationSource, counts: Sequence[int]) -> list[np.ndarray]:
+        """Return, per image ``n``, the scores with the layer's output replaced, one row each.
+
+        ``make(n, start, stop)`` gives image ``n``'s replacements ``(stop - start, K, h, w)``.
+        Only the network after the layer runs where the backend can isolate it.
         """
         ...
 
@@ -100,8 +110,18 @@ class PerturbationMethod(Method):
         raise MethodError(f"{type(self).__name__} needs forward passes: use cam_from_forwards()")
 
     def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
-        """Return the signed maps ``(M, h, w)``, scoring perturbed inputs through ``forwards``."""
-        raise NotImplementedError
+        """Return the signed maps ``(M, h, w)``, scoring perturbed inputs through ``forwards``.
+
+        By default ``sum_k w_k A^k`` with the weights of :meth:`channel_weights`; a method that
+        is no weighted sum overrides this instead.
+        """
+        return weighted_sum(self.channel_weights(activations, forwards), activations)
+
+    def channel_weights(self, activations: Array, forwards: Forwards) -> np.ndarray:
+        """Return the ``(M, K)`` channel weights, scoring perturbed inputs through ``forwards``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must override channel_weights() or cam_from_forwards()"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -128,8 +148,14 @@ def constant_channels(activations: Array) -> np.ndarray:
     return np.asarray(to_host(same), dtype=bool)
 
 
+def weighted_terms(weights: np.ndarray, activations: Array) -> Array:
+    """Return ``w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
+    xp = namespace(activations)
+    w = xp.asarray(weights, dtype=activations.dtype, device=device(activations))
+    return w[:, :, None, None] * activations
+
+
 def weighted_sum(weights: np.ndarray, activations: Array) -> Array:
     """Return ``sum_k w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
     xp = namespace(activations)
-    w = xp.asarray(weights, dtype=activations.dtype, device=device(activations))
-    return xp.sum(w[:, :, None, None] * activations, axis=1)
+    return xp.sum(weighted_terms(weights, activations), axis=1)

@@ -16,7 +16,6 @@ from camlens.methods.perturbation import (
     Progress,
     channel_masks,
     constant_channels,
-    weighted_sum,
 )
 
 
@@ -69,8 +68,8 @@ class ScoreCAM(PerturbationMethod):
         """
         return masks
 
-    def cam_from_forwards(self, activations: Array, forwards: Forwards) -> Array:
-        """Return ``sum_k w_k A^k``, ``w_k`` the target's score on the input masked by ``A^k``."""
+    def channel_weights(self, activations: Array, forwards: Forwards) -> np.ndarray:
+        """Return ``(M, K)`` weights ``w_k``: the target's score on the input masked by ``A^k``."""
         xp = namespace(activations)
         t = forwards.targets_per_image
         k = activations.shape[1]
@@ -100,7 +99,7 @@ class ScoreCAM(PerturbationMethod):
             scores = forwards.masked(masks, [len(c) for c in chosen])
             for n, (c, s) in enumerate(zip(chosen, scores, strict=True)):
                 weights[n][:, c] += s.T / self.samples
-        return weighted_sum(weights.reshape(-1, k), activations)
+        return weights.reshape(-1, k)
 
     def _channels(self, a: Array) -> np.ndarray:
         """Return the channels to score: the non-constant ones, or the top-n by variance."""

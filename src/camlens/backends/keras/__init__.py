@@ -225,11 +225,8 @@ class KerasBackend:
         scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score channel ablations, re-running only the layer's tail in functional graphs."""
-        key = id(layer.handle)
-        if key not in self._tails:
-            self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
         return _perturb.ablated_scores(
-            self._tails[key],
+            self._tail(layer),
             self.output,
             self._channels_last,
             inputs,
@@ -237,3 +234,23 @@ class KerasBackend:
             channels,
             scoring,
         )
+
+    def replaced_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score replaced layer outputs, re-running only the layer's tail in functional graphs."""
+        return _perturb.replaced_scores(
+            self._tail(layer), self.output, self._channels_last, inputs, make, counts, scoring
+        )
+
+    def _tail(self, layer: LayerRef) -> Any:
+        """Return the layer's tail, built on first use and kept (see ``_tail.py``)."""
+        key = id(layer.handle)
+        if key not in self._tails:
+            self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
+        return self._tails[key]

@@ -14,7 +14,7 @@ from camlens.backends._common import select_output
 from camlens.backends.base import OutputSelector, Scoring
 from camlens.backends.keras._forward import is_tensor
 
-__all__ = ["ablated_scores", "masked_scores", "perturbed_scores"]
+__all__ = ["ablated_scores", "masked_scores", "perturbed_scores", "replaced_scores"]
 
 #: ``(image or None, n, start, stop) -> the model's raw output for that batch``.
 Evaluate = Callable[[Any, int, int, int], Any]
@@ -117,3 +117,23 @@ def ablated_scores(
         return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
 
     return _score(output, inputs, [len(c) for c in channels], scoring, evaluate)
+
+
+def replaced_scores(
+    tail: Callable[[Any, Any], Any],
+    output: OutputSelector,
+    channels_last: bool,
+    inputs: Any,
+    make: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Score each image with the layer's output replaced by ``make(n, start, stop)``."""
+
+    def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+        batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
+        if channels_last:
+            batch = batch.transpose(0, 2, 3, 1)
+        return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
+
+    return _score(output, inputs, counts, scoring, evaluate)

@@ -174,9 +174,25 @@ class TorchBackend:
         scoring: Scoring,
     ) -> list[np.ndarray]:
         """Score channel ablations, re-running only the layer's tail where fx can trace it."""
+        return _perturb.ablated_scores(
+            self.model, self.output, self._tail(layer), inputs, activations, channels, scoring
+        )
+
+    def replaced_scores(
+        self,
+        inputs: Any,
+        layer: LayerRef,
+        make: Callable[[int, int, int], Array],
+        counts: Sequence[int],
+        scoring: Scoring,
+    ) -> list[np.ndarray]:
+        """Score replaced layer outputs, re-running only the layer's tail where fx can trace it."""
+        return _perturb.replaced_scores(
+            self.model, self.output, self._tail(layer), inputs, make, counts, scoring
+        )
+
+    def _tail(self, layer: LayerRef) -> Tail:
+        """Return the layer's tail, built on first use and kept (see ``_tail.py``)."""
         if layer.name not in self._tails:
             self._tails[layer.name] = make_tail(self.model, layer.name)
-        tail = self._tails[layer.name]
-        return _perturb.ablated_scores(
-            self.model, self.output, tail, inputs, activations, channels, scoring
-        )
+        return self._tails[layer.name]

@@ -89,6 +89,24 @@ def ablated_scores(
     return _score(model, output, [len(c) for c in channels], scoring, evaluate)
 
 
+def replaced_scores(
+    model: torch.nn.Module,
+    output: OutputSelector,
+    tail: Tail,
+    inputs: torch.Tensor,
+    make: Callable[[int, int, int], Array],
+    counts: Sequence[int],
+    scoring: Scoring,
+) -> list[np.ndarray]:
+    """Return, per image, the target units' scores with the layer's output replaced."""
+
+    def evaluate(n: int, start: int, stop: int) -> Any:
+        x = inputs[n : n + 1]
+        return tail(x, torch.as_tensor(make(n, start, stop), device=x.device).to(x.dtype))
+
+    return _score(model, output, counts, scoring, evaluate)
+
+
 def perturbed_scores(
     model: torch.nn.Module,
     output: OutputSelector,
