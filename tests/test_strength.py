@@ -70,7 +70,7 @@ def test_a_near_flat_map_is_near_uniform_under_max_and_flagged_under_minmax() ->
     x = _pattern()
     raw = (0.5 + 0.001 * x[0, 0]).numpy() / 64  # Grad-CAM by hand: alpha = 1 / 64, one channel
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", camlens.CamlensWarning)
         exp = camlens.explain(NearFlat(), x, layer="features", target=0, normalize="max")
     np.testing.assert_allclose(exp.maps[0], raw / raw.max(), rtol=1e-5)
     assert exp.maps.min() > 0.99 and exp.normalize == "max"
@@ -102,7 +102,7 @@ def test_an_empty_map_warns_under_every_normalisation() -> None:
 def test_a_structured_map_is_ok_and_silent() -> None:
     x = _pattern() * 1000  # the same model, the feature map now 0.5 .. 1.5
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", camlens.CamlensWarning)
         exp = camlens.explain(NearFlat(), x, layer="features", target=0)
     assert exp.strength.status.tolist() == ["ok"]
     assert exp.strength.contrast[0] > FLAT_CONTRAST

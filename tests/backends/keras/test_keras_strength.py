@@ -32,7 +32,7 @@ def test_near_flat_map_shown_near_uniform_under_max_and_flagged_under_minmax() -
     x = (ramp[:, None] * ramp[None, :])[None, :, :, None]
     raw = (0.5 + 0.001 * x[0, :, :, 0]) / 64  # by hand: alpha = 1 / 64 for the one channel
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", camlens.CamlensWarning)
         honest = camlens.explain(model, x, layer="features", target=0, normalize="max")
     np.testing.assert_allclose(honest.maps[0], raw / raw.max(), rtol=1e-5)
     assert honest.maps.min() > 0.99
