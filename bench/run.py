@@ -66,6 +66,8 @@ PERTURBATION_LIBRARIES = {
     "scorecam": ("camlens", "pytorch-grad-cam", "torchcam"),
     "ablationcam": ("camlens", "pytorch-grad-cam"),
 }
+#: camlens on the ONNX export of the torch network, against camlens on the torch network.
+ONNX_METHODS = ("ablationcam", "scorecam")
 KERAS_LIBRARIES = {
     "gradcam": ("camlens", "keras-io-recipe", "tf-keras-vis"),
     "gradcam++": ("camlens", "tf-keras-vis"),
@@ -107,8 +109,10 @@ class Case:
         return RESULTS / "maps" / (self.id.replace("/", "__").replace("+", "p") + ".npz")
 
     def camlens_twin(self) -> Case:
-        """Return camlens's case for the same method, network and batch."""
-        return Case(self.framework, "camlens", self.method, self.network, self.batch)
+        """Return camlens's case for the same method, network and batch (on the torch network
+        for an ONNX case: the network it was exported from)."""
+        framework = "torch" if self.framework == "onnx" else self.framework
+        return Case(framework, "camlens", self.method, self.network, self.batch)
 
 
 def all_cases() -> list[Case]:
@@ -122,6 +126,8 @@ def all_cases() -> list[Case]:
     cases += [Case("torch", "reference", r, "resnet18", 1) for r in TORCH_REFERENCES[:1]]
     for method, libraries in PERTURBATION_LIBRARIES.items():
         cases += [Case("torch", lib, method, "resnet18", 1) for lib in libraries]
+    cases.append(Case("onnx", "reference", "forward", "resnet18", 1))
+    cases += [Case("onnx", "camlens", method, "resnet18", 1) for method in ONNX_METHODS]
     for network in ("seed", "xception"):
         for batch in (1, 8):
             cases += [Case("keras", "reference", r, network, batch) for r in KERAS_REFERENCES]
@@ -147,6 +153,8 @@ def worker(case: Case, rounds: int, threads: int) -> dict[str, Any]:
     start = time.perf_counter()
     if case.framework == "torch":
         import _torch_cases as cases
+    elif case.framework == "onnx":
+        import _onnx_cases as cases  # type: ignore[no-redef]
     else:
         import _keras_cases as cases  # type: ignore[no-redef]
     cases.set_threads(threads)
@@ -221,7 +229,7 @@ def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def agreement(case: Case) -> dict[str, Any] | None:
     """Compare a case's maps with camlens's for the same method, network and batch."""
     twin = case.camlens_twin()
-    if case.library in ("camlens", "reference") or not twin.maps_path.exists():
+    if twin == case or case.library == "reference" or not twin.maps_path.exists():
         return None
     if not case.maps_path.exists():
         return None
@@ -351,7 +359,12 @@ def targets(saved: dict[str, Any]) -> list[str]:
                     checks.append(f"top-5 / top-1 {r:.2f} (<= 2: {_met(r <= 2)})")
             if fw == "keras":
                 checks.append(f"x forward {mine:.2f} (<= 1.3: {_met(mine <= 1.3)})")
-            if method == "ablationcam":
+            if fw == "onnx":
+                torch_twin = _ok(cases, Case("torch", "camlens", method, net, batch))
+                if torch_twin is not None:
+                    t = ours["call_cpu"]["median_s"] / torch_twin["call_cpu"]["median_s"]
+                    checks.append(f"CPU time ONNX / torch {t:.2f} (reported, no target)")
+            elif method == "ablationcam":
                 for lib, r in timed.items():
                     x = r["cpu_ratio_to_forward"] / mine
                     checks.append(f"{lib} / camlens {x:.0f} (>= 20: {_met(x >= 20)})")

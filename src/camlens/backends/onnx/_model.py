@@ -61,6 +61,8 @@ class OnnxModel:
             from the input's shape (channels first unless only the last axis looks like 1, 3
             or 4 channels).
         name: What the model is called in messages, e.g. its file name.
+        threads: onnxruntime's intra-op threads per session; ``None`` keeps its default (one
+            per physical core).
 
     Example:
         >>> model = OnnxModel(onnx.load("model.onnx"))          # doctest: +SKIP
@@ -71,6 +73,7 @@ class OnnxModel:
     device: str = "cpu"
     layout: Literal["NCHW", "NHWC"] | None = None
     name: str = "ONNX model"
+    threads: int | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,12 @@ class OnnxModel:
                 f"layout must be 'NCHW', 'NHWC' or None; got {self.layout!r}"
             )
         providers_for(self.device)
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise UnsupportedModelError(
+                f"threads must be a positive int or None; got {self.threads!r}"
+            )
 
     def graph(self) -> Graph:
         """Return the model's :class:`Graph`, read once (kept with the sessions)."""
@@ -102,6 +111,8 @@ class OnnxModel:
         if key not in self._cache:
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only: onnxruntime's warnings go to stderr
+            if self.threads is not None:
+                options.intra_op_num_threads = self.threads
             graph = build()
             try:
                 self._cache[key] = ort.InferenceSession(
