@@ -74,6 +74,8 @@ PERTURBATION_LIBRARIES = {
     "ablationcam": ("camlens", "pytorch-grad-cam"),
     "reciprocam": ("camlens",),  # no peer has it: checked against camlens's Score-CAM
 }
+#: camlens on the ONNX export of the torch network, against camlens on the torch network.
+ONNX_METHODS = ("ablationcam", "scorecam")
 KERAS_LIBRARIES = {
     "gradcam": ("camlens", "keras-io-recipe", "tf-keras-vis"),
     "gradcam++": ("camlens", "tf-keras-vis"),
@@ -115,8 +117,10 @@ class Case:
         return RESULTS / "maps" / (self.id.replace("/", "__").replace("+", "p") + ".npz")
 
     def camlens_twin(self) -> Case:
-        """Return camlens's case for the same method, network and batch."""
-        return Case(self.framework, "camlens", self.method, self.network, self.batch)
+        """Return camlens's case for the same method, network and batch (on the torch network
+        for an ONNX case: the network it was exported from)."""
+        framework = "torch" if self.framework == "onnx" else self.framework
+        return Case(framework, "camlens", self.method, self.network, self.batch)
 
 
 def all_cases() -> list[Case]:
@@ -130,6 +134,8 @@ def all_cases() -> list[Case]:
     cases += [Case("torch", "reference", r, "resnet18", 1) for r in TORCH_REFERENCES[:1]]
     for method, libraries in PERTURBATION_LIBRARIES.items():
         cases += [Case("torch", lib, method, "resnet18", 1) for lib in libraries]
+    cases.append(Case("onnx", "reference", "forward", "resnet18", 1))
+    cases += [Case("onnx", "camlens", method, "resnet18", 1) for method in ONNX_METHODS]
     for network in ("seed", "xception"):
         for batch in (1, 8):
             cases += [Case("keras", "reference", r, network, batch) for r in KERAS_REFERENCES]
@@ -155,6 +161,8 @@ def worker(case: Case, rounds: int, threads: int) -> dict[str, Any]:
     start = time.perf_counter()
     if case.framework == "torch":
         import _torch_cases as cases
+    elif case.framework == "onnx":
+        import _onnx_cases as cases  # type: ignore[no-redef]
     else:
         import _keras_cases as cases  # type: ignore[no-redef]
     cases.set_threads(threads)
@@ -229,7 +237,7 @@ def _resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def agreement(case: Case) -> dict[str, Any] | None:
     """Compare a case's maps with camlens's for the same method, network and batch."""
     twin = case.camlens_twin()
-    if case.library in ("camlens", "reference") or not twin.maps_path.exists():
+    if twin == case or case.library == "reference" or not twin.maps_path.exists():
         return None
     if not case.maps_path.exists():
         return None
@@ -366,7 +374,12 @@ def targets(saved: dict[str, Any]) -> list[str]:
                     checks.append(
                         f"camlens Score-CAM / Recipro-CAM {x:.0f} (>= 20: {_met(x >= 20)})"
                     )
-            if method == "ablationcam":
+            if fw == "onnx":
+                torch_twin = _ok(cases, Case("torch", "camlens", method, net, batch))
+                if torch_twin is not None:
+                    t = ours["call_cpu"]["median_s"] / torch_twin["call_cpu"]["median_s"]
+                    checks.append(f"CPU time ONNX / torch {t:.2f} (reported, no target)")
+            elif method == "ablationcam":
                 for lib, r in timed.items():
                     x = r["cpu_ratio_to_forward"] / mine
                     checks.append(f"{lib} / camlens {x:.0f} (>= 20: {_met(x >= 20)})")

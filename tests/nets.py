@@ -102,3 +102,39 @@ class MiniResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer2(self.layer1(self.stem(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def export_onnx(model: nn.Module, x: torch.Tensor, path: object, *, dynamic: bool = True) -> None:
+    """Export ``model`` to ONNX with the TorchScript exporter (the dynamo one needs
+    onnxscript), the batch axis dynamic unless ``dynamic=False``."""
+    import warnings
+
+    axes = {"x": {0: "n"}, "y": {0: "n"}} if dynamic else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the exporter's own deprecation
+        torch.onnx.export(
+            model.eval(),
+            (x,),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes=axes,
+        )
+
+
+class ChannelsLast(nn.Module):
+    """An NHWC model: it takes (N, H, W, C) images and its last feature map is NHWC too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the (N, H, W, K) feature map after the ReLU."""
+        return torch.relu(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(1, 2)))

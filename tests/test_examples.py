@@ -30,3 +30,22 @@ def test_seed_example_runs(tmp_path: Path) -> None:
     assert "layer xception/block14_sepconv2_act" in result.stdout
     assert (tmp_path / "age_up_overlay.png").stat().st_size > 0
     assert (tmp_path / "age_grid.png").stat().st_size > 0
+
+
+def test_onnx_example_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "onnx_model.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ONNX model mobilenet_v2.onnx NCHW (224, 224)"
+    for method in ("ablationcam", "scorecam", "eigencam"):
+        line = next(line for line in lines if line.startswith(method + ":"))
+        assert float(line.rsplit(" ", 1)[1]) < 1e-4  # the ONNX maps are the torch model's
+        assert (tmp_path / f"chelsea_{method}.png").stat().st_size > 0
+    assert any(line.startswith("gradcam: gradcam needs gradients") for line in lines)

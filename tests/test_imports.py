@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BLOCKED = ("torch", "tensorflow", "keras", "jax", "matplotlib")
+BLOCKED = ("torch", "tensorflow", "keras", "jax", "onnx", "onnxruntime", "matplotlib")
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -45,7 +45,7 @@ def test_import_loads_no_framework() -> None:
 
 
 SRC = Path(__file__).parents[1] / "src"
-FRAMEWORKS = {"torch", "tensorflow", "keras", "jax"}
+FRAMEWORKS = {"torch", "tensorflow", "keras", "jax", "onnx", "onnxruntime"}
 #: Attributes only torch tensors have: code that uses them is framework code.
 TORCH_ONLY = {"detach", "element_size", "gather", "requires_grad", "is_inference"}
 

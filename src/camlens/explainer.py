@@ -130,6 +130,17 @@ class Explainer:
         self.relu = bool(relu)
         self.normalize: Normalize = check_normalize(normalize)
         self._backend = backend_for(model, output=output, logits=logits)
+        if self.method.needs_gradients and not self._backend.gradients:
+            usable = [
+                n
+                for n, cls in methods.REGISTRY.items()
+                if n == cls.name and not cls.needs_gradients
+            ]
+            raise MethodError(
+                f"{getattr(self.method, 'name', type(self.method).__name__)} needs gradients, "
+                f"which {self._backend.framework} models do not give; use a gradient-free "
+                f"method: {', '.join(dict.fromkeys(usable))}"
+            )
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if layer is not None:

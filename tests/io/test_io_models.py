@@ -197,7 +197,7 @@ def test_bundled_model_by_name() -> None:
     [
         ("missing.pt", None, "'.*missing.pt' not found"),
         ("model.xyz", b"hello", "cannot tell what kind of model 'model.xyz'.*Supported"),
-        ("model.onnx", b"\x08\x07", "ONNX models are not supported yet"),
+        ("model.onnx", b"\x08\x07", "holds no ONNX graph.*truncated"),
         ("corrupt.pt", b"not a torch file at all", "cannot read 'corrupt.pt' as a PyTorch file"),
         ("corrupt.pt2", b"garbage", "not a valid .pt2 file"),
         ("corrupt.keras", b"garbage", "not a valid .keras file"),

@@ -47,13 +47,22 @@ def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = Tru
         from camlens.backends.torch import TorchBackend
 
         return TorchBackend(model, output=output)
+    onnx_backend = sys.modules.get("camlens.backends.onnx")
+    if onnx_backend is not None and isinstance(model, onnx_backend.OnnxModel):
+        return onnx_backend.OnnxBackend(model, output=output, logits=logits)  # type: ignore[no-any-return]
+    onnx = sys.modules.get("onnx")
+    if onnx is not None and isinstance(model, onnx.ModelProto):
+        raise UnsupportedModelError(
+            "this is a bare onnx.ModelProto; load the file with camlens.io.load_model("
+            "'model.onnx'), or wrap it: camlens.backends.onnx.OnnxModel(proto)"
+        )
     raise UnsupportedModelError(
         f"camlens cannot explain a {type(model).__module__}.{type(model).__qualname__}: "
-        "pass a torch.nn.Module or a keras.Model"
+        "pass a torch.nn.Module, a keras.Model or an ONNX model (camlens.io.load_model('m.onnx'))"
     )
 
 
-def file_loader(framework: Literal["torch", "keras"], what: str) -> ModuleType:
+def file_loader(framework: Literal["torch", "keras", "onnx"], what: str) -> ModuleType:
     """Return the backend's ``_load`` module, which reads ``framework``'s model files.
 
     Importing it imports the framework; where that is not installed the error says how to
@@ -62,9 +71,10 @@ def file_loader(framework: Literal["torch", "keras"], what: str) -> ModuleType:
     try:
         return importlib.import_module(f"camlens.backends.{framework}._load")
     except ImportError as exc:
-        if exc.name is None or exc.name.split(".")[0] != framework:
+        needs = ("onnx", "onnxruntime") if framework == "onnx" else (framework,)
+        if exc.name is None or exc.name.split(".")[0] not in needs:
             raise
         raise ModelLoadError(
-            f"loading {what!r} needs {framework}, which is not installed: "
+            f"loading {what!r} needs {exc.name.split('.')[0]}, which is not installed: "
             f"pip install 'camlens[{framework}]'"
         ) from exc

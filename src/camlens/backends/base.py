@@ -120,6 +120,8 @@ class Backend(Protocol):
     channels_last: bool
     #: What the explained scores are read from: ``"model output"``, ``"pre-softmax logit"``...
     score_kind: str
+    #: Whether :meth:`probe` can give gradients (an ONNX graph gives none).
+    gradients: bool
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""

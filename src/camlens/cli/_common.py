@@ -71,6 +71,20 @@ def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
     return decorate
 
 
+#: What explain and compare run on an ONNX model when no --method is given: the default
+#: methods need gradients, which ONNX graphs do not give.
+ONNX_METHODS = {"explain": ("ablationcam",), "compare": ("ablationcam", "scorecam", "eigencam")}
+
+
+def chosen_methods(loaded: LoadedModel, methods: tuple[str, ...], command: str) -> tuple[str, ...]:
+    """Return the methods to run: those given, or for an ONNX model with no --method given,
+    gradient-free defaults instead of the gradient ones."""
+    source = click.get_current_context().get_parameter_source("methods")
+    if loaded.framework == "onnx" and source is click.core.ParameterSource.DEFAULT:
+        return ONNX_METHODS[command]
+    return methods
+
+
 def model_file_options(fn: F) -> F:
     """Add --factory and --trust-pickle: how to read a model file."""
     fn = click.option(
@@ -90,7 +104,9 @@ def model_file_options(fn: F) -> F:
 
 def model_options(fn: F) -> F:
     """Add --factory, --trust-pickle and --device."""
-    fn = click.option("--device", help="Device for a PyTorch model: cpu, cuda, cuda:1 ...")(fn)
+    fn = click.option("--device", help="Device for a PyTorch or ONNX model: cpu, cuda, cuda:1 ...")(
+        fn
+    )
     return model_file_options(fn)
 
 
@@ -172,6 +188,8 @@ def load(source: str, options: dict[str, Any]) -> LoadedModel:
 _SHADOWABLE = (
     "torch",
     "keras",
+    "onnx",
+    "onnxruntime",
     "tensorflow",
     "jax",
     "numpy",

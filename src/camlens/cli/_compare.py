@@ -62,9 +62,12 @@ def compare_command(
     """Score each method's maps on IMAGES with faithfulness metrics; one row per method.
 
     Writes compare.csv, compare.md and compare.json to --out and adds the table to its report
-    (index.html). Lower is better for deletion and average_drop, higher for the others.
+    (index.html). Lower is better for deletion and average_drop, higher for the others. On an
+    ONNX model (gradient-free methods only) the default methods are ablationcam, scorecam and
+    eigencam.
     """
     loaded = _common.load(model_source, options)
+    methods = _common.chosen_methods(loaded, methods, "compare")
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
     found = find_images(images)

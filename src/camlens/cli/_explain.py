@@ -120,15 +120,17 @@ def explain_command(
 ) -> None:
     """Explain MODEL on IMAGES (files, folders searched recursively, or glob patterns).
 
-    MODEL is a Keras .keras/.h5 file, a torch.export program (.pt2), a state dict or
-    .safetensors file with --factory, a pickled model with --trust-pickle, or a bundled model
-    (mobilenet_v2, mobilenet_v2_keras); see `camlens layers`. Writes to --out an
+    MODEL is a Keras .keras/.h5 file, a torch.export program (.pt2), an ONNX model (.onnx:
+    gradient-free methods only, ablationcam by default), a state dict or .safetensors file
+    with --factory, a pickled model with --trust-pickle, or a bundled model (mobilenet_v2,
+    mobilenet_v2_keras); see `camlens layers`. Writes to --out an
     overlay and a grayscale map PNG per image and method, all maps in maps.npz,
     results.csv/results.jsonl and an HTML report (index.html). Unreadable images are reported
     and skipped; exit status 3 then. Animated images are explained on their first frame (a
     note says so). An interrupted run continues with --resume.
     """
     loaded = _common.load(model_source, options)
+    methods = _common.chosen_methods(loaded, methods, "explain")
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
     layer_arg = None if layer == "auto" else layer

@@ -26,9 +26,9 @@ def layers_command(
 ) -> None:
     """List MODEL's layers: name, type, output shape, and which CAM can use.
 
-    MODEL is a model file (.keras, .h5, .pt2, .pt/.pth/.safetensors with --factory) or a bundled
-    model: mobilenet_v2, mobilenet_v2_keras. Layers marked * can be explained; the one marked
-    auto is what `camlens explain` uses when no --layer is given.
+    MODEL is a model file (.keras, .h5, .pt2, .onnx, .pt/.pth/.safetensors with --factory) or a
+    bundled model: mobilenet_v2, mobilenet_v2_keras. Layers marked * can be explained; the one
+    marked auto is what `camlens explain` uses when no --layer is given.
     """
     loaded = _common.load(model, {"factory": factory, "trust_pickle": trust_pickle})
     try:

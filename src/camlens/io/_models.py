@@ -30,7 +30,7 @@ BUNDLED_MODELS = ("mobilenet_v2", "mobilenet_v2_keras")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _TORCH_EXTENSIONS = (".pt", ".pth", ".ts", ".pt2", ".bin", ".ckpt")
 _SUPPORTED = (
-    "Keras .keras / .h5 / .hdf5; torch.export programs .pt2; PyTorch state dicts "
+    "Keras .keras / .h5 / .hdf5; ONNX .onnx; torch.export programs .pt2; PyTorch state dicts "
     ".pt / .pth / .safetensors with a factory; whole pickled PyTorch models with "
     "trust_pickle=True"
 )
@@ -44,6 +44,7 @@ _WHOLE_MODELS = {
     "keras": "Keras file",
     "hdf5": "Keras HDF5 file",
     "export": "torch.export program",
+    "onnx": "ONNX model",
 }
 
 
@@ -52,8 +53,9 @@ class LoadedModel:
     """A model ready to explain, with what its file says about the inputs it takes.
 
     Attributes:
-        model: The ``torch.nn.Module`` (in eval mode) or ``keras.Model``.
-        framework: ``"torch"`` or ``"keras"``.
+        model: The ``torch.nn.Module`` (in eval mode), ``keras.Model`` or
+            ``camlens.backends.onnx.OnnxModel``.
+        framework: ``"torch"``, ``"keras"`` or ``"onnx"``.
         source: What was loaded, for people: ``"torch.export program model.pt2"``.
         layout: ``"NCHW"`` or ``"NHWC"``: the image layout the model takes.
         input_size: ``(H, W)`` the model takes, or ``None`` where the file does not fix it.
@@ -62,7 +64,7 @@ class LoadedModel:
     """
 
     model: Any
-    framework: Literal["torch", "keras"]
+    framework: Literal["torch", "keras", "onnx"]
     source: str
     layout: Literal["NCHW", "NHWC"]
     input_size: tuple[int, int] | None = None
@@ -101,12 +103,17 @@ def load_model(
       model. Weights are read with ``torch.load(..., weights_only=True)`` and loaded strictly.
     - Whole PyTorch models saved with ``torch.save(model)``, only with ``trust_pickle=True``:
       unpickling them can run arbitrary code.
+    - ONNX models (``.onnx``), run by onnxruntime (needs ``camlens[onnx]``), on ``device``
+      ``"cpu"`` (the default) or ``"cuda"``/``"cuda:K"`` (needs onnxruntime-gpu). The graph is
+      checked with ``onnx.checker``; graphs with operators outside the standard and
+      onnxruntime's own need a custom-op library and are refused (camlens never loads one).
+      Only gradient-free methods run on them (Score-CAM family, Ablation-CAM, Eigen-CAM), and
+      the metrics.
     - ``"mobilenet_v2"`` and ``"mobilenet_v2_keras"``: the bundled ImageNet MobileNetV2 in
       PyTorch or Keras (:mod:`camlens.zoo`), with ImageNet class names.
 
     TorchScript files are recognised and refused: TorchScript modules do not accept the
-    forward hooks camlens needs. ONNX files are refused too (no clean conversion to a
-    differentiable module is available).
+    forward hooks camlens needs.
 
     Args:
         source: A file path or a bundled model's name.
@@ -116,7 +123,8 @@ def load_model(
         trust_pickle: Let the file run code on loading (only for files you trust): unpickle
             whole PyTorch models and any pickled archive member, load Keras files with
             ``safe_mode=False``.
-        device: Torch device to move a PyTorch model to (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+        device: Torch device to move a PyTorch model to (``"cpu"``, ``"cuda"``, ``"cuda:1"``),
+            or where onnxruntime runs an ONNX model (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         search_path: Folders to look for a ``"package.module:function"`` factory in, after
             ``sys.path`` (the command line gives the current folder). They are on the path
             only while the factory's module is imported, behind every installed package, so a
@@ -144,7 +152,11 @@ def load_model(
             "SavedModel folder, load it in Keras and save it as .keras"
         )
     kind = _kind(path)
-    if not trust_pickle and kind not in ("torchscript", "aotinductor"):  # never read: refused
+    if not trust_pickle and kind not in (
+        "torchscript",
+        "aotinductor",
+        "onnx",
+    ):  # never read: refused
         _refuse_code(path, kind)
     if factory is not None and kind in _WHOLE_MODELS:
         raise ModelLoadError(
@@ -154,6 +166,8 @@ def load_model(
         )
     if kind in ("keras", "hdf5"):
         return _keras_file(path, kind, device, trust_pickle)
+    if kind == "onnx":
+        return _onnx_file(path, device)
     return _torch_file(path, kind, factory, trust_pickle, device, search_path)
 
 
@@ -182,12 +196,8 @@ def _kind(path: Path) -> str:
             return "export"
         if "data.pkl" in tops:
             return "torch-pickle"
-    if suffix == ".onnx":
-        raise ModelLoadError(
-            f"ONNX models are not supported yet ({path.name!r}): camlens needs a differentiable "
-            "model it can hook. Export the original model to a .pt2 program (torch.export) or a "
-            "state dict with a factory (PyTorch), or to .keras (Keras)"
-        )
+    if suffix == ".onnx":  # a protobuf: no magic number to read
+        return "onnx"
     if suffix == ".safetensors":
         return "safetensors"
     if suffix in (".keras", ".h5", ".hdf5", ".pt2"):
@@ -262,6 +272,22 @@ def _keras_file(path: Path, kind: str, device: str | None, trust_code: bool) -> 
         layout="NHWC" if last else "NCHW",
         input_size=size,
         channels=channels,
+    )
+
+
+def _onnx_file(path: Path, device: str | None) -> LoadedModel:
+    loader = file_loader("onnx", path.name)
+    model = loader.load(path, device=device)
+    layout = loader.layout(model)
+    dims = loader.input_dims(model)
+    h, w, c = (dims[1], dims[2], dims[3]) if layout == "NHWC" else (dims[2], dims[3], dims[1])
+    return LoadedModel(
+        model=model,
+        framework="onnx",
+        source=f"ONNX model {path.name}",
+        layout=layout,
+        input_size=(h, w) if h is not None and w is not None else None,
+        channels=c,
     )
 
 

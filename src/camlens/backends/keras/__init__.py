@@ -54,6 +54,8 @@ _SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakK
 class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
+    gradients = True
+
     def __init__(self, model: Any, *, output: OutputSelector = None, logits: bool = True) -> None:
         """Wrap a built model; with ``logits`` a final softmax is read before it is applied."""
         if not model.built:

@@ -49,6 +49,7 @@ class TorchBackend:
     framework = "torch"
     score_kind = "model output"
     channels_last = False
+    gradients = True
 
     def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
         """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""
