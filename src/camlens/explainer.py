@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,7 +12,8 @@ from camlens import methods
 from camlens._forwards import BoundForwards
 from camlens._locks import model_lock
 from camlens._version import __version__
-from camlens.backends import LayerRef, OutputSelector, backend_for
+from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
+from camlens.backends._layout import LayoutName
 from camlens.backends.base import reads_probabilities
 from camlens.errors import (
     BadTargetError,
@@ -63,6 +64,15 @@ class Explainer:
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
             (the Grad-CAM paper's choice; the model is not modified). ``False`` explains the
             probability. The explanation's ``score_kind`` says which was used.
+        layout: How the layer's output lies on the image grid: ``"nchw"`` (channels first),
+            ``"nhwc"`` (channels last) or ``"tokens"`` (``(N, L, C)``, prefix tokens first,
+            then the patch tokens row by row). ``None`` decides per layer from what the layer
+            is and its shape, and raises where that is ambiguous.
+        grid: ``(h, w)`` of a token layer's patch grid (the tokens before it are prefix
+            tokens, dropped), where the token count and input size do not tell it.
+        reshape: For any other layout, a function of the layer output (in the framework's own
+            ops) that returns it as ``(N, K, h, w)``; it must only re-index (slice, reshape,
+            permute), since the gradients go through it too.
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -81,6 +91,9 @@ class Explainer:
         output: OutputSelector = None,
         relu: bool = True,
         logits: bool = True,
+        layout: LayoutName | None = None,
+        grid: tuple[int, int] | None = None,
+        reshape: Callable[[Any], Any] | None = None,
         **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
@@ -89,7 +102,8 @@ class Explainer:
             raise MethodError("Explainer needs a method, e.g. method='gradcam'")
         self.method: Method = get_method(chosen, **options)
         self.relu = bool(relu)
-        self._backend = backend_for(model, output=output, logits=logits)
+        spec = LayoutSpec(layout=layout, grid=grid, reshape=reshape)
+        self._backend = backend_for(model, output=output, logits=logits, layout=spec)
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if layer is not None:
@@ -234,6 +248,9 @@ def explain(
     output: OutputSelector = None,
     relu: bool = True,
     logits: bool = True,
+    layout: LayoutName | None = None,
+    grid: tuple[int, int] | None = None,
+    reshape: Callable[[Any], Any] | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
@@ -242,7 +259,16 @@ def explain(
     build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
     """
     explainer = Explainer(
-        model, layer, method=method, output=output, relu=relu, logits=logits, **options
+        model,
+        layer,
+        method=method,
+        output=output,
+        relu=relu,
+        logits=logits,
+        layout=layout,
+        grid=grid,
+        reshape=reshape,
+        **options,
     )
     return explainer._run(inputs, target, stacklevel=3)
 

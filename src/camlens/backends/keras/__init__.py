@@ -3,7 +3,8 @@ JAX or PyTorch (whichever Keras is running on; camlens reads it and never sets i
 
 Layout follows Keras's own backends: one small gradient module per framework
 (``tensorflow.py``, ``jax.py``, ``torch.py``) with the same ``compile_probe`` function, and
-shared graph code. Activations arrive channels-last and leave this module as ``(N, K, h, w)``.
+shared graph code. Activations arrive in the layer's own layout (channels-last maps, tokens)
+and leave this module on the grid, ``(N, K, h, w)``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 
 import keras
 import numpy as np
+from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
+from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.keras import _layers, _perturb, _probe
 from camlens.backends.keras._forward import Forward, softmax_replacements
@@ -54,8 +57,16 @@ _SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakK
 class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
-    def __init__(self, model: Any, *, output: OutputSelector = None, logits: bool = True) -> None:
-        """Wrap a built model; with ``logits`` a final softmax is read before it is applied."""
+    def __init__(
+        self,
+        model: Any,
+        *,
+        output: OutputSelector = None,
+        logits: bool = True,
+        layout: LayoutSpec | None = None,
+    ) -> None:
+        """Wrap a built model; with ``logits`` a final softmax is read before it is applied;
+        ``layout`` says how the explained layers' outputs lie on the image grid."""
         if not model.built:
             raise UnsupportedModelError(
                 f"model {model.name!r} is not built; call it once on a batch, or build it with "
@@ -63,6 +74,9 @@ class KerasBackend:
             )
         self.model = model
         self.output = output
+        self.layout = layout or LayoutSpec()
+        # The layouts the last probe found, per (layer, input shape), for Ablation-CAM.
+        self._layouts: dict[tuple[int, tuple[int, ...]], Layout] = {}
         name = keras.backend.backend()
         self.framework = f"keras-{name}"
         self._impl: ModuleType = importlib.import_module(f"camlens.backends.keras.{name}")
@@ -75,9 +89,7 @@ class KerasBackend:
         shared = _SHARED.setdefault(model, {})
         key = (name, output, logits, self._channels_last)  # a function selector: by identity
         if key not in shared:
-            prober = _probe.Prober(
-                model, self._impl, self._replacements, output, self._channels_last
-            )
+            prober = _probe.Prober(model, self._impl, self._replacements, output)
             shared[key] = _Shared(prober)
         self._shared = shared[key]
         self._prober = self._shared.prober
@@ -178,7 +190,12 @@ class KerasBackend:
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
-        return self._prober.probe(inputs, layers, target, n_units, gradients=gradients)
+        probe, layouts = self._prober.probe(
+            inputs, layers, target, n_units, gradients=gradients, spec=self.layout
+        )
+        for ref, layout in zip(layers, layouts, strict=True):
+            self._layouts[id(ref.handle), tuple(inputs.shape)] = layout
+        return probe
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""
@@ -228,10 +245,16 @@ class KerasBackend:
         key = id(layer.handle)
         if key not in self._tails:
             self._tails[key] = make_tail(self.model, layer.handle, self._replacements)
+        default = Layout("nhwc" if self._channels_last else "nchw")
+        layout = self._layouts.get((key, tuple(inputs.shape)), default)
+
+        def to_layer(grid: np.ndarray) -> np.ndarray:
+            return np.asarray(layout.from_grid(grid, array_namespace(grid), layer.name))
+
         return _perturb.ablated_scores(
             self._tails[key],
             self.output,
-            self._channels_last,
+            to_layer,
             inputs,
             activations,
             channels,
