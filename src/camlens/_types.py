@@ -8,6 +8,8 @@
   ``m // T``. With one target per image (the default) rows and images coincide.
 - Activations and gradients handed to a method are ``(M, K, h, w)`` arrays of one array library
   (NumPy, torch, JAX...), float32 or wider; a method returns ``(M, h, w)`` maps in the same library.
+  A layer whose output is channels-last or tokens ``(N, L, C)`` is put on this grid by the
+  backend (``backends/_layout.py``): prefix tokens dropped, patch tokens read row by row.
 - Final maps are NumPy ``float32`` ``(M, H, W)``.
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,7 +12,8 @@ from camlens import methods
 from camlens._forwards import BoundForwards
 from camlens._locks import model_lock
 from camlens._version import __version__
-from camlens.backends import LayerRef, OutputSelector, backend_for
+from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
+from camlens.backends._layout import LayoutName
 from camlens.backends.base import Probe, Resolved, reads_probabilities
 from camlens.errors import (
     BadTargetError,
@@ -90,6 +91,15 @@ class Explainer:
             ``"none"`` (the values as they are). Signed maps (``relu=False``) are divided by
             their largest magnitude under both ``"minmax"`` and ``"max"``. Whatever the
             choice, the explanation's ``strength`` gives each raw map's range and contrast.
+        layout: How the layer's output lies on the image grid: ``"nchw"`` (channels first),
+            ``"nhwc"`` (channels last) or ``"tokens"`` (``(N, L, C)``, prefix tokens first,
+            then the patch tokens row by row). ``None`` decides per layer from what the layer
+            is and its shape, and raises where that is ambiguous.
+        grid: ``(h, w)`` of a token layer's patch grid (the tokens before it are prefix
+            tokens, dropped), where the token count and input size do not tell it.
+        reshape: For any other layout, a function of the layer output (in the framework's own
+            ops) that returns it as ``(N, K, h, w)``; it must only re-index (slice, reshape,
+            permute), since the gradients go through it too.
         **options: The method's hyper-parameters when it is given by name or class, e.g.
             ``batch_size``, ``top_n`` or ``progress`` for Score-CAM.
 
@@ -111,6 +121,9 @@ class Explainer:
         eigen_smooth: bool = False,
         aug_smooth: bool = False,
         normalize: Normalize = "minmax",
+        layout: LayoutName | None = None,
+        grid: tuple[int, int] | None = None,
+        reshape: Callable[[Any], Any] | None = None,
         **options: Any,
     ) -> None:
         """Resolve the backend, the method and any explicit layers (so bad names fail early)."""
@@ -129,7 +142,8 @@ class Explainer:
         self.aug_smooth = bool(aug_smooth)
         self.relu = bool(relu)
         self.normalize: Normalize = check_normalize(normalize)
-        self._backend = backend_for(model, output=output, logits=logits)
+        spec = LayoutSpec(layout=layout, grid=grid, reshape=reshape)
+        self._backend = backend_for(model, output=output, logits=logits, layout=spec)
         if self.method.needs_gradients and not self._backend.gradients:
             usable = [
                 n
@@ -433,6 +447,9 @@ def explain(
     eigen_smooth: bool = False,
     aug_smooth: bool = False,
     normalize: Normalize = "minmax",
+    layout: LayoutName | None = None,
+    grid: tuple[int, int] | None = None,
+    reshape: Callable[[Any], Any] | None = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
@@ -450,6 +467,9 @@ def explain(
         eigen_smooth=eigen_smooth,
         aug_smooth=aug_smooth,
         normalize=normalize,
+        layout=layout,
+        grid=grid,
+        reshape=reshape,
         **options,
     )
     return explainer._run(inputs, target, stacklevel=3)

@@ -11,6 +11,7 @@ import sys
 from types import ModuleType
 from typing import Any, Literal
 
+from camlens.backends._layout import LayoutSpec
 from camlens.backends.base import Backend, Copies, LayerRef, OutputSelector, Probe, Scoring
 from camlens.errors import ModelLoadError, UnsupportedModelError
 
@@ -18,6 +19,7 @@ __all__ = [
     "Backend",
     "Copies",
     "LayerRef",
+    "LayoutSpec",
     "OutputSelector",
     "Probe",
     "Scoring",
@@ -26,16 +28,24 @@ __all__ = [
 ]
 
 
-def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = True) -> Backend:
+def backend_for(
+    model: Any,
+    *,
+    output: OutputSelector = None,
+    logits: bool = True,
+    layout: LayoutSpec | None = None,
+) -> Backend:
     """Return the backend for ``model``.
 
     Keras is checked before torch, since Keras-on-torch layers are also torch modules.
+    ``layout`` says how the explained layers' outputs lie on the image grid (default: each
+    layer's is found from what it is and its shape).
     """
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, getattr(keras, "Model", ())):
         from camlens.backends.keras import KerasBackend
 
-        return KerasBackend(model, output=output, logits=logits)
+        return KerasBackend(model, output=output, logits=logits, layout=layout)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         if isinstance(model, torch.jit.ScriptModule):
@@ -46,9 +56,15 @@ def backend_for(model: Any, *, output: OutputSelector = None, logits: bool = Tru
             )
         from camlens.backends.torch import TorchBackend
 
-        return TorchBackend(model, output=output)
+        return TorchBackend(model, output=output, layout=layout)
     onnx_backend = sys.modules.get("camlens.backends.onnx")
     if onnx_backend is not None and isinstance(model, onnx_backend.OnnxModel):
+        if layout is not None and layout != LayoutSpec():
+            raise UnsupportedModelError(
+                "an ONNX graph's layers are read in the layout the model declares (NCHW or "
+                "NHWC, OnnxModel(layout=...)); layout=, grid= and reshape= apply to torch and "
+                "Keras models: drop them for this model"
+            )
         return onnx_backend.OnnxBackend(model, output=output, logits=logits)  # type: ignore[no-any-return]
     onnx = sys.modules.get("onnx")
     if onnx is not None and isinstance(model, onnx.ModelProto):

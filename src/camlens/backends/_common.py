@@ -5,26 +5,32 @@
   ``backends/torch/_arrays.py``, reached only once such a tensor exists (so torch is already
   imported); everything else goes through ``array_api_compat`` and ``numpy.asarray``.
 - Picking the tensor to explain from a model's raw output.
-- Listing layers: the automatic pick and ``camlens layers``, from one recorded pass.
+- Listing layers: the automatic pick and ``camlens layers``, from one recorded pass, with
+  each layer's layout on the image grid (``_layout.py``).
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 from array_api_compat import array_namespace
 
 from camlens._types import Array
+from camlens.backends._layout import Layout
 from camlens.backends.base import LayerInfo, LayerRef, OutputSelector
-from camlens.errors import UnsupportedModelError
+from camlens.errors import LayerError, UnsupportedModelError
 
 __all__ = [
     "Finished",
+    "LayerRules",
+    "LayoutOf",
+    "auto_pick",
     "describe_layers",
-    "last_feature_map",
     "namespace",
     "select_output",
     "to_host",
@@ -116,43 +122,107 @@ def select_output(raw: Any, selector: OutputSelector, is_tensor: Callable[[Any],
 #: One layer call recorded by a backend, in the order calls finish: the layer's name, the layer,
 #: its output shape (``None`` or ``()`` for an output that is not a tensor).
 Finished: TypeAlias = "tuple[str, Any, tuple[int, ...] | None]"
-#: ``(output shape or None, times the layer ran) -> whether it can be explained``.
-FeatureTest: TypeAlias = "Callable[[tuple[int, ...] | None, int], bool]"
-#: ``(name, layer) -> times the layer ran`` in the recorded pass.
-Runs: TypeAlias = "Callable[[str, Any], int]"
+#: ``(name, layer, output shape) -> its layout on the image grid``; ``None`` for an output that
+#: is not a tensor or a layer run more than once; raises ``LayerError`` when the output has no
+#: grid camlens can tell (no spatial extent, an ambiguous layout or token grid).
+LayoutOf: TypeAlias = "Callable[[str, Any, tuple[int, ...] | None], Layout | None]"
 
 
-def last_feature_map(
-    finished: Sequence[Finished], runs: Runs, is_feature_map: FeatureTest
-) -> LayerRef | None:
-    """Return the last layer to finish with an explainable output (the automatic pick)."""
-    for name, layer, shape in reversed(finished):
-        if is_feature_map(shape, runs(name, layer)):
-            return LayerRef(name, layer)
-    return None
+@dataclass(frozen=True)
+class LayerRules:
+    """What a backend says about its layers, for the automatic pick and the listing.
+
+    Attributes:
+        layout_of: A recorded call's layout (see :data:`LayoutOf`).
+        is_norm: Whether a layer is a normalisation layer (``LayerNorm``, ``RMSNorm``...).
+        parent: The name of the layer that holds a layer (``""`` at the top).
+        convention: The framework's own layout of feature maps (``"nchw"`` for torch).
+    """
+
+    layout_of: LayoutOf
+    is_norm: Callable[[Any], bool]
+    parent: Callable[[str], str]
+    convention: str
+
+
+def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | None:
+    """Return the layer camlens explains when none is given, from one recorded pass.
+
+    The last layer to finish with an explainable output of more than one position, unless that
+    output is tokens (or channels-last where the framework is channels-first): then the model is
+    a transformer, and the pick is the first normalisation layer of the last block (a block is
+    a layer that directly holds two or more of the normalisation layers with token outputs),
+    as the peers recommend: after the last block only the class token reaches the head.
+    Without such blocks, the last explainable layer.
+
+    Raises:
+        LayerError: Token outputs ``(N, L, C)`` come after the last explainable layer but their
+            grid cannot be told: picking that earlier layer (a patch embedding) would explain
+            the wrong thing, so the error says what to pass instead.
+    """
+    usable: list[tuple[str, Any, Layout]] = []
+    unresolved: list[tuple[int, LayerError]] = []
+    for i, (name, layer, shape) in enumerate(finished):
+        try:
+            layout = rules.layout_of(name, layer, shape)
+        except LayerError as exc:
+            if shape is not None and len(shape) == 3:
+                unresolved.append((i, exc))
+            continue
+        if layout is not None and layout.grid is not None and layout.grid[0] * layout.grid[1] > 1:
+            usable.append((name, layer, layout))
+            unresolved = []
+    if unresolved:
+        raise LayerError(
+            f"the model has token layers after its last explainable layer, and camlens cannot "
+            f"place them on the image grid: {unresolved[-1][1]}"
+        )
+    if not usable:
+        return None
+    last_name, last_layer, last_layout = usable[-1]
+    if last_layout.kind == rules.convention:
+        return LayerRef(last_name, last_layer)
+    norms = [
+        (name, layer)
+        for name, layer, layout in usable
+        if layout.kind != rules.convention and rules.is_norm(layer)
+    ]
+    held = Counter(rules.parent(name) for name, _ in norms)
+    blocks = [rules.parent(name) for name, _ in norms if held[rules.parent(name)] >= 2]
+    if not blocks:
+        return LayerRef(last_name, last_layer)
+    first = next((name, layer) for name, layer in norms if rules.parent(name) == blocks[-1])
+    return LayerRef(*first)
 
 
 def describe_layers(
-    layers: Iterable[tuple[str, Any]],
-    finished: Sequence[Finished],
-    runs: Runs,
-    is_feature_map: FeatureTest,
+    layers: Iterable[tuple[str, Any]], finished: Sequence[Finished], rules: LayerRules
 ) -> list[LayerInfo]:
     """Return a :class:`LayerInfo` per ``(name, layer)``, from one recorded pass."""
-    picked = last_feature_map(finished, runs, is_feature_map)
+    try:
+        picked = auto_pick(finished, rules)
+    except LayerError:
+        picked = None
     first: dict[str, tuple[int, ...] | None] = {}
     for name, _, shape in finished:
         first.setdefault(name, shape)
     rows = []
     for name, layer in layers:
         shape = first.get(name)
+        try:
+            layout = rules.layout_of(name, layer, shape) if name in first else None
+        except LayerError:
+            layout = None
         rows.append(
             LayerInfo(
                 name=name,
                 type=type(layer).__name__,
                 output_shape=(None, *(int(d) for d in shape[1:])) if shape else None,
-                candidate=is_feature_map(shape, runs(name, layer)),
+                candidate=layout is not None
+                and layout.grid is not None
+                and layout.grid[0] * layout.grid[1] > 1,
                 auto=picked is not None and picked.name == name,
+                layout=None if layout is None else layout.describe(),
             )
         )
     return rows

@@ -42,8 +42,11 @@ class LayerInfo:
         type: The layer's class name.
         output_shape: Output shape in the model's layout, batch axis ``None``; ``None`` when
             the layer did not run or returned something other than a tensor.
-        candidate: Whether camlens can explain this layer (4-D, more than 1x1, runs once).
+        candidate: Whether camlens can explain this layer: a feature map (channels first or
+            last) or tokens on a grid it can tell, more than 1x1, run once.
         auto: Whether this is the layer camlens picks when none is given.
+        layout: How the output lies on the image grid (``"nchw 7x7"``, ``"nhwc 7x7"``,
+            ``"tokens 1+14x14"``: prefix tokens + grid), or ``None`` when camlens cannot tell.
     """
 
     name: str
@@ -51,6 +54,7 @@ class LayerInfo:
     output_shape: tuple[int | None, ...] | None
     candidate: bool
     auto: bool
+    layout: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

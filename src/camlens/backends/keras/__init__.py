@@ -3,7 +3,8 @@ JAX or PyTorch (whichever Keras is running on; camlens reads it and never sets i
 
 Layout follows Keras's own backends: one small gradient module per framework
 (``tensorflow.py``, ``jax.py``, ``torch.py``) with the same ``compile_probe`` function, and
-shared graph code. Activations arrive channels-last and leave this module as ``(N, K, h, w)``.
+shared graph code. Activations arrive in the layer's own layout (channels-last maps, tokens)
+and leave this module on the grid, ``(N, K, h, w)``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 
 import keras
 import numpy as np
+from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
+from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.keras import _layers, _perturb, _probe
 from camlens.backends.keras._forward import Forward, softmax_replacements
@@ -56,8 +59,16 @@ class KerasBackend:
 
     gradients = True
 
-    def __init__(self, model: Any, *, output: OutputSelector = None, logits: bool = True) -> None:
-        """Wrap a built model; with ``logits`` a final softmax is read before it is applied."""
+    def __init__(
+        self,
+        model: Any,
+        *,
+        output: OutputSelector = None,
+        logits: bool = True,
+        layout: LayoutSpec | None = None,
+    ) -> None:
+        """Wrap a built model; with ``logits`` a final softmax is read before it is applied;
+        ``layout`` says how the explained layers' outputs lie on the image grid."""
         if not model.built:
             raise UnsupportedModelError(
                 f"model {model.name!r} is not built; call it once on a batch, or build it with "
@@ -65,6 +76,9 @@ class KerasBackend:
             )
         self.model = model
         self.output = output
+        self.layout = layout or LayoutSpec()
+        # The layouts the last probe found, per (layer, input shape), for Ablation-CAM.
+        self._layouts: dict[tuple[int, tuple[int, ...]], Layout] = {}
         name = keras.backend.backend()
         self.framework = f"keras-{name}"
         self._impl: ModuleType = importlib.import_module(f"camlens.backends.keras.{name}")
@@ -77,9 +91,7 @@ class KerasBackend:
         shared = _SHARED.setdefault(model, {})
         key = (name, output, logits, self._channels_last)  # a function selector: by identity
         if key not in shared:
-            prober = _probe.Prober(
-                model, self._impl, self._replacements, output, self._channels_last
-            )
+            prober = _probe.Prober(model, self._impl, self._replacements, output)
             shared[key] = _Shared(prober)
         self._shared = shared[key]
         self._prober = self._shared.prober
@@ -180,7 +192,12 @@ class KerasBackend:
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
-        return self._prober.probe(inputs, layers, target, n_units, gradients=gradients)
+        probe, layouts = self._prober.probe(
+            inputs, layers, target, n_units, gradients=gradients, spec=self.layout
+        )
+        for ref, layout in zip(layers, layouts, strict=True):
+            self._layouts[id(ref.handle), tuple(inputs.shape)] = layout
+        return probe
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""
@@ -230,7 +247,7 @@ class KerasBackend:
         return _perturb.ablated_scores(
             self._tail(layer),
             self.output,
-            self._channels_last,
+            self._to_layer(layer, inputs),
             inputs,
             activations,
             channels,
@@ -247,8 +264,25 @@ class KerasBackend:
     ) -> list[np.ndarray]:
         """Score replaced layer outputs, re-running only the layer's tail in functional graphs."""
         return _perturb.replaced_scores(
-            self._tail(layer), self.output, self._channels_last, inputs, make, counts, scoring
+            self._tail(layer),
+            self.output,
+            self._to_layer(layer, inputs),
+            inputs,
+            make,
+            counts,
+            scoring,
         )
+
+    def _to_layer(self, layer: LayerRef, inputs: Any) -> Callable[[np.ndarray], np.ndarray]:
+        """Return the function putting ``(B, K, h, w)`` grids back in the layer's own layout
+        (the one the last probe found for these inputs)."""
+        default = Layout("nhwc" if self._channels_last else "nchw")
+        layout = self._layouts.get((id(layer.handle), tuple(inputs.shape)), default)
+
+        def to_layer(grid: np.ndarray) -> np.ndarray:
+            return np.asarray(layout.from_grid(grid, array_namespace(grid), layer.name))
+
+        return to_layer
 
     def _tail(self, layer: LayerRef) -> Any:
         """Return the layer's tail, built on first use and kept (see ``_tail.py``)."""

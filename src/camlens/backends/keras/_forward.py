@@ -61,11 +61,7 @@ def _checked(ref: LayerRef, index: int, tap: LayerTap) -> Callable[[Any], Any]:
             raise LayerError(
                 f"layer {ref.name!r} returns a {type(out).__name__}, not a feature map tensor"
             )
-        if len(out.shape) != 4:
-            raise LayerError(
-                f"layer {ref.name!r} outputs shape {tuple(out.shape)}, which has no spatial "
-                "extent; CAM needs a 4-D feature map, e.g. the last convolutional block"
-            )
+        # Its layout on the grid is checked once the shape is known (``_layers.layout_of``).
         return tap(index, out)
 
     return check

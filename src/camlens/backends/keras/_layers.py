@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from typing import Any
 
 import keras
 import numpy as np
 
-from camlens.backends._common import describe_layers, last_feature_map
+from camlens.backends._common import LayerRules, auto_pick, describe_layers
+from camlens.backends._layout import Layout, LayoutName, LayoutSpec, layout_for
 from camlens.backends.base import LayerInfo, LayerRef
 from camlens.backends.keras._graph import graph_of, iter_layers, run
 from camlens.errors import LayerError, LayerNotFoundError
+
+_AUTO = LayoutSpec()
 
 
 def resolve_layer(model: Any, layer: Any) -> LayerRef:
@@ -77,28 +79,70 @@ def _record(
     return finished, counts
 
 
-def is_feature_map(shape: tuple[int, ...] | None, calls: int) -> bool:
-    """Return whether a layer can be explained: 4-D output, ``H * W > 1``, called once."""
-    if shape is None or len(shape) != 4 or calls != 1:
-        return False
-    channels_last = keras.config.image_data_format() == "channels_last"
-    h, w = (shape[1], shape[2]) if channels_last else (shape[2], shape[3])
-    return bool(h * w > 1)
+def convention() -> LayoutName:
+    """Return Keras's layout of feature maps (``keras.config.image_data_format``)."""
+    return "nhwc" if keras.config.image_data_format() == "channels_last" else "nchw"
+
+
+def evidence(layer: Any) -> LayoutName:
+    """Return the layout a layer's 4-D output has: its own ``data_format``, channels-last for
+    layers that act on the last axis, else Keras's configured format."""
+    fmt = getattr(layer, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):
+        return "nchw" if fmt == "channels_first" else "nhwc"
+    if isinstance(layer, (keras.layers.Dense, keras.layers.LayerNormalization)):
+        return "nhwc"
+    return convention()
+
+
+def is_norm(layer: Any) -> bool:
+    """Return whether a layer normalises over the last axis (``LayerNormalization``...)."""
+    return isinstance(layer, keras.layers.LayerNormalization) or type(layer).__name__.endswith(
+        ("LayerNorm", "RMSNorm", "RMSNormalization")
+    )
+
+
+def input_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Return ``(H, W)`` of an input batch of this shape, in Keras's configured format."""
+    return (shape[1], shape[2]) if convention() == "nhwc" else (shape[2], shape[3])
+
+
+def layout_of(
+    path: str, layer: Any, shape: tuple[int, ...], batch: int, size: tuple[int, int], spec: Any
+) -> Layout:
+    """Return how a layer's output of ``shape`` lies on the grid (raises ``LayerError``)."""
+    return layout_for(path, shape, batch, size, spec, evidence(layer))
+
+
+def _rules(counts: dict[int, int], size: tuple[int, int]) -> LayerRules:
+    def once(path: str, layer: Any, shape: tuple[int, ...] | None) -> Layout | None:
+        if not shape or counts.get(id(layer), 0) != 1:
+            return None
+        return layout_of(path, layer, shape, 1, size, _AUTO)
+
+    return LayerRules(
+        layout_of=once,
+        is_norm=is_norm,
+        parent=lambda path: path.rpartition("/")[0],
+        convention=convention(),
+    )
 
 
 def auto_layer(model: Any, inputs: Any) -> LayerRef:
-    """Return the last layer, in execution order, whose output is a spatial feature map.
+    """Return the layer camlens explains when none is given (see ``_common.auto_pick``).
 
-    One image is run with a tap on every layer; the pick is the last layer to finish with a
-    4-D output whose spatial size exceeds 1x1, among layers called once (a nested model that
-    ends in such a map is picked over its own last layer, since it finishes later).
+    One image is run with a tap on every layer. On a convolutional network, the last layer to
+    finish with a feature map larger than 1x1, among layers called once (a nested model that
+    ends in such a map is picked over its own last layer, since it finishes later). On a
+    transformer, the first norm of the last block (a nested model or layer holding two norms).
     """
     finished, counts = _record(model, inputs)
-    picked = last_feature_map(finished, _runs(counts), is_feature_map)
+    picked = auto_pick(finished, _rules(counts, input_size(tuple(inputs.shape))))
     if picked is None:
         raise LayerError(
-            f"found no layer of model {model.name!r} with a spatial 4-D output for inputs of "
-            f"shape {tuple(inputs.shape)}; pass layer= explicitly"
+            f"found no layer of model {model.name!r} with a spatial output (a feature map or "
+            f"tokens on a grid) for inputs of shape {tuple(inputs.shape)}; pass layer= "
+            "explicitly (with layout=, grid= or reshape= where camlens cannot tell its layout)"
         )
     return picked
 
@@ -106,12 +150,8 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
     finished, counts = _record(model, inputs)
-    return describe_layers(iter_layers(model), finished, _runs(counts), is_feature_map)
-
-
-def _runs(counts: dict[int, int]) -> Callable[[str, Any], int]:
-    """Count a layer's calls by the layer object (a shared layer runs under one path)."""
-    return lambda path, layer: counts.get(id(layer), 0)
+    rules = _rules(counts, input_size(tuple(inputs.shape)))
+    return describe_layers(iter_layers(model), finished, rules)
 
 
 def sample_input(model: Any, input_size: tuple[int, int] | None, channels: int) -> np.ndarray:

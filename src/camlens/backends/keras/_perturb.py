@@ -95,26 +95,24 @@ def perturbed_scores(
 def ablated_scores(
     tail: Callable[[Any, Any], Any],
     output: OutputSelector,
-    channels_last: bool,
+    to_layer: Callable[[np.ndarray], np.ndarray],
     inputs: Any,
     activations: Sequence[Array],
     channels: Sequence[np.ndarray],
     scoring: Scoring,
 ) -> list[np.ndarray]:
-    """Score each image with each listed channel of the layer zeroed, through ``tail``."""
-    # Channels-last (N, h, w, K) as the layer gives them, or (N, K, h, w).
+    """Score each image with each listed channel of the layer zeroed, through ``tail``.
+
+    ``activations[n]`` is on the grid, ``(K, h, w)``; ``to_layer`` puts a batch of them back
+    in the layer's own layout (channels-last, tokens) for the tail.
+    """
     acts = [np.asarray(ops.convert_to_numpy(a)) for a in activations]
-    if channels_last:
-        acts = [a.transpose(1, 2, 0) for a in acts]
 
     def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
         chunk = channels[n][start:stop]
         batch = np.repeat(acts[n][None], len(chunk), axis=0)
-        if channels_last:
-            batch[np.arange(len(chunk)), :, :, chunk] = 0
-        else:
-            batch[np.arange(len(chunk)), chunk] = 0
-        return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
+        batch[np.arange(len(chunk)), chunk] = 0
+        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=x.dtype))
 
     return _score(output, inputs, [len(c) for c in channels], scoring, evaluate)
 
@@ -122,18 +120,17 @@ def ablated_scores(
 def replaced_scores(
     tail: Callable[[Any, Any], Any],
     output: OutputSelector,
-    channels_last: bool,
+    to_layer: Callable[[np.ndarray], np.ndarray],
     inputs: Any,
     make: Callable[[int, int, int], Array],
     counts: Sequence[int],
     scoring: Scoring,
 ) -> list[np.ndarray]:
-    """Score each image with the layer's output replaced by ``make(n, start, stop)``."""
+    """Score each image with the layer's output replaced by ``make(n, start, stop)``, a
+    ``(B, K, h, w)`` grid that ``to_layer`` puts back in the layer's own layout."""
 
     def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
         batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
-        if channels_last:
-            batch = batch.transpose(0, 2, 3, 1)
-        return tail(x, ops.convert_to_tensor(batch, dtype=x.dtype))
+        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=x.dtype))
 
     return _score(output, inputs, counts, scoring, evaluate)

@@ -2,7 +2,8 @@
 the target's scores and their gradients, compiled once per input shape, layers and target.
 
 The per-framework gradient code is in ``tensorflow.py``, ``jax.py`` and ``torch.py`` (the same
-``compile_probe``); activations arrive channels-last and leave as ``(M, K, h, w)``.
+``compile_probe``); activations arrive in the layer's own layout (channels-last maps, tokens)
+and leave on the grid, ``(M, K, h, w)`` (``backends/_layout.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array
+from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import LayerRef, OutputSelector, Probe
-from camlens.backends.keras import _targets
+from camlens.backends.keras import _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
 from camlens.targets import Target
@@ -42,14 +44,12 @@ class Prober:
         impl: ModuleType,
         replacements: dict[int, Replacement],
         output: OutputSelector,
-        channels_last: bool,
     ) -> None:
         """Bind the model, the framework's gradient module and how the output is read."""
         self._model = weakref.ref(model)
         self._impl = impl
         self._replacements = replacements
         self._output = output
-        self._channels_last = channels_last
         self._compiled: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
         self._traces = 0
 
@@ -66,8 +66,10 @@ class Prober:
         n_units: int,
         *,
         gradients: bool,
-    ) -> Probe:
-        """Run the compiled probe for these inputs, layers and target."""
+        spec: LayoutSpec,
+    ) -> tuple[Probe, list[Layout]]:
+        """Run the compiled probe for these inputs, layers and target; return it with the
+        layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``)."""
         units, signs = _targets.plan(target, int(inputs.shape[0]), n_units)
         key = (
             tuple(inputs.shape),
@@ -91,18 +93,41 @@ class Prober:
         acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
         t = int(picked.shape[1])
         resolved = _targets.record(target, picked, used, signs)
-        for_maths = self._impl.for_maths
-        rows = [self._channels_first(for_maths(a), t) for a in acts]
+        size = _layers.input_size(tuple(int(d) for d in inputs.shape))
+        batch = int(inputs.shape[0])
+        layouts = [
+            _layers.layout_of(
+                ref.name, ref.handle, tuple(int(d) for d in a.shape), batch, size, spec
+            )
+            for ref, a in zip(layers, acts, strict=True)
+        ]
+        rows = [
+            self._on_grid(a, lay, ref, t) for a, lay, ref in zip(acts, layouts, layers, strict=True)
+        ]
         grad_rows = (
-            None if grads is None else [self._channels_first(for_maths(g), 1) for g in grads]
+            None
+            if grads is None
+            else [
+                self._on_grid(g, lay, ref, 1)
+                for g, lay, ref in zip(grads, layouts, layers, strict=True)
+            ]
         )
         outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
-        return Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
+        probe = Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
+        return probe, layouts
 
-    def _channels_first(self, a: Array, repeat: int) -> Array:
+    def _on_grid(self, a: Any, layout: Layout, ref: LayerRef, repeat: int) -> Array:
+        """Return a layer output (or its gradient) as ``(M, K, h, w)`` in the maths' library.
+
+        A ``reshape=`` function gets the framework's tensor (written with ``keras.ops``).
+        """
+        for_maths = self._impl.for_maths
+        if layout.kind == "reshape":
+            a = for_maths(ops.convert_to_tensor(layout.to_grid(a, None, ref.name)))
+        else:
+            a = for_maths(a)
+            a = layout.to_grid(a, array_namespace(a), ref.name)
         xp = array_namespace(a)
-        if self._channels_last:
-            a = xp.permute_dims(a, (0, 3, 1, 2))
         if repeat > 1:
             a = xp.repeat(a, repeat, axis=0)
         return a if a.dtype in (xp.float32, xp.float64) else xp.astype(a, xp.float32)

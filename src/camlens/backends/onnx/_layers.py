@@ -83,6 +83,7 @@ def summarize(graph: Graph, shapes: Shapes, explained: str) -> list[LayerInfo]:
     """Describe every tensor a node produces, in graph order, with its inferred shape."""
     flags = _candidates(graph, shapes, explained)
     last = max((i for i, ok in enumerate(flags) if ok), default=None)
+    layouts = graph.layouts()
     rows = []
     for i, ((name, node), ok) in enumerate(zip(graph.tensors(), flags, strict=True)):
         info = shapes.get(name)
@@ -94,7 +95,16 @@ def summarize(graph: Graph, shapes: Shapes, explained: str) -> list[LayerInfo]:
                 else (d if isinstance(d, int) else None)
                 for axis, d in enumerate(info.dims)
             )
+        layout = layouts.get(name, graph.layout)
+        size = spatial(info, layout) if ok else None
         rows.append(
-            LayerInfo(name=name, type=node.op_type, output_shape=dims, candidate=ok, auto=i == last)
+            LayerInfo(
+                name=name,
+                type=node.op_type,
+                output_shape=dims,
+                candidate=ok,
+                auto=i == last,
+                layout=None if size is None else f"{layout.lower()} {size[0]}x{size[1]}",
+            )
         )
     return rows

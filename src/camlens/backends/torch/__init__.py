@@ -11,8 +11,10 @@ import torch
 
 from camlens._types import Array, Size
 from camlens.backends._common import to_host
+from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _layers, _perturb, _probe
+from camlens.backends.torch._arrays import namespace
 from camlens.backends.torch._probe import batched_gradients
 from camlens.backends.torch._randomise import TorchCopies
 from camlens.backends.torch._tail import Tail, make_tail
@@ -51,11 +53,22 @@ class TorchBackend:
     channels_last = False
     gradients = True
 
-    def __init__(self, model: torch.nn.Module, *, output: OutputSelector = None) -> None:
-        """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output."""
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        output: OutputSelector = None,
+        layout: LayoutSpec | None = None,
+    ) -> None:
+        """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output,
+        ``layout`` says how the explained layers' outputs lie on the image grid."""
         self.model = model
         self.output = output
+        self.layout = layout or LayoutSpec()
         self._tails: dict[str, Tail] = {}
+        # The layouts the last probe found, per (layer, input shape): Ablation-CAM's rebuilt
+        # layer outputs take them (derived from shapes, never a result).
+        self._layouts: dict[tuple[str, tuple[int, ...]], Layout] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer given by a dotted name or a module object."""
@@ -139,8 +152,14 @@ class TorchBackend:
     def probe(
         self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
     ) -> Probe:
-        """Run the model once, capturing activations, scores and (if asked) gradients."""
-        return _probe.probe(self.model, inputs, layers, target, self.output, gradients=gradients)
+        """Run the model once, capturing activations, scores and (if asked) gradients, each
+        layer's on its grid, ``(M, K, h, w)``."""
+        probe, layouts = _probe.probe(
+            self.model, inputs, layers, target, self.output, gradients=gradients, spec=self.layout
+        )
+        for ref, layout in zip(layers, layouts, strict=True):
+            self._layouts[ref.name, tuple(inputs.shape)] = layout
+        return probe
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a tensor (or a NumPy array a method returned) to a NumPy array on the host."""
@@ -176,7 +195,14 @@ class TorchBackend:
     ) -> list[np.ndarray]:
         """Score channel ablations, re-running only the layer's tail where fx can trace it."""
         return _perturb.ablated_scores(
-            self.model, self.output, self._tail(layer), inputs, activations, channels, scoring
+            self.model,
+            self.output,
+            self._tail(layer),
+            inputs,
+            activations,
+            channels,
+            scoring,
+            self._to_layer(layer, inputs),
         )
 
     def replaced_scores(
@@ -189,7 +215,14 @@ class TorchBackend:
     ) -> list[np.ndarray]:
         """Score replaced layer outputs, re-running only the layer's tail where fx can trace it."""
         return _perturb.replaced_scores(
-            self.model, self.output, self._tail(layer), inputs, make, counts, scoring
+            self.model,
+            self.output,
+            self._tail(layer),
+            inputs,
+            make,
+            counts,
+            scoring,
+            self._to_layer(layer, inputs),
         )
 
     def _tail(self, layer: LayerRef) -> Tail:
@@ -197,3 +230,17 @@ class TorchBackend:
         if layer.name not in self._tails:
             self._tails[layer.name] = make_tail(self.model, layer.name)
         return self._tails[layer.name]
+
+    def _to_layer(
+        self, layer: LayerRef, inputs: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Return the function putting ``(B, K, h, w)`` grids back in the layer's own layout
+        (the one the last probe found for these inputs)."""
+        layout = self._layouts.get((layer.name, tuple(inputs.shape)), Layout("nchw"))
+        xp = namespace()
+
+        def to_layer(grid: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = layout.from_grid(grid, xp, layer.name)
+            return out
+
+        return to_layer

@@ -9,11 +9,15 @@ from typing import Any
 
 import torch
 
-from camlens.backends._common import describe_layers, last_feature_map
+from camlens._types import Size
+from camlens.backends._common import LayerRules, auto_pick, describe_layers
+from camlens.backends._layout import Layout, LayoutName, LayoutSpec, layout_for
 from camlens.backends.base import LayerInfo, LayerRef
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._state import inference_state
 from camlens.errors import LayerError, LayerNotFoundError
+
+_AUTO = LayoutSpec()
 
 
 def _canonical(name: str) -> str:
@@ -86,25 +90,109 @@ def _record(
     return finished, calls
 
 
-def is_feature_map(shape: tuple[int, ...] | None, calls: int) -> bool:
-    """Return whether a module can be explained: ``(N, C, H, W)`` output, ``H * W > 1``, once."""
-    return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1 and calls == 1
+#: Modules whose 4-D output is channels-first by definition.
+_CHANNELS_FIRST: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.modules.conv._ConvNd,
+    torch.nn.modules.batchnorm._BatchNorm,
+    torch.nn.modules.instancenorm._InstanceNorm,
+    torch.nn.GroupNorm,
+    torch.nn.LocalResponseNorm,
+    torch.nn.modules.pooling._MaxPoolNd,
+    torch.nn.modules.pooling._AvgPoolNd,
+    torch.nn.modules.pooling._AdaptiveAvgPoolNd,
+    torch.nn.modules.pooling._AdaptiveMaxPoolNd,
+    torch.nn.Upsample,
+    torch.nn.PixelShuffle,
+    torch.nn.Dropout2d,
+)
+#: Modules that act on the last axis: on a 4-D tensor, channels-last.
+_LAST_AXIS: tuple[type[torch.nn.Module], ...] = (torch.nn.Linear, torch.nn.LayerNorm) + (
+    (torch.nn.RMSNorm,) if hasattr(torch.nn, "RMSNorm") else ()
+)
+
+
+def _declared(module: torch.nn.Module) -> LayoutName | None:
+    fmt = getattr(module, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):  # e.g. ConvNeXt's own LayerNorm
+        return "nchw" if fmt == "channels_first" else "nhwc"
+    if isinstance(module, _CHANNELS_FIRST):
+        return "nchw"
+    if isinstance(module, _LAST_AXIS):
+        return "nhwc"
+    return None
+
+
+def evidence(module: torch.nn.Module) -> LayoutName | None:
+    """Return the layout a module's 4-D output has by what the module is, or ``None``.
+
+    A leaf module says it by its kind (a convolution is channels-first, a ``Linear`` or
+    ``LayerNorm`` acts on the last axis) or its ``data_format``; a container, when every module
+    inside it that says anything says the same.
+    """
+    own = _declared(module)
+    if own is not None or not module._modules:
+        return own
+    said = {d for m in module.modules() if m is not module and (d := _declared(m)) is not None}
+    return said.pop() if len(said) == 1 else None
+
+
+def hint(model: torch.nn.Module, name: str) -> LayoutName | None:
+    """Return the layout of the nearest module defined before ``name`` in the same parent that
+    says one (an activation or dropout after a convolution), or ``None``."""
+    parent_name, _, leaf = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name)
+    except AttributeError:
+        return None
+    siblings = list(parent._modules.items())
+    index = next((i for i, (key, _) in enumerate(siblings) if key == leaf), None)
+    if index is None:
+        return None
+    for _, module in reversed(siblings[:index]):
+        said = evidence(module) if module is not None else None
+        if said is not None:
+            return said
+    return None
+
+
+def is_norm(module: Any) -> bool:
+    """Return whether a module is a normalisation layer over the last axis (LayerNorm...)."""
+    if isinstance(module, _LAST_AXIS) and not isinstance(module, torch.nn.Linear):
+        return True
+    return type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
+
+
+def _rules(model: torch.nn.Module, calls: Counter[str], size: Size) -> LayerRules:
+    def once(name: str, module: Any, shape: tuple[int, ...] | None) -> Layout | None:
+        if shape is None or calls[name] != 1:
+            return None
+        return layout_for(name, shape, 1, size, _AUTO, evidence(module), hint(model, name))
+
+    return LayerRules(
+        layout_of=once,
+        is_norm=is_norm,
+        parent=lambda name: name.rpartition(".")[0],
+        convention="nchw",
+    )
 
 
 def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
-    """Return the last module, in execution order, whose output is a spatial feature map.
+    """Return the layer camlens explains when none is given (see ``_common.auto_pick``).
 
-    One image is run through the model with a hook on every submodule. The pick is the last
-    module to finish with an ``(N, C, H, W)`` output, ``H * W > 1``, among modules called once:
-    the network's last feature map before it is pooled away (for a container and its last child
-    returning the same tensor, the container, which finishes last).
+    One image is run through the model with a hook on every submodule. On a convolutional
+    network, the last module to finish with a feature map, ``H * W > 1``, among modules called
+    once: the last map before it is pooled away (for a container and its last child returning
+    the same tensor, the container, which finishes last). On a transformer, the last block's
+    first norm.
     """
     finished, calls = _record(model, inputs)
-    picked = last_feature_map(finished, lambda name, module: calls[name], is_feature_map)
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    picked = auto_pick(finished, _rules(model, calls, size))
     if picked is None:
         raise LayerError(
-            f"found no layer of {type(model).__name__} with a spatial (N, C, H, W) output for "
-            f"inputs of shape {tuple(inputs.shape)}; pass layer= explicitly"
+            f"found no layer of {type(model).__name__} with a spatial output (a feature map or "
+            f"tokens on a grid) for inputs of shape {tuple(inputs.shape)}; pass layer= "
+            "explicitly (with layout=, grid= or reshape= where camlens cannot tell its layout)"
         )
     return picked
 
@@ -112,5 +200,6 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
 def summarize(model: torch.nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     """Describe every submodule, in definition order, from one forward pass of one image."""
     finished, calls = _record(model, inputs)
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     modules = ((name, module) for name, module in model.named_modules() if name)
-    return describe_layers(modules, finished, lambda name, module: calls[name], is_feature_map)
+    return describe_layers(modules, finished, _rules(model, calls, size))

@@ -75,8 +75,13 @@ def ablated_scores(
     activations: Sequence[Any],
     channels: Sequence[np.ndarray],
     scoring: Scoring,
+    to_layer: Callable[[torch.Tensor], torch.Tensor],
 ) -> list[np.ndarray]:
-    """Return, per image, the target units' scores with each listed channel zeroed."""
+    """Return, per image, the target units' scores with each listed channel zeroed.
+
+    ``activations[n]`` is on the grid, ``(K, h, w)``; ``to_layer`` puts a batch of them back
+    in the layer's own layout before the tail runs.
+    """
 
     def evaluate(n: int, start: int, stop: int) -> Any:
         x = inputs[n : n + 1]
@@ -84,7 +89,7 @@ def ablated_scores(
         chunk = torch.as_tensor(channels[n][start:stop], device=x.device)
         batch = act.expand(len(chunk), *act.shape).clone()
         batch[torch.arange(len(chunk), device=x.device), chunk] = 0
-        return tail(x, batch)
+        return tail(x, to_layer(batch))
 
     return _score(model, output, [len(c) for c in channels], scoring, evaluate)
 
@@ -97,12 +102,16 @@ def replaced_scores(
     make: Callable[[int, int, int], Array],
     counts: Sequence[int],
     scoring: Scoring,
+    to_layer: Callable[[torch.Tensor], torch.Tensor],
 ) -> list[np.ndarray]:
-    """Return, per image, the target units' scores with the layer's output replaced."""
+    """Return, per image, the target units' scores with the layer's output replaced by
+    ``make(n, start, stop)``, a ``(B, K, h, w)`` grid that ``to_layer`` puts back in the
+    layer's own layout."""
 
     def evaluate(n: int, start: int, stop: int) -> Any:
         x = inputs[n : n + 1]
-        return tail(x, torch.as_tensor(make(n, start, stop), device=x.device).to(x.dtype))
+        batch = torch.as_tensor(make(n, start, stop), device=x.device).to(x.dtype)
+        return tail(x, to_layer(batch))
 
     return _score(model, output, counts, scoring, evaluate)
 

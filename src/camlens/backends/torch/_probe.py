@@ -10,39 +10,44 @@ calling thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from camlens.backends._common import select_output
+from camlens.backends._layout import Layout, LayoutSpec, layout_for
 from camlens.backends.base import LayerRef, OutputSelector, Probe
-from camlens.backends.torch._arrays import to_numpy
+from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
 from camlens.errors import LayerError
 from camlens.targets import Target
 
 
-def _capture_hook(ref: LayerRef, slot: list[torch.Tensor | None], grads: bool) -> Any:
+def _capture_hook(
+    ref: LayerRef,
+    slot: list[Any],
+    grads: bool,
+    find_layout: Callable[[LayerRef, tuple[int, ...]], Layout],
+) -> Any:
+    """Capture the layer's output in ``slot[0]`` and its layout in ``slot[1]``."""
+
     def hook(module: torch.nn.Module, args: Any, out: Any) -> torch.Tensor:
         if not isinstance(out, torch.Tensor):
             raise LayerError(
                 f"layer {ref.name!r} returns a {type(out).__name__}, not a feature map tensor; "
-                "pick a layer with an (N, C, H, W) output"
-            )
-        if out.ndim != 4:
-            raise LayerError(
-                f"layer {ref.name!r} outputs shape {tuple(out.shape)}, which has no spatial "
-                "extent; CAM needs an (N, C, H, W) feature map, e.g. the last convolutional block"
+                "pick a layer with an (N, C, H, W) or token (N, L, C) output"
             )
         if slot[0] is not None:
             raise LayerError(
                 f"layer {ref.name!r} is called more than once in one forward pass (a shared "
                 "module); pick a layer the model calls once, e.g. the block that contains it"
             )
+        slot[1] = find_layout(ref, tuple(out.shape))
         if grads:
             # From here on the pass records history (restored when the probe's
             # ``set_grad_enabled`` block exits).
@@ -116,16 +121,31 @@ def probe(
     output: OutputSelector,
     *,
     gradients: bool,
-) -> Probe:
-    """Run the model once and return what the layers and the target give."""
-    slots: list[list[torch.Tensor | None]] = [[None] for _ in layers]
+    spec: LayoutSpec,
+) -> tuple[Probe, list[Layout]]:
+    """Run the model once and return what the layers and the target give, and the layers'
+    layouts (the activations and gradients are on the grid, ``(M, K, h, w)``)."""
+    slots: list[list[Any]] = [[None, None] for _ in layers]
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+
+    def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
+        return layout_for(
+            ref.name,
+            shape,
+            int(inputs.shape[0]),
+            size,
+            spec,
+            evidence(ref.handle),
+            hint(model, ref.name),
+        )
+
     handles = []
     with inference_state(model):
         try:
             for ref, slot in zip(layers, slots, strict=True):
                 handles.append(
                     ref.handle.register_forward_hook(
-                        this_thread(_capture_hook(ref, slot, gradients))
+                        this_thread(_capture_hook(ref, slot, gradients, find_layout))
                     )
                 )
             # A caller's inference mode must be left for the head to record its graph; when it
@@ -149,13 +169,27 @@ def probe(
             for handle in handles:
                 handle.remove()
     t = resolved.units.shape[1]
-    rows = [a.detach() if t == 1 else a.detach().repeat_interleave(t, dim=0) for a in acts]
-    return Probe(
+    layouts: list[Layout] = [slot[1] for slot in slots]
+    xp = namespace()
+    rows = [
+        lay.to_grid(a.detach(), xp, ref.name)
+        for a, lay, ref in zip(acts, layouts, layers, strict=True)
+    ]
+    rows = [a if t == 1 else a.repeat_interleave(t, dim=0) for a in rows]
+    grid_grads = (
+        None
+        if grads is None
+        else [
+            lay.to_grid(g, xp, ref.name) for g, lay, ref in zip(grads, layouts, layers, strict=True)
+        ]
+    )
+    probe = Probe(
         activations=[_float(a) for a in rows],
-        gradients=None if grads is None else [_float(g) for g in grads],
+        gradients=None if grid_grads is None else [_float(g) for g in grid_grads],
         resolved=resolved,
         outputs=to_numpy(out.float()).reshape(out.shape[0], -1),
     )
+    return probe, layouts
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
