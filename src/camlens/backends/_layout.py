@@ -251,6 +251,13 @@ def _resolve_map(
                     f"grid={spec.grid} fits neither reading of layer {name!r}'s output {shape} "
                     f"(channels first: {readings['nchw']}, channels last: {readings['nhwc']})"
                 )
+        if evidence is not None and spec.grid is None and evidence not in fits:
+            raise LayerError(
+                f"layer {name!r} is {evidence} by its kind, but its output {shape} read so is a "
+                f"{readings[evidence]} map, which is not the grid of {size} inputs (a "
+                "per-head or per-token tensor?); pick another layer, or pass layout= or grid= "
+                "if this is the image grid"
+            )
         if evidence is not None and (spec.grid is None or evidence in fits):
             kind = evidence
         elif len(fits) == 1:
