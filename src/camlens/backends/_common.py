@@ -166,7 +166,7 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
         try:
             layout = rules.layout_of(name, layer, shape)
         except LayerError as exc:
-            if shape is not None and len(shape) == 3:
+            if shape is not None and len(shape) == 3 and shape[2] > 1:  # not pooled (N, C, 1)
                 unresolved.append((i, exc))
             continue
         if layout is not None and layout.grid is not None and layout.grid[0] * layout.grid[1] > 1:

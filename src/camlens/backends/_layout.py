@@ -17,7 +17,9 @@ input's aspect (within one cell) and is no larger than the input. Where both rea
 plausible, the layer defined just before it decides (a ReLU after a convolution); two plausible
 readings with nothing to decide, or none, are an error that names the option to pass. A token
 grid is inferred from the token count and the input size only where exactly one patch grid
-fits (see :func:`token_grids`).
+fits (see :func:`token_grids`), or, where several fit, exactly one is tiled by square patches
+without padding (a 16x16 input of 17 tokens is 4x4 patches of 4 after a class token, not 3x3
+padded patches after 8 prefix tokens).
 """
 
 from __future__ import annotations
@@ -164,6 +166,12 @@ def plausible(grid: tuple[int, int], size: Size) -> bool:
     return abs(big_h * w / big_w - h) <= 1 and abs(big_w * h / big_h - w) <= 1
 
 
+def tiles(grid: tuple[int, int], size: Size) -> bool:
+    """Return whether square ``p x p`` patches tile an ``(H, W)`` input into ``grid`` exactly."""
+    (h, w), (big_h, big_w) = grid, size
+    return big_h % h == 0 and big_w % w == 0 and big_h // h == big_w // w
+
+
 def token_grids(tokens: int, size: Size) -> list[tuple[int, int, int]]:
     """Return every ``(prefix, h, w)`` a patch embedding could give ``tokens`` tokens with.
 
@@ -301,6 +309,9 @@ def _resolve_tokens(name: str, shape: tuple[int, ...], size: Size, spec: LayoutS
             )
         return Layout("tokens", prefix=prefix, grid=(h, w))
     grids = token_grids(tokens, size)
+    exact = [g for g in grids if tiles(g[1:], size)]
+    if len(grids) > 1 and len(exact) == 1:
+        grids = exact  # one grid of square patches tiles the input; the others need padding
     if len(grids) == 1:
         prefix, h, w = grids[0]
         return Layout("tokens", prefix=prefix, grid=(h, w))

@@ -58,19 +58,31 @@ def test_a_batch_on_token_layers_equals_its_single_calls() -> None:
 
 
 def test_an_ambiguous_token_grid_names_grid_and_grid_fixes_it() -> None:
-    model = TinyViT(patch=8).eval()  # 16 patches + 1: also 9 patches after 8 prefix tokens
+    model = TinyViT(patch=16).eval()  # 4 patches + 1: also 1 patch after 4 prefix tokens
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with pytest.raises(camlens.LayerError, match=r"grid=\(h, w\)") as info:
         camlens.GradCAM(model, "blocks.1.norm1")(x)
-    assert "4x4 after 1 prefix" in str(info.value) and "3x3 after 8 prefix" in str(info.value)
+    assert "2x2 after 1 prefix" in str(info.value) and "1x1 after 4 prefix" in str(info.value)
     assert not model.blocks[1].norm1._forward_hooks  # nothing left behind
     # The automatic pick does not fall back to the patch embedding without a word.
     with pytest.raises(camlens.LayerError, match="token layers after"):
         camlens.GradCAM(model)(x)
-    exp = camlens.GradCAM(model, "blocks.1.norm1", grid=(4, 4))(x, target=[1, 2])
+    exp = camlens.GradCAM(model, "blocks.1.norm1", grid=(2, 2))(x, target=[1, 2])
+    a, g = captured(model, model.blocks[1].norm1, x, [1, 2])
+    ref = gradcam_raw(tokens_to_grid(a, 1, (2, 2)), tokens_to_grid(g, 1, (2, 2)))
+    np.testing.assert_allclose(exp.raw, ref, atol=1e-5)
+
+
+def test_of_two_fitting_grids_the_one_square_patches_tile_is_taken() -> None:
+    # 17 tokens on 32x32: 4x4 patches of 8 after a class token, or 3x3 patches that need
+    # padding after 8 prefix tokens; only the first tiles the input.
+    model = TinyViT(patch=8).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    exp = camlens.GradCAM(model, "blocks.1.norm1")(x, target=[1, 2])
     a, g = captured(model, model.blocks[1].norm1, x, [1, 2])
     ref = gradcam_raw(tokens_to_grid(a, 1, (4, 4)), tokens_to_grid(g, 1, (4, 4)))
     np.testing.assert_allclose(exp.raw, ref, atol=1e-5)
+    assert camlens.explain(model, x).layers == ("blocks.1.norm1",)
 
 
 def test_a_reshape_function_gives_the_same_maps_as_the_inferred_grid() -> None:
