@@ -43,11 +43,49 @@ TARGET_HELP = (
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+LAYOUT_HELP = (
+    "How the layer's output lies on the image grid: nchw, nhwc, tokens ((N, L, C): prefix "
+    "tokens, then the patches row by row), or auto (told from the layer; an ambiguous one is an "
+    "error that names this option)."
+)
+GRID_HELP = "A token layer's patch grid HxW (e.g. 14x14), where the token count does not tell it."
+
+
+def layout_options(fn: F) -> F:
+    """Add --layer-layout and --grid (how a token or channels-last layer lies on the grid; the
+    layer's own layout, not the input's, which --layout gives)."""
+    fn = click.option("--grid", default=None, metavar="HxW", help=GRID_HELP)(fn)
+    return click.option(
+        "--layer-layout",
+        "layer_layout",
+        type=click.Choice(["auto", "nchw", "nhwc", "tokens"]),
+        default="auto",
+        show_default=True,
+        help=LAYOUT_HELP,
+    )(fn)
+
+
+def layout_arguments(layer_layout: str, grid: str | None) -> dict[str, Any]:
+    """Return the ``layout=``/``grid=`` keywords for --layer-layout and --grid (none when auto)."""
+    chosen: dict[str, Any] = {}
+    if layer_layout != "auto":
+        chosen["layout"] = layer_layout
+    if grid is not None:
+        parts = grid.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise click.BadParameter(
+                f"{grid!r} is not a grid; write it as HxW, e.g. 14x14", param_hint="--grid"
+            )
+        chosen["grid"] = (int(parts[0]), int(parts[1]))
+    return chosen
+
+
 def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
-    """Add MODEL, IMAGES..., --out, -m/--method, --layer and --target."""
+    """Add MODEL, IMAGES..., --out, -m/--method, --layer, --layer-layout, --grid, --target."""
 
     def decorate(fn: F) -> F:
         fn = click.option("--target", default="top1", show_default=True, help=TARGET_HELP)(fn)
+        fn = layout_options(fn)
         fn = click.option("--layer", default="auto", show_default=True, help=LAYER_HELP)(fn)
         fn = click.option(
             "-m",

@@ -55,6 +55,8 @@ def compare_command(
     metric_names: tuple[str, ...],
     boxes: Path | None,
     layer: str,
+    layer_layout: str,
+    grid: str | None,
     target: str,
     steps: int,
     **options: Any,
@@ -70,6 +72,7 @@ def compare_command(
     methods = _common.chosen_methods(loaded, methods, "compare")
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
+    placed = _common.layout_arguments(layer_layout, grid)
     found = find_images(images)
     _common.warn_missing(found)
     pixels: list[np.ndarray] = []
@@ -103,6 +106,7 @@ def compare_command(
                 boxes=box_list,
                 steps=steps,
                 progress=lambda done, total: advance(1),
+                **placed,
             )
         except camlens.CamlensError as exc:
             raise click.ClickException(str(exc)) from exc
@@ -116,7 +120,15 @@ def compare_command(
     }
     write_file(out_dir / COMPARE_FILE, json.dumps(payload, indent=1).encode("utf-8"))
     if not (out_dir / RUN_FILE).exists():  # a folder of its own: the report needs the settings
-        run = _common.run_settings(loaded, preprocess, list(dict.fromkeys(methods)), layer, target)
+        run = _common.run_settings(
+            loaded,
+            preprocess,
+            list(dict.fromkeys(methods)),
+            layer,
+            target,
+            layer_layout=layer_layout,
+            grid=grid,
+        )
         write_file(out_dir / RUN_FILE, json.dumps(run, indent=2).encode("utf-8"))
     report = camlens.report.write_report(out_dir)
     click.echo(table.to_markdown(), nl=False)

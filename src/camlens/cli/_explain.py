@@ -107,6 +107,8 @@ def explain_command(
     out_dir: Path,
     methods: tuple[str, ...],
     layer: str,
+    layer_layout: str,
+    grid: str | None,
     target: str,
     batch_size: int,
     cmap: str,
@@ -134,14 +136,17 @@ def explain_command(
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
     layer_arg = None if layer == "auto" else layer
+    placed = _common.layout_arguments(layer_layout, grid)
     explainers = {}
     for name in dict.fromkeys(methods):
         try:
             explainers[name] = camlens.Explainer(
-                loaded.model, layer_arg, method=name, normalize=normalize
+                loaded.model, layer_arg, method=name, normalize=normalize, **placed
             )
         except camlens.CamlensError as exc:
-            raise click.BadParameter(str(exc), param_hint="--method/--layer") from exc
+            raise click.BadParameter(
+                str(exc), param_hint="--method/--layer/--layer-layout/--grid"
+            ) from exc
     try:
         camlens.render.colorize(np.zeros((1, 1)), cmap)
     except camlens.CamlensError as exc:
@@ -161,6 +166,8 @@ def explain_command(
         alpha=alpha,
         max_size=max_size,
         normalize=normalize,
+        layer_layout=layer_layout,
+        grid=grid,
         metrics=["deletion_auc", "insertion_auc"] if with_metrics else [],
     )
     try:
@@ -188,6 +195,11 @@ def explain_command(
             run.all(todo, batch_size, advance)
         except KeyboardInterrupt:
             interrupted = True
+        except camlens.LayerError as exc:
+            raise click.ClickException(
+                f"{exc} (on the command line: --layer NAME, --layer-layout, --grid HxW; see "
+                "`camlens layers MODEL`)"
+            ) from exc
         finally:
             folder.close()
     seconds = time.perf_counter() - start
@@ -437,6 +449,8 @@ def _explain_each(
         for i in needed:  # find the culprit, keep the others
             try:
                 parts.append((explainer(x[i : i + 1], target), [i]))
+            except camlens.LayerError:
+                raise  # the layer does not fit these inputs: every image would fail alike
             except Exception as exc:  # reported as this image's failure
                 failed[i] = exc
         return parts, failed

@@ -58,9 +58,11 @@ RESUME_KEYS = (
     "alpha",
     "max_size",
     "normalize",
+    "layer_layout",
+    "grid",
 )
 #: The value a setting had before it was recorded (a folder written by an earlier version).
-SETTING_DEFAULTS = {"normalize": "minmax"}
+SETTING_DEFAULTS = {"normalize": "minmax", "layer_layout": "auto", "grid": None}
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
 TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")

@@ -28,7 +28,8 @@ def layers_command(
 
     MODEL is a model file (.keras, .h5, .pt2, .onnx, .pt/.pth/.safetensors with --factory) or a
     bundled model: mobilenet_v2, mobilenet_v2_keras. Layers marked * can be explained; the one
-    marked auto is what `camlens explain` uses when no --layer is given.
+    marked auto is what `camlens explain` uses when no --layer is given; the grid column says
+    how each one lies on the image grid (nchw/nhwc HxW maps, tokens P+HxW: P prefix tokens).
     """
     loaded = _common.load(model, {"factory": factory, "trust_pickle": trust_pickle})
     try:
@@ -43,12 +44,14 @@ def layers_command(
     table.add_column("layer", no_wrap=True)
     table.add_column("type")
     table.add_column("output shape", justify="right")
+    table.add_column("grid")
     table.add_column("CAM")
     for row in rows:
         shape = "-" if row.output_shape is None else _shape(row.output_shape)
         mark = "auto" if row.auto else ("*" if row.candidate else "")
         style = "bold green" if row.auto else (None if row.candidate else "dim")
-        table.add_row(Text(row.name), Text(row.type), shape, mark, style=style)
+        grid = row.layout if row.candidate and row.layout else ""
+        table.add_row(Text(row.name), Text(row.type), shape, grid, mark, style=style)
     console = Console()
     if not console.is_terminal:  # piped: keep long names on one line
         console = Console(width=160)
