@@ -174,9 +174,11 @@ class Explainer:
         Args:
             inputs: The model's own input batch, ``(N, C, H, W)`` (a tensor or a NumPy array,
                 already preprocessed as the model expects).
-            target: ``None`` (each image's top-1 class), a class index, one index per image,
-                :class:`camlens.Class`, :class:`camlens.Output`, :class:`camlens.TopK`, or a
-                function of the model output returning ``(N,)`` or ``(N, T)`` scores.
+            target: ``None`` (each image's top-1 class), a class index, one index per image
+                (a list, or an integer label array or tensor of any framework: a data
+                loader's labels), :class:`camlens.Class`, :class:`camlens.Output`,
+                :class:`camlens.TopK`, or a function of the model output returning ``(N,)``
+                or ``(N, T)`` scores.
         """
         return self._run(inputs, target, stacklevel=3)
 

@@ -222,11 +222,28 @@ TargetLike: TypeAlias = (
 )
 
 
+def _labels(target: Any) -> np.ndarray | None:
+    """Return a label array (a sequence, a NumPy array, or a torch, TensorFlow or JAX tensor,
+    on any device) as NumPy, or ``None`` for anything else."""
+    if isinstance(target, str):
+        return None
+    if isinstance(target, (Sequence, np.ndarray)):
+        return np.asarray(target)
+    if hasattr(target, "detach") and hasattr(target, "cpu"):  # torch: off the graph and device
+        target = target.detach().cpu()
+    if callable(getattr(target, "numpy", None)):  # torch, TensorFlow
+        return np.asarray(target.numpy())
+    if hasattr(target, "__array__"):  # JAX and other array libraries
+        return np.asarray(target)
+    return None
+
+
 def as_target(target: TargetLike) -> Target:
     """Normalise the public ``target=`` argument into a :class:`Target`.
 
-    ``None`` is each image's top-1 class; an int or (nested) int sequence is :class:`Class`;
-    a callable is a :class:`Score`.
+    ``None`` is each image's top-1 class; an int or (nested) int sequence is :class:`Class`,
+    and so is an integer label array or tensor (NumPy, torch, TensorFlow, JAX): ``for x, y in
+    loader: cam(x, target=y)``; a callable is a :class:`Score`.
     """
     if target is None:
         return TopK(1)
@@ -236,10 +253,15 @@ def as_target(target: TargetLike) -> Target:
         return Class(int(target))
     if callable(target):
         return Score(target, name=getattr(target, "__name__", "custom score"))
-    if isinstance(target, (Sequence, np.ndarray)) and not isinstance(target, str):
-        arr = np.asarray(target)
-        if arr.size and np.issubdtype(arr.dtype, np.integer):
-            return Class(arr.tolist())
+    labels = _labels(target)
+    if labels is not None:
+        if labels.size and np.issubdtype(labels.dtype, np.integer):
+            return Class(int(labels) if labels.ndim == 0 else labels.tolist())
+        if labels.size and np.issubdtype(labels.dtype, np.floating):
+            raise BadTargetError(
+                f"the target holds {labels.dtype} values, not class indices; give the labels "
+                "as integers (e.g. y.long()), or for a regressor camlens.Output(i)"
+            )
     raise BadTargetError(
         f"cannot use {target!r} as a target; give None (top-1 class), a class index, one index "
         "per image, camlens.Output(i), camlens.TopK(k), or a function of the model output"

@@ -83,3 +83,14 @@ def test_a_new_target_each_call_keeps_a_bounded_number_of_compiled_probes() -> N
     prober = camlens.GradCAM(model, "feat")._backend._prober
     assert prober.traces == MAX_COMPILED + 4
     assert len(prober._compiled) == MAX_COMPILED
+
+
+def test_a_label_tensor_of_the_backend_is_one_class_per_image() -> None:
+    """``for x, y in dataset: cam(x, target=y)`` with the backend's own label tensors."""
+    cam = camlens.GradCAM(_model(), "feat")
+    expected = cam(X, target=[4, 0, 2])
+    labels = keras.ops.convert_to_tensor(np.array([4, 0, 2], dtype="int32"))
+    np.testing.assert_allclose(cam(X, target=labels).maps, expected.maps, atol=1e-6)
+    assert cam(X, target=np.array([[4], [0], [2]])).units.tolist() == [4, 0, 2]
+    with pytest.raises(camlens.BadTargetError, match="not class indices"):
+        cam(X, target=keras.ops.convert_to_tensor(np.array([4.0, 0.0, 2.0], dtype="float32")))

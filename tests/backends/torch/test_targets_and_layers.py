@@ -166,3 +166,24 @@ def test_top_k_ranks_ties_to_the_lower_index_and_nan_last(k: int) -> None:
     np.testing.assert_array_equal(grad.numpy(), chosen)
     _, all_nan = resolve(camlens.TopK(1), torch.full((1, 3), float("nan")))
     np.testing.assert_array_equal(all_nan.units, [[0]])
+
+
+@pytest.mark.filterwarnings("ignore::camlens.MapStrengthWarning")  # random weights: some empty
+def test_a_loaders_label_tensor_is_one_class_per_image() -> None:
+    net = TrunkHead()
+    x = torch.randn(4, 3, 16, 16)
+    labels = torch.tensor([3, 0, 4, 1])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=2)
+    cam = camlens.GradCAM(net, "trunk")
+    by_list = cam(x, target=[3, 0, 4, 1])
+    maps = []
+    for xb, yb in loader:
+        exp = cam(xb, target=yb)
+        maps.append(exp.maps)
+    np.testing.assert_allclose(np.concatenate(maps), by_list.maps, atol=1e-6)
+    # A NumPy label array, one of shape (N, 1), a tensor that needs grad, and a 0-d label.
+    np.testing.assert_allclose(cam(x, target=labels.numpy()).maps, by_list.maps, atol=1e-6)
+    assert cam(x, target=labels[:, None]).units.tolist() == [3, 0, 4, 1]
+    assert cam(x[:1], target=torch.tensor(3)).units.tolist() == [3]
+    with pytest.raises(camlens.BadTargetError, match="not class indices"):
+        cam(x, target=labels.float())
