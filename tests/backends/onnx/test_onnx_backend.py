@@ -214,3 +214,14 @@ def test_metrics_score_the_onnx_model_as_the_torch_one(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours.curves, ref.curves, atol=1e-5)
     with pytest.raises(camlens.UnsupportedModelError, match="sanity check"):
         camlens.metrics.sanity_check(model, x, method="eigencam")
+
+
+def test_deep_feature_factorization_equals_the_torch_models(tmp_path: Path) -> None:
+    net = MiniResNet().eval()
+    x = _images()
+    model = _exported(net, x, tmp_path)
+    ours = camlens.factorize(model, x, k=3, layer=RESNET_LAYERS[0][1])
+    ref = camlens.factorize(net, torch.from_numpy(x), k=3, layer=RESNET_LAYERS[0][0])
+    assert ours.framework == "onnx"
+    for name in ("maps", "concepts", "scores"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(ref, name), atol=1e-4)
