@@ -48,7 +48,7 @@ from camlens.explainer import (
 )
 from camlens.explanation import Explanation, ImageExplanation
 from camlens.render import grid, overlay, save_grid, show
-from camlens.targets import Class, Output, Score, Target, TopK
+from camlens.targets import Class, Output, Score, Segmentation, Similarity, Target, TopK
 
 __all__ = [
     "CAM",
@@ -86,6 +86,8 @@ __all__ = [
     "RefineCAM",
     "Score",
     "ScoreCAM",
+    "Segmentation",
+    "Similarity",
     "SmoothGradCAMPlusPlus",
     "Target",
     "TopK",

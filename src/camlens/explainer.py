@@ -13,6 +13,7 @@ from camlens._forwards import BoundForwards
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
+from camlens.backends._common import host_labels
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import Probe, Resolved, reads_probabilities
 from camlens.errors import (
@@ -360,7 +361,7 @@ class Explainer:
 
     def _explain(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
         backend = self._backend
-        resolved_target = as_target(target)
+        resolved_target = as_target(host_labels(target))
         x = backend.prepare(inputs)
         if self._layers is None:
             self._layers = (backend.auto_layer(x),)

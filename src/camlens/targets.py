@@ -21,9 +21,12 @@ from camlens._types import Array, IntArray
 from camlens.errors import BadTargetError
 
 __all__ = [
+    "ArrayTarget",
     "Class",
     "Output",
     "Score",
+    "Segmentation",
+    "Similarity",
     "Target",
     "TargetLike",
     "TopK",
@@ -217,23 +220,137 @@ class Score(Target):
         return self.name
 
 
+class ArrayTarget(Target):
+    """A target written once for every framework, on the output's array namespace.
+
+    The backend calls :meth:`scores_in` with ``xp``: the array-API namespace of the output
+    (PyTorch, NumPy for ONNX, JAX) or ``keras.ops`` inside a compiled Keras function. Only the
+    functions both offer are used: ``sum``, ``sqrt``, ``argmax``, ``where``, and
+    :func:`constant` for arrays the target holds.
+    """
+
+    def scores(self, output: Array) -> Array:
+        """Return the scores on the output's own namespace (the backends call
+        :meth:`scores_in`; this serves direct calls on NumPy arrays)."""
+        return self.scores_in(output, np, channels_last=False)
+
+    @abstractmethod
+    def scores_in(self, output: Array, xp: Any, *, channels_last: bool) -> Array:
+        """Return ``(N,)`` or ``(N, T)`` scores of ``output``; ``channels_last`` says where a
+        dense output's class axis is (last under Keras, second elsewhere)."""
+
+
+def constant(xp: Any, value: Any, like: Array) -> Array:
+    """Return ``value`` as an array of ``xp`` with ``like``'s float dtype (and device)."""
+    if hasattr(xp, "convert_to_tensor"):  # keras.ops
+        return xp.convert_to_tensor(np.asarray(value), dtype=like.dtype)
+    if xp is np:
+        return np.asarray(value, dtype=like.dtype)
+    return xp.asarray(np.asarray(value), dtype=like.dtype, device=getattr(like, "device", None))
+
+
+@dataclass(frozen=True, eq=False)
+class Segmentation(ArrayTarget):
+    """Explain a segmentation class over a region: its logits summed over a mask.
+
+    Seg-Grad-CAM (Vinogradova, Dibrov & Myers, AAAI 2020): the score is
+    ``y = sum_{(i, j) in M} Y_c[i, j]`` for the class's logits map ``Y_c`` of a dense output
+    ``(N, classes, h, w)`` (``(N, h, w, classes)`` under Keras) and a mask ``M``: by default the
+    pixels predicted as ``c`` (``argmax`` over the classes), else a given boolean mask at the
+    output's resolution, ``(h, w)`` for every image or ``(N, h, w)``. An image with no pixel in
+    its mask has score 0 (and an empty map).
+
+    Args:
+        index: The class.
+        mask: A boolean mask at the output's resolution, or ``None`` for the predicted mask.
+    """
+
+    index: int
+    mask: Any = None
+
+    def scores_in(self, output: Array, xp: Any, *, channels_last: bool) -> Array:
+        """Return ``(N,)``: each image's class logits summed over its mask."""
+        if len(output.shape) != 4:
+            raise BadTargetError(
+                f"Segmentation needs a dense output (N, classes, h, w); the model gives "
+                f"{tuple(output.shape)}; for a classifier use a class target"
+            )
+        axis = 3 if channels_last else 1
+        classes = int(output.shape[axis])
+        if not 0 <= self.index < classes:
+            raise BadTargetError(
+                f"class {self.index} is out of range: the output has {classes} classes"
+            )
+        logits = output[..., self.index] if channels_last else output[:, self.index]
+        size = tuple(int(d) for d in logits.shape[1:])
+        if self.mask is None:
+            inside = xp.argmax(output, axis=axis) == self.index
+        else:
+            mask = np.asarray(self.mask)
+            if mask.dtype != bool or mask.shape not in (size, (int(output.shape[0]), *size)):
+                raise BadTargetError(
+                    f"the mask must be boolean, {size} or (N, *{size}) (the output's "
+                    f"resolution); got {mask.dtype} {mask.shape}"
+                )
+            inside = constant(xp, np.broadcast_to(mask, logits.shape), logits) > 0.5
+        zero = constant(xp, 0.0, logits)
+        return xp.sum(xp.sum(xp.where(inside, logits, zero), axis=2), axis=1)
+
+    def describe(self) -> str:
+        """Return e.g. ``class 3 over its predicted mask``."""
+        region = "its predicted mask" if self.mask is None else "the given mask"
+        return f"class {self.index} over {region}"
+
+
+@dataclass(frozen=True, eq=False)
+class Similarity(ArrayTarget):
+    """Explain the cosine similarity of the model's embedding to a given embedding.
+
+    ``y = <f(x), e> / (|f(x)| |e|)`` for an embedding output ``(N, D)`` and a reference ``e``
+    of shape ``(D,)`` (every image) or ``(N, D)``: a text embedding for a CLIP image encoder
+    (what in the image matches the text), another image's embedding for a retrieval model.
+
+    Args:
+        embedding: The reference embedding(s), as a NumPy array or anything it converts.
+        name: How the reference is described (e.g. the text).
+    """
+
+    embedding: Any
+    name: str = "the given embedding"
+
+    def scores_in(self, output: Array, xp: Any, *, channels_last: bool) -> Array:
+        """Return ``(N,)`` cosine similarities."""
+        ref = np.asarray(self.embedding, dtype=np.float64)
+        n, dims = int(output.shape[0]), tuple(int(d) for d in output.shape[1:])
+        if len(dims) != 1 or ref.shape not in ((dims[0],), (n, dims[0])):
+            raise BadTargetError(
+                f"Similarity needs an embedding output (N, D) and a reference (D,) or (N, D); "
+                f"the model gives {tuple(output.shape)}, the reference is {ref.shape}"
+            )
+        norm = np.linalg.norm(ref, axis=-1, keepdims=True)
+        if np.any(norm == 0) or not np.all(np.isfinite(ref)):
+            raise BadTargetError("the reference embedding is zero or not finite")
+        unit = constant(xp, np.broadcast_to(ref / norm, (n, dims[0])), output)
+        dot = xp.sum(output * unit, axis=1)
+        length = xp.sqrt(xp.sum(output * output, axis=1))
+        return dot / xp.where(length > 0, length, constant(xp, 1.0, length))
+
+    def describe(self) -> str:
+        """Return e.g. ``cosine similarity to 'a photo of a cat'``."""
+        return f"cosine similarity to {self.name}"
+
+
 TargetLike: TypeAlias = (
     "Target | int | Sequence[int] | Sequence[Sequence[int]] | Callable[[Any], Any] | None"
 )
 
 
 def _labels(target: Any) -> np.ndarray | None:
-    """Return a label array (a sequence, a NumPy array, or a torch, TensorFlow or JAX tensor,
-    on any device) as NumPy, or ``None`` for anything else."""
+    """Return a label sequence or array as NumPy, or ``None`` for anything else (framework
+    tensors reach here already on the host: see ``backends._common.host_labels``)."""
     if isinstance(target, str):
         return None
-    if isinstance(target, (Sequence, np.ndarray)):
-        return np.asarray(target)
-    if hasattr(target, "detach") and hasattr(target, "cpu"):  # torch: off the graph and device
-        target = target.detach().cpu()
-    if callable(getattr(target, "numpy", None)):  # torch, TensorFlow
-        return np.asarray(target.numpy())
-    if hasattr(target, "__array__"):  # JAX and other array libraries
+    if isinstance(target, (Sequence, np.ndarray)) or hasattr(target, "__array__"):
         return np.asarray(target)
     return None
 

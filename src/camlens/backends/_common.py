@@ -68,6 +68,18 @@ def to_host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def host_labels(target: Any) -> Any:
+    """Return a framework tensor given as ``target=`` (a data loader's labels: torch,
+    TensorFlow, JAX, on any device) as a NumPy array; anything else as it is."""
+    if target is None or isinstance(target, (int, str, Sequence, np.ndarray)) or callable(target):
+        return target
+    if _is_torch(target) or hasattr(target, "detach"):  # off autograd and the device
+        return to_host(target)
+    if callable(getattr(target, "numpy", None)):  # TensorFlow
+        return np.asarray(target.numpy())
+    return target  # JAX and other arrays convert through __array__
+
+
 def _describe(raw: Any, is_tensor: Callable[[Any], bool]) -> str:
     items = raw.items() if isinstance(raw, Mapping) else enumerate(raw)
     return ", ".join(

@@ -25,6 +25,7 @@ import numpy as np
 
 from camlens._locks import model_lock
 from camlens.backends import Copies, backend_for
+from camlens.backends._common import host_labels
 from camlens.backends.base import seed_for
 from camlens.errors import BadInputError, CamlensWarning
 from camlens.explainer import explain
@@ -129,7 +130,7 @@ def _same_target(target: TargetLike, original: Explanation) -> TargetLike:
     Units picked from the model's own output (the default top-1, ``TopK``) are frozen to the
     ``(N, T)`` units the trained model picked; fixed targets are reused as given.
     """
-    if isinstance(as_target(target), (TopK, Class)):
+    if isinstance(as_target(host_labels(target)), (TopK, Class)):
         units = np.asarray(original.units).reshape(-1, original.targets_per_image)
         return [[int(u) for u in row] for row in units]
     return target

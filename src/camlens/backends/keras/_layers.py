@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -137,7 +138,11 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     transformer, the first norm of the last block (a nested model or layer holding two norms).
     """
     finished, counts = _record(model, inputs)
-    picked = auto_pick(finished, _rules(counts, input_size(tuple(inputs.shape))))
+    # The model's own output is what is explained, not a layer to explain it by (a dense
+    # head's logits map): the pick is the last map before it.
+    final = _output_layers(model)
+    before = [call for call in finished if call[0] not in final]
+    picked = auto_pick(before, _rules(counts, input_size(tuple(inputs.shape))))
     if picked is None:
         raise LayerError(
             f"found no layer of model {model.name!r} with a spatial output (a feature map or "
@@ -147,11 +152,26 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     return picked
 
 
+def _output_layers(model: Any) -> set[str]:
+    """Return the names of the top-level layers that give a functional model its outputs."""
+    names = set()
+    for tensor in getattr(model, "outputs", None) or []:
+        history = getattr(tensor, "_keras_history", None)
+        if history is not None:
+            names.add(history[0].name)
+    return names
+
+
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
     finished, counts = _record(model, inputs)
     rules = _rules(counts, input_size(tuple(inputs.shape)))
-    return describe_layers(iter_layers(model), finished, rules)
+    rows = describe_layers(iter_layers(model), finished, rules)
+    final = _output_layers(model)
+    if any(row.auto for row in rows if row.name in final):  # the pick skips the output
+        picked = auto_pick([c for c in finished if c[0] not in final], rules)
+        rows = [replace(row, auto=picked is not None and row.name == picked.name) for row in rows]
+    return rows
 
 
 def sample_input(model: Any, input_size: tuple[int, int] | None, channels: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from keras import ops
 
 from camlens.backends.base import Resolved
 from camlens.errors import BadTargetError
-from camlens.targets import Target, TopK, UnitTarget, check_scores
+from camlens.targets import ArrayTarget, Target, TopK, UnitTarget, check_scores
 
 __all__ = ["Picker", "plan", "record", "trace_key"]
 
@@ -36,6 +36,10 @@ class Picker:
         """
         n = ops.shape(output)[0]
         flat = ops.reshape(output, (n, -1))
+        if isinstance(self.target, ArrayTarget):
+            picked = self.target.scores_in(output, ops, channels_last=True)
+            picked = ops.reshape(picked, (n, -1))
+            return picked, picked, units, flat
         if not isinstance(self.target, UnitTarget):
             picked = self.target.scores(output)
             check_scores(tuple(picked.shape), int(output.shape[0]))

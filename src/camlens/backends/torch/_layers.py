@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import weakref
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -58,21 +60,25 @@ def resolve_layer(model: torch.nn.Module, layer: Any) -> LayerRef:
 
 def _record(
     model: torch.nn.Module, inputs: torch.Tensor
-) -> tuple[list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], Counter[str]]:
+) -> tuple[list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], Counter[str], set[str]]:
     """Run one image with a hook on every submodule; the model is left as found.
 
     Returns:
         ``(name, module, output shape)`` in the order modules finish (``None`` for an output
-        that is not a tensor), and how many times each module ran.
+        that is not a tensor), how many times each module ran, and the modules whose output
+        is a tensor of the model's own output (a dense head's logits).
     """
     finished: list[tuple[str, torch.nn.Module, tuple[int, ...] | None]] = []
     calls: Counter[str] = Counter()
+    produced: dict[str, weakref.ref[torch.Tensor]] = {}  # weak: freed maps stay freed
 
     def make_hook(name: str) -> Any:
         def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
             calls[name] += 1
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
             finished.append((name, module, shape))
+            if isinstance(out, torch.Tensor):
+                produced[name] = weakref.ref(out)
 
         return hook
 
@@ -83,11 +89,25 @@ def _record(
                 if name:
                     handles.append(module.register_forward_hook(this_thread(make_hook(name))))
             with torch.no_grad():
-                call_model(model, inputs[:1])
+                result = call_model(model, inputs[:1])
         finally:
             for handle in handles:
                 handle.remove()
-    return finished, calls
+    outputs = _tensors(result)
+    final = {name for name, ref in produced.items() if any(ref() is t for t in outputs)}
+    return finished, calls, final
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """Return the tensors of a model output: itself, or the items of a tuple, list or mapping
+    (a ``transformers`` ``ModelOutput`` is a mapping)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for t in output if isinstance(t, torch.Tensor)]
+    if hasattr(output, "values") and callable(output.values):
+        return [t for t in output.values() if isinstance(t, torch.Tensor)]
+    return []
 
 
 #: Modules whose 4-D output is channels-first by definition.
@@ -185,9 +205,12 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
     the same tensor, the container, which finishes last). On a transformer, the last block's
     first norm.
     """
-    finished, calls = _record(model, inputs)
+    finished, calls, final = _record(model, inputs)
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    picked = auto_pick(finished, _rules(model, calls, size))
+    # The model's own output is what is explained, not a layer to explain it by (a dense
+    # head's logits map): the pick is the last map before it.
+    before = [call for call in finished if call[0] not in final]
+    picked = auto_pick(before, _rules(model, calls, size))
     if picked is None:
         raise LayerError(
             f"found no layer of {type(model).__name__} with a spatial output (a feature map or "
@@ -199,7 +222,11 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
 
 def summarize(model: torch.nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     """Describe every submodule, in definition order, from one forward pass of one image."""
-    finished, calls = _record(model, inputs)
+    finished, calls, final = _record(model, inputs)
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     modules = ((name, module) for name, module in model.named_modules() if name)
-    return describe_layers(modules, finished, _rules(model, calls, size))
+    rows = describe_layers(modules, finished, _rules(model, calls, size))
+    if any(row.auto for row in rows if row.name in final):  # the pick skips the output
+        picked = auto_pick([c for c in finished if c[0] not in final], _rules(model, calls, size))
+        rows = [replace(row, auto=picked is not None and row.name == picked.name) for row in rows]
+    return rows

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from camlens.backends.base import Resolved
-from camlens.backends.torch._arrays import to_numpy
+from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.errors import BadTargetError
-from camlens.targets import Target, TopK, UnitTarget, check_scores
+from camlens.targets import ArrayTarget, Target, TopK, UnitTarget, check_scores
 
 __all__ = ["resolve"]
 
@@ -26,7 +26,10 @@ def resolve(target: Target, output: torch.Tensor) -> tuple[torch.Tensor, Resolve
         raise BadTargetError("the model output is a scalar; it needs a batch axis (N, ...)")
     if isinstance(target, UnitTarget):
         return _units(target, output if output.ndim == 2 else output.reshape(output.shape[0], -1))
-    scores = target.scores(output)
+    if isinstance(target, ArrayTarget):
+        scores = target.scores_in(output, namespace(), channels_last=False)
+    else:
+        scores = target.scores(output)
     n = output.shape[0]
     check_scores(tuple(getattr(scores, "shape", ())), n)
     scores = scores.reshape(n, -1)
