@@ -48,7 +48,7 @@ from camlens.explainer import (
 )
 from camlens.explanation import Explanation, ImageExplanation
 from camlens.render import grid, overlay, save_grid, show
-from camlens.targets import Class, Output, Score, Segmentation, Similarity, Target, TopK
+from camlens.targets import Class, Detection, Output, Score, Segmentation, Similarity, Target, TopK
 
 __all__ = [
     "CAM",
@@ -63,6 +63,7 @@ __all__ = [
     "CamlensWarning",
     "Class",
     "DependencyError",
+    "Detection",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",

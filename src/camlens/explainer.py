@@ -29,7 +29,7 @@ from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
-from camlens.targets import Class, Output, Target, TargetLike, TopK, as_target
+from camlens.targets import Class, Detection, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
     "CAM",
@@ -188,10 +188,11 @@ class Explainer:
     def _forwards(self, x: Any, layer: LayerRef, units: np.ndarray, target: Target) -> Any:
         """Bind a perturbation method's extra forward passes to this call."""
         assert isinstance(self.method, PerturbationMethod)
-        if (units < 0).any():
+        if (units < 0).any() or isinstance(target, Detection):
             raise BadTargetError(
                 f"{self.method.name} scores perturbed inputs on output units: give a class, "
-                "camlens.Output(i) or camlens.TopK(k), not a function of the output"
+                "camlens.Output(i) or camlens.TopK(k), not a function of the output or a "
+                "detection"
             )
         probabilities = reads_probabilities(
             self.method.score_mode, raw_target=isinstance(target, Output)

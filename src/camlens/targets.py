@@ -23,6 +23,7 @@ from camlens.errors import BadTargetError
 __all__ = [
     "ArrayTarget",
     "Class",
+    "Detection",
     "Output",
     "Score",
     "Segmentation",
@@ -338,6 +339,90 @@ class Similarity(ArrayTarget):
     def describe(self) -> str:
         """Return e.g. ``cosine similarity to 'a photo of a cat'``."""
         return f"cosine similarity to {self.name}"
+
+
+@dataclass(frozen=True)
+class Detection(Target):
+    """Explain one detection: the score of the detection that best matches a given box.
+
+    For a detector's structured output (PyTorch; the backend reads it, see
+    ``backends/torch/_targets.py``):
+
+    - torchvision-style, a list of one dict per image with ``boxes`` ``(K, 4)`` (``x0, y0,
+      x1, y1`` in pixels), ``scores`` ``(K,)`` and ``labels`` ``(K,)``: the score is
+      ``scores[k]`` of the matched detection;
+    - DETR-style (``transformers``), ``logits`` ``(N, Q, classes + 1)`` (the last is "no
+      object") and ``pred_boxes`` ``(N, Q, 4)`` (``cx, cy, w, h`` relative to the image):
+      the score is the matched query's softmax probability of its class, and ``box`` is given
+      relative to the image too (``x0, y0, x1, y1`` in ``[0, 1]``).
+
+    The matched detection is the one of highest IoU with ``box`` among those of ``label``
+    (any class when ``None``; for DETR a query's class is its most probable real class), and
+    it must reach ``iou``; an image without such a detection is an error that says its best IoU.
+
+    Args:
+        box: ``(x0, y0, x1, y1)``, the same for every image, in the output's coordinates.
+        label: The class of the detection to explain, or ``None`` for any.
+        iou: The least IoU a match needs.
+    """
+
+    box: tuple[float, float, float, float]
+    label: int | None = None
+    iou: float = 0.5
+
+    def __post_init__(self) -> None:
+        box = np.asarray(self.box, dtype=np.float64)
+        if (
+            box.shape != (4,)
+            or not np.all(np.isfinite(box))
+            or not (box[2] > box[0] and box[3] > box[1])
+        ):
+            raise BadTargetError(
+                f"Detection box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0; got {self.box!r}"
+            )
+        if not 0 < self.iou <= 1:
+            raise BadTargetError(f"Detection iou must be in (0, 1]; got {self.iou!r}")
+
+    def scores(self, output: Array) -> Array:
+        """Refuse: the PyTorch backend reads a detector's structured output itself."""
+        raise BadTargetError(
+            "Detection targets read PyTorch detectors' outputs (torchvision, transformers DETR) "
+            "with gradient methods; elsewhere give a function of the output that returns the "
+            "detection's score"
+        )
+
+    def match(self, boxes: np.ndarray, labels: np.ndarray, image: int) -> int:
+        """Return the index of the detection that matches, among ``(K, 4)`` xyxy ``boxes``
+        with their ``(K,)`` ``labels``."""
+        ious = box_iou(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(self.box))
+        if self.label is not None:
+            ious = np.where(np.asarray(labels).reshape(-1) == self.label, ious, -1.0)
+        if ious.size == 0 or ious.max() < self.iou:
+            best = "no detection" if ious.size == 0 or ious.max() < 0 else f"{ious.max():.2f}"
+            of = "" if self.label is None else f" of class {self.label}"
+            raise BadTargetError(
+                f"image {image} has no detection{of} with IoU >= {self.iou} to the box "
+                f"{tuple(self.box)} (best: {best}); give a box the model detects, or a lower iou"
+            )
+        return int(ious.argmax())
+
+    def describe(self) -> str:
+        """Return e.g. ``detection of class 3 at (10, 10, 50, 60)``."""
+        what = "detection" if self.label is None else f"detection of class {self.label}"
+        return f"{what} at {tuple(self.box)}"
+
+
+def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Return the IoU of each ``(K, 4)`` xyxy box with one xyxy ``box``."""
+    x0 = np.maximum(boxes[:, 0], box[0])
+    y0 = np.maximum(boxes[:, 1], box[1])
+    x1 = np.minimum(boxes[:, 2], box[2])
+    y1 = np.minimum(boxes[:, 3], box[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = areas + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    result: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return result
 
 
 TargetLike: TypeAlias = (

@@ -55,8 +55,13 @@ def _gradcam_by_hand(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM before its ReLU for ``score(output) -> (N,)``, and the scores, by hand."""
     store: list[torch.Tensor] = []
-    module = dict(model.named_modules())[layer]
-    handle = module.register_forward_hook(lambda m, a, out: store.append(out))
+
+    def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        leaf = out.detach().requires_grad_()  # the gradient starts here, whatever is frozen
+        store.append(leaf)
+        return leaf
+
+    handle = dict(model.named_modules())[layer].register_forward_hook(hook)
     try:
         scores = score(model(x))
     finally:
@@ -151,3 +156,87 @@ def test_similarity_explains_the_cosine_to_a_given_embedding() -> None:
     assert exp.target == "cosine similarity to 'a cat'"
     with pytest.raises(camlens.BadTargetError, match="reference"):
         camlens.explain(model, x, output="image_embeds", target=camlens.Similarity(np.zeros(8)))
+
+
+class _ListDetector(torch.nn.Module):
+    """A torchvision-shaped detector: per image, three fixed boxes and labels, scores from the
+    features (differentiable), returned as a list of dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(6, 3)
+        self.register_buffer(
+            "boxes", torch.tensor([[0, 0, 16, 16], [8, 8, 30, 30], [0, 16, 32, 32.0]])
+        )
+        self.register_buffer("labels", torch.tensor([1, 2, 2]))
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        scores = torch.sigmoid(self.head(self.features(x).mean(dim=(2, 3))))
+        return [{"boxes": self.boxes, "scores": s, "labels": self.labels} for s in scores]
+
+
+def test_detection_explains_the_matched_detection_of_a_list_of_dicts_output() -> None:
+    model, x = _ListDetector().eval(), _images()
+    # (9, 9, 29, 31) overlaps box 1 best (IoU 420 / 504 = 0.83); box 2 less (0.46).
+    exp = camlens.explain(model, x, layer="features", target=camlens.Detection((9, 9, 29, 31)))
+    raw, scores = _gradcam_by_hand(
+        model, "features", x, lambda out: torch.stack([d["scores"][1] for d in out])
+    )
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-6)
+    np.testing.assert_allclose(exp.raw, raw, atol=1e-6 * np.abs(raw).max())
+    assert exp.units.tolist() == [2, 2]  # the matched detection's class
+    # Of class 1 only box 0 qualifies, at IoU 49 / 647 = 0.08: refused in words.
+    with pytest.raises(camlens.BadTargetError, match=r"no detection of class 1 .*best: 0\.08"):
+        camlens.explain(
+            model, x, layer="features", target=camlens.Detection((9, 9, 29, 31), label=1)
+        )
+    with pytest.raises(camlens.BadTargetError, match="scores perturbed inputs"):
+        camlens.explain(
+            model, x, layer="features", method="scorecam", target=camlens.Detection((9, 9, 29, 31))
+        )
+
+
+def _detr() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = transformers.DetrConfig(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone=None,
+        backbone_config=transformers.ResNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], out_features=["stage2"]
+        ),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=5,
+        num_labels=3,
+    )
+    return transformers.DetrForObjectDetection(config).eval()
+
+
+def test_detection_on_detr_explains_the_matched_querys_class_probability() -> None:
+    model = _detr()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model(x)
+    probs = torch.softmax(out.logits, dim=-1)[0, :, :-1].numpy()
+    cx, cy, w, h = out.pred_boxes[0].numpy().T
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    q = 3  # explain query 3's box: it matches itself (IoU 1)
+    label = int(probs[q].argmax())
+    layer = "model.backbone.model.encoder.stages.1"
+    exp = camlens.explain(model, x, layer=layer, target=camlens.Detection(tuple(boxes[q])))
+
+    def score(o: Any) -> torch.Tensor:
+        return torch.softmax(o.logits, dim=-1)[:, q, label]
+
+    raw, scores = _gradcam_by_hand(model, layer, x, score)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5)
+    np.testing.assert_allclose(exp.raw, raw, rtol=1e-4, atol=1e-4 * np.abs(raw).max())
+    assert exp.units.tolist() == [label]

@@ -17,7 +17,7 @@ from keras import ops
 
 from camlens.backends.base import Resolved
 from camlens.errors import BadTargetError
-from camlens.targets import ArrayTarget, Target, TopK, UnitTarget, check_scores
+from camlens.targets import ArrayTarget, Detection, Target, TopK, UnitTarget, check_scores
 
 __all__ = ["Picker", "plan", "record", "trace_key"]
 
@@ -34,6 +34,11 @@ class Picker:
 
         ``units`` and ``signs`` are inputs for fixed targets; top-k ranks them here.
         """
+        if isinstance(self.target, Detection):
+            raise BadTargetError(
+                "Detection targets read PyTorch detectors' outputs (torchvision, transformers "
+                "DETR); on Keras, give a function of the output that returns the detection's score"
+            )
         n = ops.shape(output)[0]
         flat = ops.reshape(output, (n, -1))
         if isinstance(self.target, ArrayTarget):

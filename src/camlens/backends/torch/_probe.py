@@ -23,9 +23,9 @@ from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
-from camlens.backends.torch._targets import resolve
+from camlens.backends.torch._targets import detection_scores, resolve
 from camlens.errors import LayerError
-from camlens.targets import Target
+from camlens.targets import Detection, Target
 
 
 def _capture_hook(
@@ -156,8 +156,13 @@ def probe(
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
                 x = inputs.clone() if inputs.is_inference() else inputs
-                out = select_output(call_model(model, x), output, torch.is_tensor)
-                scores, resolved = resolve(target, out)
+                raw = call_model(model, x)
+                if isinstance(target, Detection):  # reads the detector's structured output
+                    scores, resolved = detection_scores(target, raw)
+                    out = scores.detach()
+                else:
+                    out = select_output(raw, output, torch.is_tensor)
+                    scores, resolved = resolve(target, out)
                 missing = [
                     ref.name for ref, slot in zip(layers, slots, strict=True) if slot[0] is None
                 ]

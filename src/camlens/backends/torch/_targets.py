@@ -9,15 +9,55 @@ last) is ranked on the host instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
 from camlens.backends.base import Resolved
 from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.errors import BadTargetError
-from camlens.targets import ArrayTarget, Target, TopK, UnitTarget, check_scores
+from camlens.targets import ArrayTarget, Detection, Target, TopK, UnitTarget, check_scores
 
-__all__ = ["resolve"]
+__all__ = ["detection_scores", "resolve"]
+
+
+def detection_scores(target: Detection, raw: Any) -> tuple[torch.Tensor, Resolved]:
+    """Return the matched detections' ``(N, 1)`` scores from a detector's structured output:
+    a torchvision-style list of dicts, or DETR-style ``logits`` and ``pred_boxes``."""
+    if isinstance(raw, (list, tuple)) and raw and all(isinstance(d, Mapping) for d in raw):
+        picked, labels = [], []
+        for n, found in enumerate(raw):
+            if not all(k in found for k in ("boxes", "scores", "labels")):
+                raise BadTargetError(
+                    f"image {n}'s detections have keys {sorted(found)}; a Detection target "
+                    "reads boxes, scores and labels"
+                )
+            k = target.match(to_numpy(found["boxes"]), to_numpy(found["labels"]), n)
+            picked.append(found["scores"][k])
+            labels.append(int(found["labels"][k]))
+        scores = torch.stack(picked)[:, None]
+    elif isinstance(raw, Mapping) and "logits" in raw and "pred_boxes" in raw:
+        probs = torch.softmax(raw["logits"], dim=-1)[..., :-1]  # the last class: no object
+        cx, cy, w, h = raw["pred_boxes"].unbind(-1)
+        boxes = to_numpy(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1))
+        best = to_numpy(probs.argmax(dim=-1))
+        picked, labels = [], []
+        for n in range(probs.shape[0]):
+            q = target.match(boxes[n], best[n], n)
+            label = int(best[n, q]) if target.label is None else target.label
+            picked.append(probs[n, q, label])
+            labels.append(label)
+        scores = torch.stack(picked)[:, None]
+    else:
+        raise BadTargetError(
+            f"a Detection target reads a detector's output: a list of dicts with boxes, scores "
+            f"and labels, or logits and pred_boxes; the model returned {type(raw).__name__}"
+        )
+    values = to_numpy(scores).astype(np.float64)
+    units = np.asarray(labels, dtype=np.int64)[:, None]
+    return scores, Resolved(values=values, units=units, signs=np.ones(values.shape))
 
 
 def resolve(target: Target, output: torch.Tensor) -> tuple[torch.Tensor, Resolved]:
