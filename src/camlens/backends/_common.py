@@ -149,12 +149,15 @@ class LayerRules:
         is_norm: Whether a layer is a normalisation layer (``LayerNorm``, ``RMSNorm``...).
         parent: The name of the layer that holds a layer (``""`` at the top).
         convention: The framework's own layout of feature maps (``"nchw"`` for torch).
+        outputs: The layers whose output is the model's own output (a dense head's logits
+            map): what is explained, not a layer to explain it by, so the pick skips them.
     """
 
     layout_of: LayoutOf
     is_norm: Callable[[Any], bool]
     parent: Callable[[str], str]
     convention: str
+    outputs: frozenset[str] = frozenset()
 
 
 def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | None:
@@ -175,6 +178,8 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
     usable: list[tuple[str, Any, Layout]] = []
     unresolved: list[tuple[int, LayerError]] = []
     for i, (name, layer, shape) in enumerate(finished):
+        if name in rules.outputs:
+            continue
         try:
             layout = rules.layout_of(name, layer, shape)
         except LayerError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import replace
 from typing import Any
 
 import keras
@@ -115,7 +114,7 @@ def layout_of(
     return layout_for(path, shape, batch, size, spec, evidence(layer))
 
 
-def _rules(counts: dict[int, int], size: tuple[int, int]) -> LayerRules:
+def _rules(counts: dict[int, int], size: tuple[int, int], outputs: set[str]) -> LayerRules:
     def once(path: str, layer: Any, shape: tuple[int, ...] | None) -> Layout | None:
         if not shape or counts.get(id(layer), 0) != 1:
             return None
@@ -126,6 +125,7 @@ def _rules(counts: dict[int, int], size: tuple[int, int]) -> LayerRules:
         is_norm=is_norm,
         parent=lambda path: path.rpartition("/")[0],
         convention=convention(),
+        outputs=frozenset(outputs),
     )
 
 
@@ -138,11 +138,8 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     transformer, the first norm of the last block (a nested model or layer holding two norms).
     """
     finished, counts = _record(model, inputs)
-    # The model's own output is what is explained, not a layer to explain it by (a dense
-    # head's logits map): the pick is the last map before it.
-    final = _output_layers(model)
-    before = [call for call in finished if call[0] not in final]
-    picked = auto_pick(before, _rules(counts, input_size(tuple(inputs.shape))))
+    rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
+    picked = auto_pick(finished, rules)
     if picked is None:
         raise LayerError(
             f"found no layer of model {model.name!r} with a spatial output (a feature map or "
@@ -165,13 +162,8 @@ def _output_layers(model: Any) -> set[str]:
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
     finished, counts = _record(model, inputs)
-    rules = _rules(counts, input_size(tuple(inputs.shape)))
-    rows = describe_layers(iter_layers(model), finished, rules)
-    final = _output_layers(model)
-    if any(row.auto for row in rows if row.name in final):  # the pick skips the output
-        picked = auto_pick([c for c in finished if c[0] not in final], rules)
-        rows = [replace(row, auto=picked is not None and row.name == picked.name) for row in rows]
-    return rows
+    rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
+    return describe_layers(iter_layers(model), finished, rules)
 
 
 def sample_input(model: Any, input_size: tuple[int, int] | None, channels: int) -> np.ndarray:

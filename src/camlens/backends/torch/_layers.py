@@ -6,7 +6,6 @@ import difflib
 import re
 import weakref
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -182,7 +181,9 @@ def is_norm(module: Any) -> bool:
     return type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
 
 
-def _rules(model: torch.nn.Module, calls: Counter[str], size: Size) -> LayerRules:
+def _rules(
+    model: torch.nn.Module, calls: Counter[str], size: Size, outputs: set[str]
+) -> LayerRules:
     def once(name: str, module: Any, shape: tuple[int, ...] | None) -> Layout | None:
         if shape is None or calls[name] != 1:
             return None
@@ -193,6 +194,7 @@ def _rules(model: torch.nn.Module, calls: Counter[str], size: Size) -> LayerRule
         is_norm=is_norm,
         parent=lambda name: name.rpartition(".")[0],
         convention="nchw",
+        outputs=frozenset(outputs),
     )
 
 
@@ -207,10 +209,7 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
     """
     finished, calls, final = _record(model, inputs)
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    # The model's own output is what is explained, not a layer to explain it by (a dense
-    # head's logits map): the pick is the last map before it.
-    before = [call for call in finished if call[0] not in final]
-    picked = auto_pick(before, _rules(model, calls, size))
+    picked = auto_pick(finished, _rules(model, calls, size, final))
     if picked is None:
         raise LayerError(
             f"found no layer of {type(model).__name__} with a spatial output (a feature map or "
@@ -225,8 +224,4 @@ def summarize(model: torch.nn.Module, inputs: torch.Tensor) -> list[LayerInfo]:
     finished, calls, final = _record(model, inputs)
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     modules = ((name, module) for name, module in model.named_modules() if name)
-    rows = describe_layers(modules, finished, _rules(model, calls, size))
-    if any(row.auto for row in rows if row.name in final):  # the pick skips the output
-        picked = auto_pick([c for c in finished if c[0] not in final], _rules(model, calls, size))
-        rows = [replace(row, auto=picked is not None and row.name == picked.name) for row in rows]
-    return rows
+    return describe_layers(modules, finished, _rules(model, calls, size, final))
