@@ -97,6 +97,26 @@ class Scoring:
         for start in range(0, count, self.batch_size):
             yield start, min(count, start + self.batch_size)
 
+    def collect(
+        self, counts: Sequence[int], outputs: Callable[[int, int, int], Any]
+    ) -> list[np.ndarray]:
+        """Score on the host, batch by batch: ``outputs(n, start, stop)`` gives image ``n``'s
+        raw outputs for items ``start..stop`` (rows past ``stop - start``, padding, are
+        dropped); returns ``(counts[n], T)`` per image, softmaxed where asked."""
+        results = []
+        for n, count in enumerate(counts):
+            rows = []
+            for start, stop in self.batches(count):
+                flat = np.asarray(outputs(n, start, stop), dtype=np.float64)
+                flat = flat.reshape(flat.shape[0], -1)[: stop - start]
+                if self.probabilities:
+                    flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+                    flat /= flat.sum(axis=1, keepdims=True)
+                rows.append(flat[:, self.units[n]])
+                self.on_batch(stop - start)
+            results.append(np.concatenate(rows) if rows else np.zeros((0, self.units.shape[1])))
+        return results
+
 
 @dataclass(frozen=True, eq=False)
 class Probe:

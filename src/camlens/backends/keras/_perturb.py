@@ -31,21 +31,13 @@ def _score(
 
     ``evaluate`` may return more rows than ``stop - start`` (padding); they are dropped.
     """
-    results = []
-    for n, count in enumerate(counts):
+
+    def outputs(n: int, start: int, stop: int) -> np.ndarray:
         x = None if inputs is None else inputs[n : n + 1]
-        rows = []
-        for start, stop in scoring.batches(count):
-            out = select_output(evaluate(x, n, start, stop), output, is_tensor)
-            flat = np.asarray(ops.convert_to_numpy(out), dtype=np.float64)
-            flat = flat.reshape(flat.shape[0], -1)[: stop - start]
-            if scoring.probabilities:
-                flat = np.exp(flat - flat.max(axis=1, keepdims=True))
-                flat /= flat.sum(axis=1, keepdims=True)
-            rows.append(flat[:, scoring.units[n]])
-            scoring.on_batch(stop - start)
-        results.append(np.concatenate(rows) if rows else np.zeros((0, scoring.units.shape[1])))
-    return results
+        out = select_output(evaluate(x, n, start, stop), output, is_tensor)
+        return np.asarray(ops.convert_to_numpy(out))
+
+    return scoring.collect(counts, outputs)
 
 
 def masked_scores(

@@ -215,7 +215,7 @@ class OnnxBackend:
             batch = _perturb.masked(inputs[n : n + 1], masks(n, start, stop), self.channels_last)
             return self._run(session, {self.graph.input: batch})
 
-        return _perturb.score(counts, scoring, evaluate)
+        return scoring.collect(counts, evaluate)
 
     def _run(self, session: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return run(session, feeds, [self.explained], one_by_one=self._one_by_one)[0]
@@ -238,7 +238,7 @@ class OnnxBackend:
                 sessions[batch.shape[1:]] = self._forward(batch)
             return self._run(sessions[batch.shape[1:]], {self.graph.input: batch})
 
-        return _perturb.score(counts, scoring, evaluate)
+        return scoring.collect(counts, evaluate)
 
     def ablated_scores(
         self,
@@ -321,4 +321,4 @@ class OnnxBackend:
                 feeds[name] = repeat_rows(values[n][name], len(batch))
             return self._run(session, feeds)
 
-        return _perturb.score(counts, scoring, evaluate)
+        return scoring.collect(counts, evaluate)

@@ -4,35 +4,12 @@ time; everything stays in NumPy on the host (onnxruntime's own device copies asi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 
 from camlens._types import Array
 from camlens.backends._common import to_host
-from camlens.backends.base import Scoring
 
-__all__ = ["score"]
-
-#: ``(n, start, stop) -> the explained output for that batch`` (rows first).
-Evaluate = Callable[[int, int, int], np.ndarray]
-
-
-def score(counts: Sequence[int], scoring: Scoring, evaluate: Evaluate) -> list[np.ndarray]:
-    """Score ``evaluate(n, start, stop)`` batch by batch; ``(counts[n], T)`` per image."""
-    results = []
-    for n, count in enumerate(counts):
-        rows = []
-        for start, stop in scoring.batches(count):
-            flat = np.asarray(evaluate(n, start, stop), dtype=np.float64)
-            flat = flat.reshape(flat.shape[0], -1)
-            if scoring.probabilities:
-                flat = np.exp(flat - flat.max(axis=1, keepdims=True))
-                flat /= flat.sum(axis=1, keepdims=True)
-            rows.append(flat[:, scoring.units[n]])
-            scoring.on_batch(stop - start)
-        results.append(np.concatenate(rows) if rows else np.zeros((0, scoring.units.shape[1])))
-    return results
+__all__ = ["ablated", "masked"]
 
 
 def masked(inputs: np.ndarray, masks: Array, channels_last: bool) -> np.ndarray:
