@@ -23,7 +23,7 @@ from array_api_compat import array_namespace
 from camlens._types import Array
 from camlens.backends._layout import Layout
 from camlens.backends.base import LayerInfo, LayerRef, OutputSelector
-from camlens.errors import LayerError, UnsupportedModelError
+from camlens.errors import BadInputError, LayerError, UnsupportedModelError
 
 __all__ = [
     "Finished",
@@ -66,6 +66,33 @@ def to_host(x: Any) -> np.ndarray:
             tensor = tensor.float()
         return np.asarray(tensor.numpy())
     return np.asarray(x)
+
+
+def check_host_batch(array: np.ndarray, layout: str, *, batchless: bool = True) -> None:
+    """Refuse a host image batch that is not float, not ``(N, ...)`` 4-D or empty, with the
+    fix in words; ``layout`` names the expected axes (``"(N, H, W, C)"``), and ``batchless``
+    says a 3-D array is one image without its batch axis."""
+    shape = array.shape
+    if not np.issubdtype(array.dtype, np.floating):
+        raise BadInputError(
+            f"inputs have dtype {array.dtype}; camlens does not guess preprocessing: convert "
+            "them to float and normalise them as the model expects"
+        )
+    if array.ndim == 3 and batchless:
+        raise BadInputError(
+            f"inputs of shape {shape} have no batch axis; for one image pass inputs[None]"
+        )
+    if array.ndim != 4:
+        raise BadInputError(f"inputs must be 4-D {layout}; got shape {shape}")
+    if shape[0] == 0:
+        raise BadInputError("the batch is empty (N = 0); pass at least one image")
+
+
+def check_finite(array: np.ndarray) -> None:
+    """Refuse a host batch holding NaN or infinite values, saying how many."""
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
 
 
 def host_labels(target: Any) -> Any:

@@ -22,6 +22,7 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
+from camlens.backends._common import check_finite, check_host_batch
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.keras import _layers, _perturb, _probe
@@ -129,30 +130,16 @@ class KerasBackend:
                 f"inputs must be an array or tensor of shape (N, H, W, C); got "
                 f"{type(inputs).__name__} ({exc})"
             ) from exc
-        shape = array.shape
-        if not np.issubdtype(array.dtype, np.floating):
-            raise BadInputError(
-                f"inputs have dtype {array.dtype}; camlens does not guess preprocessing: convert "
-                "them to float and normalise them as the model expects"
-            )
         expected = self._input_shape()
-        if array.ndim == 3 and (expected is None or len(expected) == 4):
-            raise BadInputError(
-                f"inputs of shape {shape} have no batch axis; for one image pass inputs[None]"
-            )
-        if array.ndim != 4:
-            raise BadInputError(f"inputs must be 4-D (N, H, W, C); got shape {shape}")
-        if shape[0] == 0:
-            raise BadInputError("the batch is empty (N = 0); pass at least one image")
+        check_host_batch(array, "(N, H, W, C)", batchless=expected is None or len(expected) == 4)
+        shape = array.shape
         if expected is not None and any(
             e is not None and e != s for e, s in zip(expected[1:], shape[1:], strict=False)
         ):
             raise BadInputError(
                 f"inputs of shape {shape} do not fit the model's input {tuple(expected)}"
             )
-        if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
+        check_finite(array)
         dtype = self.model.inputs[0].dtype if graph_of(self.model) is not None else "float32"
         return ops.convert_to_tensor(array, dtype=dtype)
 

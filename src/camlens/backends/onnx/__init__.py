@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from camlens._types import Array, Size
-from camlens.backends._common import to_host
+from camlens.backends._common import check_finite, check_host_batch, to_host
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.onnx import _layers, _perturb
 from camlens.backends.onnx._forward import run
@@ -99,28 +99,16 @@ class OnnxBackend:
 
     def prepare(self, inputs: Any) -> np.ndarray:
         """Validate ``inputs`` and return them as a NumPy array of the model's input dtype."""
+        layout = "(N, H, W, C)" if self.channels_last else "(N, C, H, W)"
         try:
             array = to_host(inputs)
         except Exception as exc:
             raise BadInputError(
-                f"inputs must be a NumPy array (or a CPU tensor) of shape "
-                f"{'(N, H, W, C)' if self.channels_last else '(N, C, H, W)'}; got "
+                f"inputs must be a NumPy array (or a CPU tensor) of shape {layout}; got "
                 f"{type(inputs).__name__} ({exc})"
             ) from exc
+        check_host_batch(array, layout)
         shape = array.shape
-        if not np.issubdtype(array.dtype, np.floating):
-            raise BadInputError(
-                f"inputs have dtype {array.dtype}; camlens does not guess preprocessing: convert "
-                "them to float and normalise them as the model expects"
-            )
-        if array.ndim == 3:
-            raise BadInputError(
-                f"inputs of shape {shape} have no batch axis; for one image pass inputs[None]"
-            )
-        if array.ndim != 4:
-            raise BadInputError(f"inputs must be 4-D; got shape {shape}")
-        if shape[0] == 0:
-            raise BadInputError("the batch is empty (N = 0); pass at least one image")
         dims = self.graph.input_info.dims or ()
         if any(isinstance(d, int) and d != s for d, s in zip(dims[1:], shape[1:], strict=True)):
             expected = tuple(d if isinstance(d, int) else None for d in dims)
@@ -134,9 +122,7 @@ class OnnxBackend:
                 f"{self.model.name} fixes its batch size to {fixed}; export it with a dynamic "
                 "batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"
             )
-        if not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
+        check_finite(array)
         return np.ascontiguousarray(array, dtype=self._dtype)
 
     def input_size(self, inputs: Any) -> Size:
