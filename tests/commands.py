@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,3 +14,15 @@ def camlens_command() -> list[str]:
     else ``python -m camlens.cli``."""
     exe = shutil.which("camlens", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "camlens.cli"]
+
+
+def run_camlens(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``camlens ARGS...`` (200 columns wide, 10 minutes at most), capturing its output."""
+    return subprocess.run(
+        [*camlens_command(), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )

