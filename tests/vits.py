@@ -114,3 +114,15 @@ def eigencam_raw(a: np.ndarray) -> np.ndarray:
         proj = mat @ vt[0]
         out.append((proj if proj.sum() >= 0 else -proj).reshape(h, w))
     return np.stack(out)
+
+
+#: A two-block ViT on 32x32 inputs in ``transformers``' config keywords (ViT, DeiT, CLIP's
+#: vision tower): 8x8 patches, a 4x4 grid, width 32.
+TINY_VIT = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}

@@ -13,6 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import camlens  # noqa: E402
+from vits import TINY_VIT  # noqa: E402
 
 
 def _segformer() -> torch.nn.Module:
@@ -34,15 +35,7 @@ def _segformer() -> torch.nn.Module:
 
 def _clip_vision() -> torch.nn.Module:
     torch.manual_seed(0)
-    config = transformers.CLIPVisionConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=16,
-    )
+    config = transformers.CLIPVisionConfig(**TINY_VIT, projection_dim=16)
     return transformers.CLIPVisionModelWithProjection(config).eval()
 
 
@@ -51,9 +44,14 @@ def _images(n: int = 2) -> torch.Tensor:
 
 
 def _gradcam_by_hand(
-    model: torch.nn.Module, layer: str, x: torch.Tensor, score: Any
+    model: torch.nn.Module,
+    layer: str,
+    x: torch.Tensor,
+    score: Any,
+    to_grid: Any = lambda t: t,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM before its ReLU for ``score(output) -> (N,)``, and the scores, by hand."""
+    """Grad-CAM before its ReLU for ``score(output) -> (N,)``, and the scores, by hand;
+    ``to_grid`` puts the layer's output (and its gradient) as ``(N, K, h, w)``."""
     store: list[torch.Tensor] = []
 
     def hook(module: torch.nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
@@ -67,7 +65,7 @@ def _gradcam_by_hand(
     finally:
         handle.remove()
     (grad,) = torch.autograd.grad(scores.sum(), store[0])
-    a, g = store[0].detach().double(), grad.double()
+    a, g = to_grid(store[0].detach().double()), to_grid(grad.double())
     raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1)
     return raw.numpy(), scores.detach().double().numpy()
 
@@ -139,19 +137,12 @@ def test_similarity_explains_the_cosine_to_a_given_embedding() -> None:
     def score(out: Any) -> torch.Tensor:
         return torch.nn.functional.cosine_similarity(out.image_embeds, ref[None], dim=1)
 
-    store: list[torch.Tensor] = []
-    module = dict(model.named_modules())[exp.layers[0]]
-    handle = module.register_forward_hook(lambda m, a, out: store.append(out))
-    try:
-        scores = score(model(x))
-    finally:
-        handle.remove()
-    (grad,) = torch.autograd.grad(scores.sum(), store[0])
-    # Tokens (N, 1 + 16, C): the class token dropped, the 4x4 patches row by row.
-    a = store[0].detach().double()[:, 1:].reshape(2, 4, 4, -1).permute(0, 3, 1, 2)
-    g = grad.double()[:, 1:].reshape(2, 4, 4, -1).permute(0, 3, 1, 2)
-    raw = (g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1).numpy()
-    np.testing.assert_allclose(exp.scores, scores.detach().numpy(), rtol=1e-5)
+    def tokens(t: torch.Tensor) -> torch.Tensor:
+        # (N, 1 + 16, C): the class token dropped, the 4x4 patches row by row.
+        return t[:, 1:].reshape(len(t), 4, 4, -1).permute(0, 3, 1, 2)
+
+    raw, scores = _gradcam_by_hand(model, exp.layers[0], x, score, tokens)
+    np.testing.assert_allclose(exp.scores, scores, rtol=1e-5)
     np.testing.assert_allclose(exp.raw, raw, atol=1e-6 * max(1.0, np.abs(raw).max()))
     assert exp.target == "cosine similarity to 'a cat'"
     with pytest.raises(camlens.BadTargetError, match="reference"):

@@ -14,32 +14,16 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import camlens  # noqa: E402
-from vits import eigencam_raw, tokens_to_grid  # noqa: E402
+from vits import TINY_VIT, eigencam_raw, tokens_to_grid  # noqa: E402
 
 
 def _vit() -> torch.nn.Module:
-    config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=5,
-    )
+    config = transformers.ViTConfig(**TINY_VIT, num_labels=5)
     return transformers.ViTForImageClassification(config)
 
 
 def _deit() -> torch.nn.Module:
-    config = transformers.DeiTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=5,
-    )
+    config = transformers.DeiTConfig(**TINY_VIT, num_labels=5)
     return transformers.DeiTForImageClassificationWithTeacher(config)
 
 
