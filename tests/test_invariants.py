@@ -14,6 +14,17 @@ from camlens.backends.torch import TorchBackend
 from nets import NonLinearHead, Raising, TrunkHead
 
 METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
+#: Methods that explain the input's pixels: they take no layer.
+PIXEL_LEVEL = {
+    cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "pixel_level", False)
+}
+
+
+def _layer(method: str, name: str) -> str | None:
+    """The layer a test explains with ``method``: none for a pixel-level method."""
+    return None if method in PIXEL_LEVEL else name
+
+
 #: Methods defined only where a global average pool reads the layer (not NonLinearHead's).
 NEEDS_POOLED_LAYER = {"cam"}
 
@@ -57,9 +68,10 @@ def test_batch_equals_single_calls(method: str) -> None:
     x = torch.randn(4, 3, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
-        batch = camlens.explain(net, x, method=method, layer="trunk", target=2)
+        layer = _layer(method, "trunk")
+        batch = camlens.explain(net, x, method=method, layer=layer, target=2)
         singles = [
-            camlens.explain(net, x[i : i + 1], method=method, layer="trunk", target=2)
+            camlens.explain(net, x[i : i + 1], method=method, layer=layer, target=2)
             for i in range(4)
         ]
     np.testing.assert_allclose(batch.maps, np.concatenate([s.maps for s in singles]), atol=1e-5)
@@ -125,7 +137,9 @@ def test_model_left_as_found_after_an_exception_in_the_model(method: str) -> Non
     net.train()
     before = _snapshot(net)
     with pytest.raises(camlens.BadInputError, match="boom inside the model"):
-        camlens.explain(net, torch.randn(1, 3, 8, 8), method=method, layer="net.trunk")
+        camlens.explain(
+            net, torch.randn(1, 3, 8, 8), method=method, layer=_layer(method, "net.trunk")
+        )
     _assert_same(before, _snapshot(net))
 
 

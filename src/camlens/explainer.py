@@ -15,7 +15,7 @@ from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
 from camlens.backends._common import host_labels
 from camlens.backends._layout import LayoutName
-from camlens.backends.base import Probe, Resolved, reads_probabilities
+from camlens.backends.base import INPUT, Probe, Resolved, reads_probabilities
 from camlens.errors import (
     BadTargetError,
     CamlensWarning,
@@ -45,11 +45,15 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
     "ReciproCAM",
     "RefineCAM",
+    "Saliency",
     "ScoreCAM",
+    "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "explain",
@@ -70,7 +74,9 @@ class Explainer:
     Args:
         model: A ``torch.nn.Module`` or a built ``keras.Model`` (any Keras 3 backend).
         layer: A dotted name (``"layer4.1.conv2"``), the layer object, a list of them (their
-            maps are averaged), or ``None`` for the last layer with a spatial output.
+            maps are averaged), or ``None`` for the last layer with a spatial output. A
+            pixel-level method (Saliency, SmoothGrad, Guided Backprop) explains the input
+            itself: ``None`` (or ``"input"``).
         method: A registry name (``"gradcam++"``), a :class:`camlens.methods.Method` class or
             object; subclasses such as :class:`GradCAM` fix it.
         output: Which output to explain when the model returns a tuple, list or dict: an index,
@@ -158,7 +164,14 @@ class Explainer:
             )
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
-        if layer is not None:
+        if getattr(self.method, "pixel_level", False):
+            if layer not in (None, INPUT.name, [INPUT.name], (INPUT.name,)):
+                raise LayerError(
+                    f"{self.method.name} explains the input's pixels, not a layer: drop "
+                    f"layer={layer!r} (or use a layer method such as gradcam)"
+                )
+            self._layers = (INPUT,)
+        elif layer is not None:
             specs = list(layer) if isinstance(layer, (list, tuple)) else [layer]
             if not specs:
                 raise LayerError("layer is an empty list; give at least one layer or None")
@@ -221,7 +234,13 @@ class Explainer:
             return probe, (
                 f"{target.describe()} against its {self.method.references} nearest classes"
             )
-        probe = self._backend.probe(x, self._layers, target, gradients=self.method.needs_gradients)
+        probe = self._backend.probe(
+            x,
+            self._layers,
+            target,
+            gradients=self.method.needs_gradients,
+            guided=bool(getattr(self.method, "guided", False)),
+        )
         return probe, target.describe()
 
     def _augmented(
@@ -314,15 +333,39 @@ class Explainer:
         host = np.asarray(backend.to_numpy(x))
         chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
         out = []
+        scale = method.noise_scale(host) if hasattr(method, "noise_scale") else 1.0
         for sample in range(method.samples):  # type: ignore[attr-defined]
             noise = method.noise(chw, sample)  # type: ignore[attr-defined]
             if backend.channels_last:
                 noise = noise.transpose(1, 2, 0)
-            noisy = backend.prepare((host + noise[None]).astype(host.dtype, copy=False))
-            grads = backend.probe(noisy, self._layers, fixed, gradients=True).gradients
+            noisy = backend.prepare((host + scale * noise[None]).astype(host.dtype, copy=False))
+            grads = backend.probe(
+                noisy,
+                self._layers,
+                fixed,
+                gradients=True,
+                guided=bool(getattr(method, "guided", False)),
+            ).gradients
             assert grads is not None
             out.append(grads)
         return out
+
+    def _guided_product(
+        self, x: Any, target: Target, probe: Probe, maps: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Guided Grad-CAM: the finished maps times a guided input gradient of the same units.
+
+        Returns the product normalised again, and the product itself as ``raw``.
+        """
+        backend = self._backend
+        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        guided = backend.probe(x, (INPUT,), fixed, gradients=True, guided=True)
+        assert guided.gradients is not None
+        product = backend.to_numpy(
+            self.method.combine(maps, backend.to_numpy(guided.gradients[0]))  # type: ignore[attr-defined]
+        ).astype(np.float32)
+        scaled, _ = normalise(product, signed=not self.relu, mode=self.normalize)
+        return np.asarray(scaled, dtype=np.float32), product
 
     def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
         """Probe for a method that explains a combination of units (Finer-CAM).
@@ -376,6 +419,8 @@ class Explainer:
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         if self.aug_smooth:
             maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw)
+        if getattr(self.method, "guides_input", False):
+            maps, raw = self._guided_product(x, resolved_target, probe, maps)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
@@ -585,6 +630,30 @@ class ISCAM(Explainer):
     """IS-CAM explainer; the maths and options are :class:`camlens.methods.ISCAM`."""
 
     method_type = methods.ISCAM
+
+
+class Saliency(Explainer):
+    """Saliency explainer (input gradients); the maths is :class:`camlens.methods.Saliency`."""
+
+    method_type = methods.Saliency
+
+
+class SmoothGrad(Explainer):
+    """SmoothGrad explainer; the maths and options are :class:`camlens.methods.SmoothGrad`."""
+
+    method_type = methods.SmoothGrad
+
+
+class GuidedBackprop(Explainer):
+    """Guided backpropagation explainer; the maths is :class:`camlens.methods.GuidedBackprop`."""
+
+    method_type = methods.GuidedBackprop
+
+
+class GuidedGradCAM(Explainer):
+    """Guided Grad-CAM explainer; the maths is :class:`camlens.methods.GuidedGradCAM`."""
+
+    method_type = methods.GuidedGradCAM
 
 
 class AblationCAM(Explainer):

@@ -157,7 +157,17 @@ def _upsample_normalise(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 #: Methods whose reference reads the model itself, tested below on their own.
-MODEL_REFERENCES = {"cam", "finercam", "refinecam", "smoothgradcam++"}  # see their files
+MODEL_REFERENCES = {
+    "cam",
+    "finercam",
+    "refinecam",
+    "smoothgradcam++",
+    # test_pixel_methods.py:
+    "saliency",
+    "smoothgrad",
+    "guidedbackprop",
+    "guidedgradcam",
+}  # see their files
 
 
 def test_every_registered_method_has_a_reference() -> None:

@@ -65,6 +65,18 @@ class LayerRef:
     handle: Any
 
 
+class _Input:
+    """The handle of :data:`INPUT`: the model's input, not a layer of it."""
+
+    def __repr__(self) -> str:
+        return "<the model's input>"
+
+
+#: The model's input as a pseudo-layer: pixel-level methods (Saliency, Guided Backprop) read
+#: their "activations" (the input batch) and gradients there, ``(N, C, H, W)``.
+INPUT = LayerRef(name="input", handle=_Input())
+
+
 #: How the outputs of perturbed inputs are read: ``"probability"`` (softmax over the output
 #: units), ``"raw"``, or ``"auto"``: probabilities for class targets, raw values for
 #: :class:`camlens.Output` targets (a regressor's units, e.g. years).
@@ -172,9 +184,20 @@ class Backend(Protocol):
         ...
 
     def probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        guided: bool = False,
     ) -> Probe:
-        """Run the model once, capturing the layers' activations, the scores and gradients."""
+        """Run the model once, capturing the layers' activations, the scores and gradients.
+
+        A layer may be :data:`INPUT` (the input batch and its gradient). ``guided`` makes the
+        backward pass guided (Springenberg et al.): at every ReLU's output only positive
+        gradients pass on.
+        """
         ...
 
     def to_numpy(self, array: Array) -> np.ndarray:

@@ -17,6 +17,7 @@ from camlens.methods.finercam import FinerCAM
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
+from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
@@ -24,6 +25,7 @@ from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.refinecam import RefineCAM
+from camlens.methods.saliency import Saliency, SmoothGrad
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
@@ -43,13 +45,17 @@ __all__ = [
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
     "Method",
     "PerturbationMethod",
     "ReciproCAM",
     "RefineCAM",
+    "Saliency",
     "ScoreCAM",
+    "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
     "get_method",
@@ -75,6 +81,10 @@ _METHODS: tuple[type[Method], ...] = (
     ISCAM,
     AblationCAM,
     ReciproCAM,
+    GuidedGradCAM,
+    Saliency,
+    SmoothGrad,
+    GuidedBackprop,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.

@@ -33,6 +33,11 @@ GRADIENT_METHODS = sorted(
 )
 #: Methods defined only where a global average pool reads the layer.
 NEEDS_POOLED_LAYER = {"cam"}
+#: Methods that explain the input's pixels (no layer): the input gradients must agree too, and
+#: guided backprop's guided ReLUs (torch ReLU modules, Keras relu activations) as well.
+PIXEL_LEVEL = {
+    cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "pixel_level", False)
+}
 
 
 class TorchNet(nn.Module):
@@ -112,8 +117,9 @@ def test_torch_and_keras_give_the_same_maps(
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
-        t = camlens.explain(net, images, method=method, layer="trunk", target=target)
-        k = camlens.explain(model, keras_images, method=method, layer="trunk", target=target)
+        layer = None if method in PIXEL_LEVEL else "trunk"
+        t = camlens.explain(net, images, method=method, layer=layer, target=target)
+        k = camlens.explain(model, keras_images, method=method, layer=layer, target=target)
     scale = np.abs(t.raw).max()
     assert scale > 0
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * scale)
@@ -197,7 +203,8 @@ def test_every_method_leaves_the_keras_model_as_found(method: str, images: np.nd
     flags = [layer.trainable for layer in model.layers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
-        camlens.explain(model, images.transpose(0, 2, 3, 1), method=method, layer="trunk")
+        layer = None if method in PIXEL_LEVEL else "trunk"
+        camlens.explain(model, images.transpose(0, 2, 3, 1), method=method, layer=layer)
     assert [layer.trainable for layer in model.layers] == flags
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)

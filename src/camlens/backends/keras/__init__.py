@@ -175,12 +175,19 @@ class KerasBackend:
         return self._units_by_shape[key]
 
     def probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        guided: bool = False,
     ) -> Probe:
-        """Run the compiled probe for these inputs, layers and target."""
+        """Run the compiled probe for these inputs, layers and target (``guided``: guided
+        backward pass at every ReLU)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout
+            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, guided=guided
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(inputs.shape)] = layout

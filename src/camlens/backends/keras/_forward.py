@@ -10,9 +10,9 @@ import keras
 from keras import ops
 
 from camlens.backends._common import select_output
-from camlens.backends.base import LayerRef, OutputSelector
-from camlens.backends.keras._graph import Replacement, run
-from camlens.errors import LayerError
+from camlens.backends.base import INPUT, LayerRef, OutputSelector
+from camlens.backends.keras._graph import Replacement, iter_layers, run
+from camlens.errors import LayerError, MethodError
 
 #: ``tap(i, activation) -> what the network receives instead``.
 LayerTap = Callable[[int, Any], Any]
@@ -36,12 +36,16 @@ class Forward:
         layers: Sequence[LayerRef],
         replacements: dict[int, Replacement],
         output: OutputSelector,
+        *,
+        guided: bool = False,
     ) -> None:
-        """Bind the model (weakly), the tapped layers and how the output is read."""
+        """Bind the model (weakly), the tapped layers (:data:`INPUT` taps the input itself)
+        and how the output is read; ``guided`` guides the backward pass at every ReLU."""
         self._model = weakref.ref(model)
         self.layers = layers
         self.replacements = replacements
         self.output = output
+        self.guides = _relu_layers(model) if guided else frozenset()
 
     @property
     def model(self) -> Any:
@@ -50,9 +54,56 @@ class Forward:
 
     def __call__(self, inputs: Any, tap: LayerTap) -> Any:
         """Run the model on ``inputs``; return the tensor to explain."""
-        taps = {id(ref.handle): _checked(ref, i, tap) for i, ref in enumerate(self.layers)}
-        raw = run(self.model, inputs, taps, self.replacements)
+        for i, ref in enumerate(self.layers):
+            if ref.handle is INPUT.handle:
+                inputs = tap(i, inputs)
+        taps = {
+            id(ref.handle): _checked(ref, i, tap)
+            for i, ref in enumerate(self.layers)
+            if ref.handle is not INPUT.handle
+        }
+        for key in self.guides:
+            taps[key] = _guided(taps.get(key))
+        raw = run(self.model, inputs, taps, self.replacements, shared=self.guides)
         return select_output(raw, self.output, is_tensor)
+
+
+def _guided(tap: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    """Return the tap that guides a ReLU layer's output (after the layer's own tap, if any)."""
+    if tap is None:
+        return _guide  # type: ignore[no-any-return]
+    return lambda out: _guide(tap(out))
+
+
+@ops.custom_gradient
+def _guide(x: Any) -> Any:
+    """The identity whose backward lets only positive gradients through (guided backprop)."""
+
+    def grad(*args: Any, upstream: Any = None) -> Any:
+        if upstream is None:  # the torch backend passes it positionally
+            (upstream,) = args
+        return ops.maximum(upstream, 0.0)
+
+    return ops.multiply(x, 1.0), grad
+
+
+def _is_relu(layer: Any) -> bool:
+    """Return whether the layer's output is a ReLU's (or ReLU6's): a ReLU layer or a layer
+    whose activation is one."""
+    if isinstance(layer, keras.layers.ReLU):
+        return not layer.negative_slope and not layer.threshold
+    return getattr(layer, "activation", None) in (keras.activations.relu, keras.activations.relu6)
+
+
+def _relu_layers(model: Any) -> frozenset[int]:
+    """Return the ids of the model's layers that end in a ReLU; refuse a model without any."""
+    found = frozenset(id(layer) for _, layer in iter_layers(model) if _is_relu(layer))
+    if not found:
+        raise MethodError(
+            "guided backpropagation changes the backward pass at ReLU layers and ReLU "
+            "activations, and this model has none; use saliency or gradcam instead"
+        )
+    return found
 
 
 def _checked(ref: LayerRef, index: int, tap: LayerTap) -> Callable[[Any], Any]:

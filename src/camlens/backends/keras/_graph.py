@@ -89,6 +89,7 @@ def run(
     replacements: dict[int, Replacement] | None = None,
     *,
     once: bool = True,
+    shared: frozenset[int] = frozenset(),
 ) -> Any:
     """Run ``model(inputs)`` in inference mode, applying ``taps`` to the tapped layers' outputs.
 
@@ -99,13 +100,14 @@ def run(
         replacements: ``id(operation) -> fn(op, args, kwargs)`` computing that operation's
             output instead of calling it (used to read a classifier's pre-softmax scores).
         once: Raise :class:`LayerError` if a tapped layer runs more than once.
+        shared: Ids of tapped layers that may run several times (each call is tapped).
     """
     replacements = replacements or {}
     calls: dict[int, int] = {}
 
     def tapped(layer: Any, out: Any) -> Any:
         calls[id(layer)] = calls.get(id(layer), 0) + 1
-        if once and calls[id(layer)] > 1:
+        if once and calls[id(layer)] > 1 and id(layer) not in shared:
             raise LayerError(
                 f"layer {layer.name!r} is called more than once in one forward pass (a shared "
                 "layer); pick a layer the model calls once"

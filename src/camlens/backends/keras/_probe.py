@@ -20,7 +20,7 @@ from keras import ops
 
 from camlens._types import Array
 from camlens.backends._layout import Layout, LayoutSpec
-from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
 from camlens.backends.keras import _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
@@ -67,6 +67,7 @@ class Prober:
         *,
         gradients: bool,
         spec: LayoutSpec,
+        guided: bool = False,
     ) -> tuple[Probe, list[Layout]]:
         """Run the compiled probe for these inputs, layers and target; return it with the
         layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``)."""
@@ -78,10 +79,13 @@ class Prober:
             _targets.trace_key(target),
             units.shape,
             gradients,
+            guided,
         )
         compiled = self._compiled.get(key)
         if compiled is None:
-            forward = Forward(self._model(), list(layers), self._replacements, self._output)
+            forward = Forward(
+                self._model(), list(layers), self._replacements, self._output, guided=guided
+            )
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
             self._compiled[key] = compiled
@@ -96,7 +100,9 @@ class Prober:
         size = _layers.input_size(tuple(int(d) for d in inputs.shape))
         batch = int(inputs.shape[0])
         layouts = [
-            _layers.layout_of(
+            Layout(_layers.convention(), grid=size)
+            if ref.handle is INPUT.handle
+            else _layers.layout_of(
                 ref.name, ref.handle, tuple(int(d) for d in a.shape), batch, size, spec
             )
             for ref, a in zip(layers, acts, strict=True)

@@ -142,10 +142,16 @@ class OnnxBackend:
         return self.model.session(key, lambda: copy_with_outputs(self.graph, names, shapes))
 
     def probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        guided: bool = False,
     ) -> Probe:
         """Run the model once with the layers' tensors as extra outputs."""
-        if gradients:
+        if gradients or guided:
             raise MethodError(
                 "ONNX models give no gradients here; use a gradient-free method (scorecam, "
                 "sscam, iscam, ablationcam, eigencam)"

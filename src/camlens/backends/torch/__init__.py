@@ -150,12 +150,25 @@ class TorchBackend:
         return int(inputs.shape[-2]), int(inputs.shape[-1])
 
     def probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        guided: bool = False,
     ) -> Probe:
         """Run the model once, capturing activations, scores and (if asked) gradients, each
-        layer's on its grid, ``(M, K, h, w)``."""
+        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs."""
         probe, layouts = _probe.probe(
-            self.model, inputs, layers, target, self.output, gradients=gradients, spec=self.layout
+            self.model,
+            inputs,
+            layers,
+            target,
+            self.output,
+            gradients=gradients,
+            spec=self.layout,
+            guided=guided,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(inputs.shape)] = layout

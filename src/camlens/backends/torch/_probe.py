@@ -18,13 +18,13 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import Layout, LayoutSpec, layout_for
-from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
 from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import detection_scores, resolve
-from camlens.errors import LayerError
+from camlens.errors import LayerError, MethodError
 from camlens.targets import Detection, Target
 
 
@@ -59,6 +59,39 @@ def _capture_hook(
         return captured.clone()
 
     return hook
+
+
+class _Guide(torch.autograd.Function):
+    """The identity whose backward lets only positive gradients through (guided backprop)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
+def _guide_hook(module: torch.nn.Module, args: Any, out: Any) -> Any:
+    """At a ReLU's output, guide the gradient (its own backward then masks by ``x > 0``)."""
+    if isinstance(out, torch.Tensor) and out.requires_grad:
+        return _Guide.apply(out)  # type: ignore[no-untyped-call]
+    return out
+
+
+def _guided_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Return the model's ReLU and ReLU6 modules; refuse a model without any."""
+    found: list[torch.nn.Module] = [
+        m for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))
+    ]
+    if not found:
+        raise MethodError(
+            "guided backpropagation changes the backward pass at torch.nn.ReLU (and ReLU6) "
+            "modules, and this model has none (it may call torch.nn.functional.relu or use "
+            "another activation); use saliency or gradcam instead"
+        )
+    return found
 
 
 def batched_gradients(
@@ -122,10 +155,17 @@ def probe(
     *,
     gradients: bool,
     spec: LayoutSpec,
+    guided: bool = False,
 ) -> tuple[Probe, list[Layout]]:
     """Run the model once and return what the layers and the target give, and the layers'
-    layouts (the activations and gradients are on the grid, ``(M, K, h, w)``)."""
+    layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
+
+    A layer that is :data:`INPUT` captures the input batch itself; ``guided`` guides the
+    backward pass at every ``ReLU``/``ReLU6`` module (hooks for this call only).
+    """
     slots: list[list[Any]] = [[None, None] for _ in layers]
+    at_input = [ref.handle is INPUT.handle for ref in layers]
+    guides = _guided_modules(model) if guided else []
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
 
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
@@ -142,12 +182,15 @@ def probe(
     handles = []
     with inference_state(model):
         try:
-            for ref, slot in zip(layers, slots, strict=True):
+            for ref, slot, is_input in zip(layers, slots, at_input, strict=True):
+                if is_input:
+                    continue
                 handles.append(
                     ref.handle.register_forward_hook(
                         this_thread(_capture_hook(ref, slot, gradients, find_layout))
                     )
                 )
+            handles.extend(m.register_forward_hook(this_thread(_guide_hook)) for m in guides)
             # A caller's inference mode must be left for the head to record its graph; when it
             # is off, entering ``inference_mode(False)`` anyway is a measurable cost per call.
             leave = (
@@ -156,6 +199,12 @@ def probe(
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
                 x = inputs.clone() if inputs.is_inference() else inputs
+                if any(at_input):
+                    x = x.detach().requires_grad_(gradients)
+                    torch.set_grad_enabled(gradients)
+                    for slot, is_input in zip(slots, at_input, strict=True):
+                        if is_input:
+                            slot[0], slot[1] = x, Layout("nchw")
                 raw = call_model(model, x)
                 if isinstance(target, Detection):  # reads the detector's structured output
                     scores, resolved = detection_scores(target, raw)
