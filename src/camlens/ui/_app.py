@@ -115,8 +115,8 @@ def build_app(session: Session) -> Any:
                     stop = gr.Button("Stop")
             with gr.Column(scale=2):
                 error = gr.Markdown(elem_id="message")
-                overlays = gr.Gallery(label="Overlays", columns=3, elem_id="overlays")
-                raw = gr.Image(label="Raw map (first method)", elem_id="raw")
+                overlays = gr.Gallery(label="Overlays", columns=3, format="png", elem_id="overlays")
+                raw = gr.Image(label="Raw map (first method)", format="png", elem_id="raw")
                 ranges = gr.Markdown(elem_id="ranges")
                 prediction = gr.Textbox(label="Prediction", lines=5, elem_id="prediction")
                 files = gr.File(label="Downloads (overlay PNG, map .npy)", file_count="multiple")
