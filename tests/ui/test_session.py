@@ -126,3 +126,12 @@ def test_nested_keras_regressor_up_and_down() -> None:
     assert down.explanation.signs[0] == -1
     assert up.raw.shape == (3, 3)  # Xception's last 2048-channel map at a 71x71 input
     assert session.prediction(up.explanation).startswith("outputs: ")
+
+
+def test_scorecam_reports_progress_to_the_end(session: Session) -> None:
+    seen: list[tuple[int, int]] = []
+    (result,) = session.explain(
+        _photo(), ["scorecam"], layer="act", progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert result.raw.shape == (8, 8)
