@@ -123,3 +123,10 @@ def test_framework_code_lives_only_under_backends() -> None:
             if hit:
                 offending.append(f"{name}:{node.lineno}: {ast.unparse(node)[:60]}")
     assert offending == []
+
+
+def test_camlens_and_its_command_import_no_gradio() -> None:
+    code = "import sys, camlens, camlens.cli, camlens.ui\nprint('gradio' in sys.modules)\n"
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

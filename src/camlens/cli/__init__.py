@@ -13,6 +13,7 @@ from camlens.cli._demo import demo_command
 from camlens.cli._explain import explain_command
 from camlens.cli._layers import layers_command
 from camlens.cli._methods import methods_command
+from camlens.cli._serve import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +31,7 @@ main.add_command(demo_command)
 main.add_command(layers_command)
 main.add_command(explain_command)
 main.add_command(compare_command)
+main.add_command(serve_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
