@@ -128,3 +128,41 @@ def test_bad_inputs_are_refused_in_words(tmp_path):
         camlens.cohort(np.zeros((2, 4, 4)), regions={"out": (9, 9, 12, 12)})
     with pytest.raises(BadInputError, match="camlens explain"):
         camlens.load_folder(tmp_path)
+
+
+def test_cli_cohort_writes_json_and_one_scale_grid(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from camlens.cli import main
+
+    maps, ages = _age_cohort(n=24)
+    _write_folder(tmp_path, maps, ages)
+    (tmp_path / "regions.json").write_text(json.dumps({"signal": [4, 10, 8, 14]}))
+    keys = [f"{i:04d}-eye" for i in range(24)]
+    sex = ["f" if i % 3 else "m" for i in range(24)]
+    (tmp_path / "meta.csv").write_text(
+        "key,sex\n" + "".join(f"{k},{s}\n" for k, s in zip(keys, sex, strict=True))
+    )
+    runner = CliRunner()
+    out = runner.invoke(
+        main,
+        ["cohort", str(tmp_path), "--by", "bins:3", "--regions", str(tmp_path / "regions.json")],
+    )
+    assert out.exit_code == 0, out.output
+    data = json.loads((tmp_path / "cohort.json").read_text())
+    assert [g["count"] for g in data["groups"]] == [8, 8, 8]
+    shares = [g["regions"][0]["mass_share"] for g in data["groups"]]
+    assert shares == sorted(shares)  # older bins: more mass in the signal box
+    # Independent check of one group's mass share from the maps of its images.
+    order = np.argsort(ages)
+    young = maps[order[:8]]
+    expected = (young[:, 4:8, 10:14].sum(axis=(1, 2)) / young.sum(axis=(1, 2))).mean()
+    assert shares[0] == pytest.approx(expected)
+    assert Image.open(tmp_path / "cohort.png").size[0] == 3 * 160
+    out = runner.invoke(main, ["cohort", str(tmp_path), "--by", f"csv:{tmp_path / 'meta.csv'}:sex"])
+    assert out.exit_code == 0, out.output
+    data = json.loads((tmp_path / "cohort.json").read_text())
+    assert [(g["label"], g["count"]) for g in data["groups"]] == [("f", 16), ("m", 8)]
+    out = runner.invoke(main, ["cohort", str(tmp_path), "--by", "nonsense"])
+    assert out.exit_code != 0 and "csv:FILE:COLUMN" in out.output
