@@ -137,7 +137,8 @@ def _resize(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _stack(maps: np.ndarray | Sequence[np.ndarray], shape: tuple[int, int] | None) -> np.ndarray:
     if isinstance(maps, np.ndarray) and maps.ndim == 3:
-        stack = maps.astype(np.float64, copy=False)
+        # float32 maps stay float32: half the memory traffic over 10,000 maps.
+        stack = maps if maps.dtype.kind == "f" else maps.astype(np.float64)
         if shape is not None and stack.shape[1:] != tuple(shape):
             stack = np.stack([_resize(m, shape) for m in stack])
     else:
@@ -188,12 +189,12 @@ def rank_correlation(maps: np.ndarray, *, max_maps: int = 256, seed: int = 0) ->
     return float(off.mean())
 
 
-def _bootstrap(values: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:
-    if values.size < 2 or n_boot < 1:
+def _bootstrap(values: np.ndarray, resample: np.ndarray | None) -> tuple[float, float]:
+    """Return the percentile 95% interval of the mean of ``values`` over resampled images."""
+    if resample is None:
         v = float(values.mean())
         return (v, v)
-    idx = rng.integers(0, values.size, size=(n_boot, values.size))
-    means = values[idx].mean(axis=1)
+    means = values[resample].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return (float(low), float(high))
 
@@ -228,19 +229,25 @@ def _summary(
     seed: int,
 ) -> GroupSummary:
     rng = np.random.default_rng(seed)
-    total = stack.reshape(stack.shape[0], -1).sum(axis=1)
+    n = stack.shape[0]
+    flat = stack.reshape(n, -1)
+    total = flat.sum(axis=1, dtype=np.float64)
+    # One resample of the images serves every region and figure (paired intervals).
+    resample = rng.integers(0, n, size=(n_boot, n)) if n >= 2 and n_boot >= 1 else None
     stats = []
     for name, mask in masks.items():
-        inside = stack[:, mask]
-        mass = np.divide(inside.sum(axis=1), total, out=np.zeros_like(total), where=total != 0)
-        value = inside.mean(axis=1)
+        inside = flat[:, mask.ravel()]
+        mass = np.divide(
+            inside.sum(axis=1, dtype=np.float64), total, out=np.zeros_like(total), where=total != 0
+        )
+        value = inside.mean(axis=1, dtype=np.float64)
         stats.append(
             RegionStat(
                 name=name,
                 mass_share=float(mass.mean()),
-                mass_ci=_bootstrap(mass, rng, n_boot),
+                mass_ci=_bootstrap(mass, resample),
                 mean_value=float(value.mean()),
-                mean_ci=_bootstrap(value, rng, n_boot),
+                mean_ci=_bootstrap(value, resample),
                 area_share=float(mask.mean()),
             )
         )
@@ -248,7 +255,8 @@ def _summary(
         label=label,
         count=int(stack.shape[0]),
         mean=stack.mean(axis=0),
-        median=np.median(stack, axis=0),
+        # Median along the contiguous axis: a transposed copy partitions faster than axis 0.
+        median=np.median(np.ascontiguousarray(flat.T), axis=1).reshape(stack.shape[1:]),
         std=stack.std(axis=0),
         rank_correlation=rank_correlation(stack, seed=seed),
         regions=tuple(stats),
@@ -417,7 +425,7 @@ def load_folder(folder: str | Path, *, method: str | None = None) -> FolderMaps:
         if not path.is_file():
             raise BadInputError(f"{path} is missing; rerun camlens explain with --resume.")
         with np.load(path) as data:
-            maps.append(np.asarray(data["map"], dtype=np.float64))
+            maps.append(np.asarray(data["map"]))
             raw.append(np.asarray(data["raw"], dtype=np.float64))
     shapes = {m.shape for m in maps}
     stack = np.stack(maps) if len(shapes) == 1 else _stack(maps, None)
