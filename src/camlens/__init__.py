@@ -50,6 +50,7 @@ from camlens.explainer import (
 from camlens.explanation import Explanation, ImageExplanation
 from camlens.region import auto_fov
 from camlens.render import grid, overlay, save_grid, show
+from camlens.render.cohort import cohort_grid
 from camlens.targets import Class, Detection, Output, Score, Segmentation, Similarity, Target, TopK
 
 __all__ = [
@@ -101,6 +102,7 @@ __all__ = [
     "assign_bins",
     "auto_fov",
     "cohort",
+    "cohort_grid",
     "explain",
     "factorize",
     "grid",
