@@ -49,3 +49,22 @@ def test_onnx_example_runs(tmp_path: Path) -> None:
         assert float(line.rsplit(" ", 1)[1]) < 1e-4  # the ONNX maps are the torch model's
         assert (tmp_path / f"chelsea_{method}.png").stat().st_size > 0
     assert any(line.startswith("gradcam: gradcam needs gradients") for line in lines)
+
+
+def test_cohort_example_finds_the_macula(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "cohort_retina.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cohort_grid.png").stat().st_size > 0
+    import json
+
+    data = json.loads((tmp_path / "cohort.json").read_text())
+    for group in data["groups"]:
+        shares = {r["name"]: r["mass_share"] for r in group["regions"]}
+        # The model reads only the macula window: the map mass must sit there.
+        assert shares["macula"] > 0.9 > shares["optic disc"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from camlens._factorize import Factorization, factorize
 from camlens._layers import LayerInfo, layers
 from camlens._version import __version__
+from camlens.cohort import CohortResult, assign_bins, cohort, load_folder, tta_stability
 from camlens.errors import (
     BadInputError,
     BadTargetError,
@@ -51,7 +52,9 @@ from camlens.explainer import (
     explain,
 )
 from camlens.explanation import Explanation, ImageExplanation
+from camlens.region import auto_fov
 from camlens.render import grid, overlay, save_grid, show
+from camlens.render.cohort import cohort_grid
 from camlens.targets import Class, Detection, Output, Score, Segmentation, Similarity, Target, TopK
 
 __all__ = [
@@ -66,6 +69,7 @@ __all__ = [
     "CamlensError",
     "CamlensWarning",
     "Class",
+    "CohortResult",
     "DependencyError",
     "Detection",
     "EigenCAM",
@@ -103,11 +107,17 @@ __all__ = [
     "UnsupportedModelError",
     "XGradCAM",
     "__version__",
+    "assign_bins",
+    "auto_fov",
+    "cohort",
+    "cohort_grid",
     "explain",
     "factorize",
     "grid",
     "layers",
+    "load_folder",
     "overlay",
     "save_grid",
     "show",
+    "tta_stability",
 ]

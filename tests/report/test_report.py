@@ -293,3 +293,11 @@ def test_an_automatic_layer_shows_the_layer_it_picked(tmp_path: Path) -> None:
     (folder / "run.json").write_text(json.dumps({**run, "layer": "auto"}))
     page = _parse(write_report(folder))
     assert "auto → features" in page.text
+
+
+def test_a_regressors_prediction_reads_as_a_value_not_unit_0():
+    from camlens.report._html import _prediction_label
+    from camlens.report._records import Prediction
+
+    assert _prediction_label(Prediction(unit=0, name=None, value=57.25)) == "value 57.25"
+    assert _prediction_label(Prediction(unit=3, name=None, value=2.0, probability=0.4)) == "unit 3"

@@ -8,6 +8,7 @@ import sys
 import click
 
 import camlens
+from camlens.cli._cohort import cohort_command
 from camlens.cli._compare import compare_command
 from camlens.cli._demo import demo_command
 from camlens.cli._explain import explain_command
@@ -32,6 +33,7 @@ main.add_command(layers_command)
 main.add_command(explain_command)
 main.add_command(compare_command)
 main.add_command(serve_command)
+main.add_command(cohort_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

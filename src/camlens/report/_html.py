@@ -15,7 +15,7 @@ import numpy as np
 from camlens.errors import CamlensError
 from camlens.render import colorize
 from camlens.report._read import RunFolder
-from camlens.report._records import ResultRecord
+from camlens.report._records import Prediction, ResultRecord
 
 __all__ = ["render_html"]
 
@@ -129,7 +129,7 @@ def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> li
     for order, results in enumerate(by_image.values()):
         first = results[0]
         prediction = first.prediction
-        pred_name = "" if prediction is None else _unit_label(prediction.name, prediction.unit)
+        pred_name = "" if prediction is None else _prediction_label(prediction)
         probability = None if prediction is None else _finite(prediction.probability)
         cells = [
             (
@@ -284,6 +284,13 @@ def _relative_url(folder: Path, path: str | None) -> str | None:
     if not (folder / posix).is_file():
         return None
     return quote(posix.as_posix())
+
+
+def _prediction_label(prediction: Prediction) -> str:
+    """Return a classifier's class, or a regressor's value (no probability) as a number."""
+    if prediction.probability is None and prediction.name is None and prediction.value is not None:
+        return f"value {prediction.value:.4g}"
+    return _unit_label(prediction.name, prediction.unit)
 
 
 def _unit_label(name: str | None, unit: int | None) -> str:
