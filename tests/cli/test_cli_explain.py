@@ -366,18 +366,18 @@ def test_a_decoder_crash_on_one_file_skips_only_that_file(
 ) -> None:
     from click.testing import CliRunner
 
-    from camlens.cli import _explain, main
+    from camlens.cli import _run, main
 
     for name in ("chelsea", "coffee"):
         shutil.copy(PHOTOS / f"{name}.jpg", tmp_path / f"{name}.jpg")
-    real = _explain.read_image_and_notes
+    real = _run.read_image_and_notes
 
     def flaky(path: Path, **options: object) -> tuple[np.ndarray, tuple[str, ...]]:
         if Path(path).name == "coffee.jpg":
             raise IndexError("tile index out of range")  # what a malformed TIFF can raise
         return real(path, **options)
 
-    monkeypatch.setattr(_explain, "read_image_and_notes", flaky)
+    monkeypatch.setattr(_run, "read_image_and_notes", flaky)
     out = tmp_path / "out"
     result = CliRunner().invoke(
         main, ["explain", "mobilenet_v2", str(tmp_path / "chelsea.jpg"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from camlens.cli._explain import _prediction
+from camlens.cli._run import _prediction
 from camlens.explanation import Explanation, ImageExplanation
 from camlens.io import LoadedModel
 from camlens.report._records import Prediction
