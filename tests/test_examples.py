@@ -11,23 +11,22 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
-def test_seed_example_runs(tmp_path: Path) -> None:
-    pytest.importorskip("keras")
+def _run_example(script: str, *args: str) -> str:
+    """Run ``examples/<script>`` with ``args``; assert it succeeds and return its stdout."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "seed_xception_age.py"),
-            "--size",
-            "71",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, str(ROOT / "examples" / script), *args],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "layer xception/block14_sepconv2_act" in result.stdout
+    return result.stdout
+
+
+def test_seed_example_runs(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    out = _run_example("seed_xception_age.py", "--size", "71", "--out", str(tmp_path))
+    assert "layer xception/block14_sepconv2_act" in out
     assert (tmp_path / "age_up_overlay.png").stat().st_size > 0
     assert (tmp_path / "age_grid.png").stat().st_size > 0
 
@@ -35,14 +34,7 @@ def test_seed_example_runs(tmp_path: Path) -> None:
 def test_onnx_example_runs(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "onnx_model.py"), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = _run_example("onnx_model.py", "--out", str(tmp_path)).splitlines()
     assert lines[0] == "ONNX model mobilenet_v2.onnx NCHW (224, 224)"
     for method in ("ablationcam", "scorecam", "eigencam"):
         line = next(line for line in lines if line.startswith(method + ":"))
@@ -53,13 +45,7 @@ def test_onnx_example_runs(tmp_path: Path) -> None:
 
 def test_cohort_example_finds_the_macula(tmp_path: Path) -> None:
     pytest.importorskip("torch")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "cohort_retina.py"), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    _run_example("cohort_retina.py", "--out", str(tmp_path))
     assert (tmp_path / "cohort_grid.png").stat().st_size > 0
     import json
 

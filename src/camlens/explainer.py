@@ -222,6 +222,11 @@ class Explainer:
         )
 
     @property
+    def _guided(self) -> bool:
+        """Whether the method's backward pass is guided at ReLUs (Guided Backprop)."""
+        return bool(getattr(self.method, "guided", False))
+
+    @property
     def _combination(self) -> str:
         """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
         return str(getattr(self.method, "layer_combination", "mean"))
@@ -239,7 +244,7 @@ class Explainer:
             self._layers,
             target,
             gradients=self.method.needs_gradients,
-            guided=bool(getattr(self.method, "guided", False)),
+            guided=self._guided,
         )
         return probe, target.describe()
 
@@ -252,7 +257,7 @@ class Explainer:
         averaged maps (normalised again), raws and the degenerate rows.
         """
         backend = self._backend
-        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        fixed = _fixed(target, probe)
         host = np.asarray(backend.to_numpy(x))
         width = 2 if backend.channels_last else 3
         size = backend.input_size(x)
@@ -329,7 +334,7 @@ class Explainer:
             return None
         assert self._layers is not None
         backend = self._backend
-        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        fixed = _fixed(target, probe)
         host = np.asarray(backend.to_numpy(x))
         chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
         out = []
@@ -344,7 +349,7 @@ class Explainer:
                 self._layers,
                 fixed,
                 gradients=True,
-                guided=bool(getattr(method, "guided", False)),
+                guided=self._guided,
             ).gradients
             assert grads is not None
             out.append(grads)
@@ -358,7 +363,7 @@ class Explainer:
         Returns the product normalised again, and the product itself as ``raw``.
         """
         backend = self._backend
-        fixed = Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+        fixed = _fixed(target, probe)
         guided = backend.probe(x, (INPUT,), fixed, gradients=True, guided=True)
         assert guided.gradients is not None
         product = backend.to_numpy(
@@ -449,6 +454,12 @@ class Explainer:
         )
         _warn_weak_maps(exp, stacklevel=stacklevel)
         return exp
+
+
+def _fixed(target: Target, probe: Probe) -> Target:
+    """Return the target a further pass explains: the units the input's own pass resolved
+    (a top-k is not re-ranked on an augmented, noisy or guided pass)."""
+    return Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
 
 
 def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
