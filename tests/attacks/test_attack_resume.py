@@ -43,7 +43,7 @@ ROWS = (IMAGES - 1) * 2 * 2  # images that can be read, x methods x targets
 _STOPPER = r"""
 import io, json, os, sys, tempfile, threading
 import numpy as np
-import camlens.cli._explain as explain
+import camlens.cli._run as run
 import camlens.cli._folder as folder
 import camlens.report
 from camlens.cli import main
@@ -64,14 +64,14 @@ def stop():
     threading.Event().wait()
 
 if point == "read":  # reading an image
-    read = explain.read_image_and_notes
+    read = run.read_image_and_notes
     def hook(path, **kwargs):
         if reached():
             stop()
         return read(path, **kwargs)
-    explain.read_image_and_notes = hook
+    run.read_image_and_notes = hook
 elif point == "overlay":  # writing an overlay PNG
-    write = explain.write_file
+    write = run.write_file
     def hook(path, data):
         if path.parent.name == "overlays" and reached():
             def half(f):
@@ -80,7 +80,7 @@ elif point == "overlay":  # writing an overlay PNG
                 stop()
             folder.replace_file(path, half)
         write(path, data)
-    explain.write_file = hook
+    run.write_file = hook
 elif point == "line":  # appending an image's rows to results.jsonl
     add = folder.OutputFolder.add
     def hook(self, records):
