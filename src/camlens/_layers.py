@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from camlens._checks import positive_int
@@ -49,3 +50,46 @@ def layers(
     backend = backend_for(model)
     with model_lock(model):
         return backend.summarize(input_size, channels)
+
+
+def stage_layers(infos: Sequence[LayerInfo]) -> list[str]:
+    """Return one layer per resolution stage, finest first, ending at the automatic layer.
+
+    The layers a multi-layer method (Poly-CAM) reads when none is given. For each spatial grid
+    finer than the automatic layer's, among the feature-map candidates (padding layers
+    aside), the least nested ones on that grid (a block, not a convolution
+    inside it), and of those the last listed: torch ResNet-50 gives ``relu``, ``layer1`` ...
+    ``layer4``; Keras ResNet50 ``conv1_relu``, ``conv2_block3_out`` ... ``conv5_block3_out``.
+    A model with no automatic layer gives an empty list; one whose maps never change
+    resolution gives the automatic layer alone.
+    """
+    auto = next((i for i, info in enumerate(infos) if info.auto), None)
+    if auto is None:
+        return []
+    coarse = _grid(infos[auto])
+    assert coarse is not None
+    stages: dict[tuple[int, int], tuple[int, str]] = {}
+    for info in infos:
+        grid = _grid(info)
+        if not info.candidate or grid is None or "Pad" in info.type:
+            continue
+        if grid[0] * grid[1] <= coarse[0] * coarse[1]:
+            continue
+        depth = _depth(info.name)
+        if grid not in stages or depth <= stages[grid][0]:
+            stages[grid] = (depth, info.name)
+    finest_first = sorted(stages.items(), key=lambda item: -item[0][0] * item[0][1])
+    return [name for _, (_, name) in finest_first] + [infos[auto].name]
+
+
+def _depth(name: str) -> int:
+    """Return how deep a layer name is nested (``.`` for torch, ``/`` for Keras)."""
+    return name.count(".") + name.count("/")
+
+
+def _grid(info: LayerInfo) -> tuple[int, int] | None:
+    """Return a feature-map layer's ``(h, w)`` from its layout (``"nchw 7x7"``), else None."""
+    if info.layout is None or not info.layout.startswith(("nchw ", "nhwc ")):
+        return None
+    h, w = info.layout.split()[1].split("x")
+    return int(h), int(w)

@@ -10,6 +10,7 @@ import numpy as np
 
 from camlens import methods
 from camlens._forwards import BoundForwards
+from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
@@ -145,6 +146,11 @@ class Explainer:
                 "channels: use it with a weight-based method (gradcam, gradcam++, scorecam, "
                 "...) or drop eigen_smooth"
             )
+        if not relu and hasattr(self.method, "fuse_layers"):
+            raise MethodError(
+                f"{self.method.name} rectifies its maps at every layer it fuses, so it has no "
+                "signed map: drop relu=False"
+            )
         self.eigen_smooth = bool(eigen_smooth)
         self.aug_smooth = bool(aug_smooth)
         self.relu = bool(relu)
@@ -220,6 +226,18 @@ class Explainer:
             input_size=self._backend.input_size(x),
             item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
         )
+
+    def _automatic_layers(self, x: Any) -> tuple[LayerRef, ...]:
+        """Return the layers explained when none is given: the automatic one, or for a method
+        that fuses layers (Poly-CAM) one per resolution stage (:func:`stage_layers`)."""
+        backend = self._backend
+        if not hasattr(self.method, "fuse_layers"):
+            return (backend.auto_layer(x),)
+        channels = int(x.shape[-1] if backend.channels_last else x.shape[1])
+        names = stage_layers(backend.summarize(backend.input_size(x), channels))
+        if not names:
+            return (backend.auto_layer(x),)  # raises the usual, specific error
+        return tuple(backend.resolve_layer(name) for name in names)
 
     @property
     def _guided(self) -> bool:
@@ -322,7 +340,8 @@ class Explainer:
                     f"{(acts.shape[0], *acts.shape[2:])}"
                 )
             cams.append(cam)
-        return cams
+        fuse = getattr(self.method, "fuse_layers", None)
+        return cams if fuse is None else [fuse(cams)]
 
     def _noisy_gradients(self, x: Any, probe: Probe, target: Target) -> list[list[Any]] | None:
         """For a method that reads noisy copies of the input, their gradients per layer.
@@ -413,7 +432,7 @@ class Explainer:
         resolved_target = as_target(host_labels(target))
         x = backend.prepare(inputs)
         if self._layers is None:
-            self._layers = (backend.auto_layer(x),)
+            self._layers = self._automatic_layers(x)
         probe, described = self._probe(x, resolved_target)
         cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)

@@ -23,6 +23,7 @@ from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.perturbation import PerturbationMethod
+from camlens.methods.polycam import PolyCAM
 from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.refinecam import RefineCAM
 from camlens.methods.saliency import Saliency, SmoothGrad
@@ -51,6 +52,7 @@ __all__ = [
     "LayerCAM",
     "Method",
     "PerturbationMethod",
+    "PolyCAM",
     "ReciproCAM",
     "RefineCAM",
     "Saliency",
@@ -81,6 +83,7 @@ _METHODS: tuple[type[Method], ...] = (
     ISCAM,
     AblationCAM,
     ReciproCAM,
+    PolyCAM,
     GuidedGradCAM,
     Saliency,
     SmoothGrad,

@@ -191,6 +191,18 @@ def test_refinecam_at_two_layers_gives_the_same_maps(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
 
 
+def test_polycam_at_two_layers_gives_the_same_maps(
+    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    net, model, _ = twins
+    t = camlens.explain(net, images, method="polycam", layer=["trunk.1", "trunk"], target=1)
+    k = camlens.explain(
+        model, images.transpose(0, 2, 3, 1), method="polycam", layer=["c1", "trunk"], target=1
+    )
+    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
+
+
 ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
 
 
