@@ -328,6 +328,11 @@ class Explainer:
                     cam = eigen_smooth(weighted_terms(weights, acts))
                 else:
                     cam = self.method.cam_from_forwards(acts, forwards)
+            elif getattr(self.method, "optimises_mask", False):
+                gradient = self._mask_gradient(x, probe, target)
+                cam = self.method.cam_from_mask_gradients(  # type: ignore[attr-defined]
+                    acts, self._backend.input_size(x), gradient
+                )
             elif samples is not None:
                 cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
             elif self.eigen_smooth:
@@ -373,6 +378,42 @@ class Explainer:
             assert grads is not None
             out.append(grads)
         return out
+
+    def _mask_gradient(
+        self, x: Any, probe: Probe, target: Target
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """For a method that optimises a mask (Opti-CAM): the gradient of each row's score at
+        its image times a mask, with respect to the mask, ``(M, H, W)``.
+
+        Row ``r`` is image ``r // T`` explaining the unit the input's own pass resolved for it
+        (a top-k is not re-ranked); a function target (one row per image) is used as it is.
+        """
+        backend = self._backend
+        host = np.asarray(backend.to_numpy(x))
+        units = probe.resolved.units
+        t = units.shape[1]
+        if t == 1:
+            fixed = _fixed(target, probe)
+        elif (units < 0).any():
+            raise BadTargetError(
+                f"{self.method.name} optimises one mask per target: give one target per image "
+                "(a function target returns (N,) scores), or units (camlens.TopK, a class list)"
+            )
+        else:
+            fixed = Class(units.reshape(-1).tolist())
+        rows = np.repeat(host, t, axis=0)
+        first = np.moveaxis(rows, -1, 1) if backend.channels_last else rows
+
+        def gradient(masks: np.ndarray) -> np.ndarray:
+            shaped = masks[..., None] if backend.channels_last else masks[:, None]
+            masked = backend.prepare((rows * shaped).astype(host.dtype, copy=False))
+            grads = backend.probe(masked, (INPUT,), fixed, gradients=True).gradients
+            assert grads is not None
+            g = np.asarray(backend.to_numpy(grads[0]), dtype=np.float64)
+            summed: np.ndarray = (g * first).sum(axis=1)
+            return summed
+
+        return gradient
 
     def _guided_product(
         self, x: Any, target: Target, probe: Probe, maps: np.ndarray

@@ -162,6 +162,7 @@ MODEL_REFERENCES = {
     "finercam",
     "refinecam",
     "smoothgradcam++",
+    "opticam",  # test_opticam.py
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",

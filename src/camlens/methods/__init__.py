@@ -22,6 +22,7 @@ from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
+from camlens.methods.opticam import OptiCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.polycam import PolyCAM
 from camlens.methods.reciprocam import ReciproCAM
@@ -51,6 +52,7 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "Method",
+    "OptiCAM",
     "PerturbationMethod",
     "PolyCAM",
     "ReciproCAM",
@@ -78,6 +80,7 @@ _METHODS: tuple[type[Method], ...] = (
     FinerCAM,
     SmoothGradCAMPlusPlus,
     RefineCAM,
+    OptiCAM,
     ScoreCAM,
     SSCAM,
     ISCAM,
