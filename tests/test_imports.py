@@ -134,6 +134,20 @@ def test_camlens_and_its_command_import_no_gradio() -> None:
     assert result.stdout.strip() == "False"
 
 
+def test_camlens_serve_is_the_explorers_serve_and_loads_no_gradio() -> None:
+    code = (
+        "import inspect, sys, camlens\n"
+        "import camlens.ui\n"
+        "assert camlens.serve is camlens.ui.serve and 'serve' in camlens.__all__\n"
+        "assert 'model' in inspect.signature(camlens.serve).parameters\n"
+        "assert 'camlens[ui]' in camlens.serve.__doc__\n"
+        "print('gradio' in sys.modules)\n"
+    )
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_the_local_command_never_imports_ray(tmp_path: Path) -> None:
     """`camlens explain` without --engine ray runs with Ray blocked (it is an extra)."""
     from PIL import Image

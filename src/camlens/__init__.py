@@ -56,6 +56,7 @@ from camlens.region import auto_fov
 from camlens.render import grid, overlay, save_grid, show
 from camlens.render.cohort import cohort_grid
 from camlens.targets import Class, Detection, Output, Score, Segmentation, Similarity, Target, TopK
+from camlens.ui import serve
 
 __all__ = [
     "CAM",
@@ -118,6 +119,7 @@ __all__ = [
     "load_folder",
     "overlay",
     "save_grid",
+    "serve",
     "show",
     "tta_stability",
 ]

@@ -121,3 +121,35 @@ def test_explorer_shows_the_librarys_overlays(served: tuple[str, Session], tmp_p
 def _write_png(path: Path, image: np.ndarray) -> Path:
     Image.fromarray(image).save(path)
     return path
+
+
+def test_stop_cancels_a_running_scorecam_and_gradcam_runs_after(
+    served: tuple[str, Session],
+) -> None:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    url, session = served
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable())
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_label("scorecam", exact=True).check()
+            page.get_by_label("gradcam", exact=True).uncheck()
+            page.locator("#explain").click()
+            # Score-CAM of MobileNetV2's 1280 channels takes many batches: stop once it reports.
+            page.get_by_text("scoring masks").first.wait_for(timeout=60_000)
+            page.locator("#stop").click()
+            page.locator("#message").get_by_text("Cancelled").wait_for(timeout=60_000)
+            assert "perturbed inputs" in page.locator("#message").inner_text()
+
+            page.get_by_label("gradcam", exact=True).check()
+            page.get_by_label("scorecam", exact=True).uncheck()
+            page.locator("#explain").click()
+            shown = _shown_overlay(page)  # the sample: the first bundled photo
+            expected = _library_overlay(session, zoo.photos()[0].image, "gradcam", None)
+            assert np.abs(shown.astype(int) - expected).max() <= 1
+            assert "Cancelled" not in page.locator("#message").inner_text()
+        finally:
+            browser.close()

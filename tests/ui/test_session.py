@@ -11,7 +11,7 @@ from torch import nn
 
 import camlens
 from camlens.io import Preprocess
-from camlens.ui._session import MAX_PIXELS, Session
+from camlens.ui._session import MAX_PIXELS, Cancelled, Session
 
 
 class _Gap(nn.Module):
@@ -135,3 +135,47 @@ def test_scorecam_reports_progress_to_the_end(session: Session) -> None:
     )
     assert seen and seen[-1][0] == seen[-1][1]
     assert result.raw.shape == (8, 8)
+
+
+class _Counting(nn.Module):
+    """A wide conv -> ReLU -> pool -> linear net that counts the images its forward sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 256, 8, stride=8)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(256, 3)
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_cancel_stops_scorecams_forwards_and_the_session_serves_on() -> None:
+    model = _Counting()
+    session = Session(model, preprocess=Preprocess(size=(224, 224)))
+    (full,) = session.explain(_photo(), ["scorecam"], layer="act")
+    full_run = model.seen
+    assert full_run > 256  # a masked input per channel, in several batches at 224x224
+
+    model.seen = 0
+    reports: list[tuple[int, int]] = []
+
+    def stop_at_once(done: int, total: int) -> None:
+        reports.append((done, total))
+        session.cancel()  # what the page's Stop button calls, here from inside the run
+
+    with pytest.raises(Cancelled, match="stopped on request after"):
+        session.explain(_photo(), ["scorecam", "gradcam"], layer="act", progress=stop_at_once)
+    assert len(reports) == 1  # the run stopped at the next batch: no report after the Stop
+    assert model.seen < full_run / 4
+    assert model.training and not model.conv._forward_hooks and not model.act._forward_hooks
+
+    model.seen = 0
+    session.cancel()  # a Stop while nothing runs does not cancel the next call
+    again, gradcam = session.explain(_photo(), ["scorecam", "gradcam"], layer="act")
+    assert model.seen >= full_run  # the whole Score-CAM run again
+    np.testing.assert_array_equal(again.raw, full.raw)
+    assert gradcam.raw.shape == (28, 28)

@@ -1,7 +1,8 @@
 """The gradio page of ``camlens serve``: the one module that imports gradio.
 
 All it computes comes from :class:`camlens.ui.Session`; a camlens error becomes a message in the
-page (the server keeps running).
+page (the server keeps running). Stop asks the session to cancel: the explainer's run itself
+stops at its next batch of perturbed inputs and the page says so.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import tempfile
 from typing import Any
 
 from camlens.errors import CamlensError, DependencyError
-from camlens.ui._session import AUTO, Session
+from camlens.ui._session import AUTO, Cancelled, Session
 
 __all__ = ["COLORMAPS", "METHODS", "build_app"]
 
@@ -69,6 +70,8 @@ def build_app(session: Session) -> Any:
                 alpha=float(alpha),
                 progress=lambda done, total: progress((done, total), desc="scoring masks"),
             )
+        except Cancelled as exc:
+            return [], None, "", "", [], f"**Cancelled:** {exc}"
         except CamlensError as exc:
             return [], None, "", "", [], f"**Cannot explain:** {exc}"
         folder = tempfile.mkdtemp(prefix="camlens-serve-")
@@ -112,7 +115,7 @@ def build_app(session: Session) -> Any:
                 alpha = gr.Slider(0, 1, value=0.5, step=0.05, label="Alpha")
                 with gr.Row():
                     go = gr.Button("Explain", variant="primary", elem_id="explain")
-                    stop = gr.Button("Stop")
+                    stop = gr.Button("Stop", elem_id="stop")
             with gr.Column(scale=2):
                 error = gr.Markdown(elem_id="message")
                 overlays = gr.Gallery(label="Overlays", columns=3, format="png", elem_id="overlays")
@@ -120,10 +123,13 @@ def build_app(session: Session) -> Any:
                 ranges = gr.Markdown(elem_id="ranges")
                 prediction = gr.Textbox(label="Prediction", lines=5, elem_id="prediction")
                 files = gr.File(label="Downloads (overlay PNG, map .npy)", file_count="multiple")
-        event = go.click(
+        go.click(
             run,
             [upload, sample, methods, layer, target, normalize, cmap, alpha],
             [overlays, raw, ranges, prediction, files, error],
+            api_name="explain",
         )
-        stop.click(None, cancels=[event])
+        # Not gradio's own `cancels`: that drops the event but leaves the explainer running in
+        # its worker thread. The session stops the run itself; `run` then shows "Cancelled".
+        stop.click(session.cancel, None, None, queue=False)
     return app

@@ -1,9 +1,10 @@
 """The explorer's logic, without gradio: settings in, overlays, maps and messages out.
 
 Everything the browser app shows is computed here, so it is tested without a browser. A
-:class:`Session` holds one model and keeps one :class:`camlens.Explainer` per (method, layer,
+:class:`Session` holds one model and keeps one :class:`Explainer` per (method, layer,
 normalisation): a second click with the same settings reuses the explainer and whatever its
-backend compiled (Keras probes, torch tails).
+backend compiled (Keras probes, torch tails). :meth:`Session.cancel` stops a long run (Score-CAM,
+Ablation-CAM) at its next batch of perturbed inputs.
 """
 
 from __future__ import annotations
@@ -18,14 +19,26 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-import camlens
+from camlens import methods as _methods
+from camlens._layers import LayerInfo
+from camlens._layers import layers as list_layers
 from camlens.backends import backend_for
-from camlens.errors import BadInputError, BadTargetError, LayerError, MapStrengthWarning
+from camlens.errors import (
+    BadInputError,
+    BadTargetError,
+    CamlensError,
+    LayerError,
+    MapStrengthWarning,
+)
+from camlens.explainer import Explainer
+from camlens.explanation import Explanation
 from camlens.io import Preprocess
 from camlens.io._images import read_image_and_notes
 from camlens.postprocess import check_normalize
+from camlens.render import overlay as draw_overlay
+from camlens.targets import Class, Output, Target
 
-__all__ = ["AUTO", "MAX_PIXELS", "Result", "Session", "parse_target"]
+__all__ = ["AUTO", "MAX_PIXELS", "Cancelled", "Result", "Session", "parse_target"]
 
 #: The layer choice that lets camlens pick.
 AUTO = "auto"
@@ -33,6 +46,14 @@ AUTO = "auto"
 MAX_PIXELS = 40_000_000
 
 Progress = Callable[[int, int], None]
+
+
+class Cancelled(CamlensError):
+    """A run was stopped on request (:meth:`Session.cancel`, the page's Stop button).
+
+    Raised between two batches of perturbed inputs, or between two methods; nothing of the run
+    is shown and the session serves the next request as usual.
+    """
 
 
 @dataclass(frozen=True)
@@ -50,7 +71,7 @@ class Result:
     method: str
     overlay: Image.Image
     raw: np.ndarray
-    explanation: camlens.Explanation
+    explanation: Explanation
     notes: tuple[str, ...] = ()
 
     @property
@@ -70,7 +91,7 @@ class Result:
         return png, npy
 
 
-def parse_target(text: str) -> camlens.Target | None:
+def parse_target(text: str) -> Target | None:
     """Turn a target choice into a target.
 
     Args:
@@ -84,9 +105,9 @@ def parse_target(text: str) -> camlens.Target | None:
         return None
     try:
         if len(words) == 2 and words[0] == "class":
-            return camlens.Class(int(words[1]))
+            return Class(int(words[1]))
         if len(words) == 3 and words[0] == "output" and words[2] in ("up", "down"):
-            return camlens.Output(int(words[1]), sign=1 if words[2] == "up" else -1)
+            return Output(int(words[1]), sign=1 if words[2] == "up" else -1)
     except ValueError:
         pass
     raise BadTargetError(
@@ -125,9 +146,11 @@ class Session:
         self.classes = list(classes) if classes is not None else None
         self.images = dict(images or {})
         self.regression = bool(regression)
-        self._explainers: dict[tuple[str, str, str], camlens.Explainer] = {}
-        self._layers: list[camlens.LayerInfo] | None = None
+        self._explainers: dict[tuple[str, str, str], Explainer] = {}
+        self._layers: list[LayerInfo] | None = None
         self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._progress: Progress | None = None
 
     def layer_choices(self) -> list[tuple[str, str]]:
         """Return ``(label, value)`` per explainable layer; the automatic pick comes first."""
@@ -137,9 +160,9 @@ class Session:
         choices += [(f"{row.name} [{row.layout or ''}]", row.name) for row in rows if row.candidate]
         return choices
 
-    def _layer_rows(self) -> list[camlens.LayerInfo]:
+    def _layer_rows(self) -> list[LayerInfo]:
         if self._layers is None:
-            self._layers = camlens.layers(
+            self._layers = list_layers(
                 self.model, input_size=self.preprocess.size, channels=self.preprocess.channels
             )
         return self._layers
@@ -190,8 +213,7 @@ class Session:
         method: str,
         layer: str = AUTO,
         normalize: str = "minmax",
-        progress: Progress | None = None,
-    ) -> camlens.Explainer:
+    ) -> Explainer:
         """Return the cached explainer for these settings, building it on first use.
 
         Raises:
@@ -211,18 +233,17 @@ class Session:
                     f"layer {layer!r} {why}; pick one from the layer list "
                     "(auto: camlens's own pick)"
                 )
-            options: dict[str, Any] = (
-                {"progress": progress} if progress is not None and _takes_progress(method) else {}
-            )
-            found = camlens.Explainer(
+            # A perturbation method reports to the session, which passes the report on to the
+            # call in progress and stops the run there when asked to (see cancel).
+            options: dict[str, Any] = {"progress": self._report} if _takes_progress(method) else {}
+            found = Explainer(
                 self.model,
                 None if layer == AUTO else layer,
                 method=method,
                 normalize=check_normalize(normalize),
                 **options,
             )
-            if not options:
-                self._explainers[key] = found
+            self._explainers[key] = found
         return found
 
     def explain(
@@ -239,7 +260,11 @@ class Session:
     ) -> list[Result]:
         """Explain one picture with each method; return what the page shows.
 
+        Calls are served one at a time. ``progress(done, total)`` hears how many perturbed
+        inputs a perturbation method has scored.
+
         Raises:
+            Cancelled: :meth:`cancel` was called while this call ran.
             CamlensError: A bad setting (method, layer, target, colormap, alpha), said in words.
         """
         if not methods:
@@ -249,27 +274,51 @@ class Session:
         batch = self.preprocess([picture])
         results = []
         with self._lock:
-            for method in methods:
-                explainer = self.explainer(method, layer, normalize, progress)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", MapStrengthWarning)
-                    exp = explainer(batch, chosen)
-                notes = tuple(str(w.message) for w in caught if w.category is MapStrengthWarning)
-                for w in caught:
-                    if w.category is not MapStrengthWarning:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                results.append(
-                    Result(
-                        method=method,
-                        overlay=camlens.overlay(picture, exp.maps[0], cmap=cmap, alpha=alpha),
-                        raw=np.asarray(exp.raw[0]),
-                        explanation=exp,
-                        notes=notes,
+            self._cancel.clear()
+            self._progress = progress
+            try:
+                for method in methods:
+                    self._stop_if_cancelled(f"before {method}")
+                    explainer = self.explainer(method, layer, normalize)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", MapStrengthWarning)
+                        exp = explainer(batch, chosen)
+                    notes = tuple(
+                        str(w.message) for w in caught if w.category is MapStrengthWarning
                     )
-                )
+                    for w in caught:
+                        if w.category is not MapStrengthWarning:
+                            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                    results.append(
+                        Result(
+                            method=method,
+                            overlay=draw_overlay(picture, exp.maps[0], cmap=cmap, alpha=alpha),
+                            raw=np.asarray(exp.raw[0]),
+                            explanation=exp,
+                            notes=notes,
+                        )
+                    )
+            finally:
+                self._progress = None
         return results
 
-    def prediction(self, exp: camlens.Explanation, k: int = 5) -> str:
+    def cancel(self) -> None:
+        """Stop the call in progress at its next batch of perturbed inputs or its next method.
+
+        That call raises :class:`Cancelled`; the next call runs as usual. Safe from any thread.
+        """
+        self._cancel.set()
+
+    def _report(self, done: int, total: int) -> None:
+        self._stop_if_cancelled(f"after {done} of {total} perturbed inputs")
+        if self._progress is not None:
+            self._progress(done, total)
+
+    def _stop_if_cancelled(self, where: str) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(f"stopped on request {where}; click Explain to run again")
+
+    def prediction(self, exp: Explanation, k: int = 5) -> str:
         """Return the model's prediction for the explained image, for people."""
         if exp.outputs is None:
             return f"score {exp.scores[0]:.4g}"
@@ -286,5 +335,5 @@ class Session:
 
 
 def _takes_progress(method: str) -> bool:
-    cls = camlens.methods.REGISTRY.get(method)
-    return cls is not None and issubclass(cls, camlens.methods.PerturbationMethod)
+    cls = _methods.REGISTRY.get(method)
+    return cls is not None and issubclass(cls, _methods.PerturbationMethod)
