@@ -80,7 +80,9 @@ def layout_arguments(layer_layout: str, grid: str | None) -> dict[str, Any]:
     return chosen
 
 
-def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
+def run_arguments(
+    out_help: str, methods: tuple[str, ...], *, out_type: click.ParamType[Any] | None = None
+) -> Callable[[F], F]:
     """Add MODEL, IMAGES..., --out, -m/--method, --layer, --layer-layout, --grid, --target."""
 
     def decorate(fn: F) -> F:
@@ -100,7 +102,7 @@ def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
             "--out",
             "out_dir",
             required=True,
-            type=click.Path(file_okay=False, path_type=Path),
+            type=out_type or click.Path(file_okay=False, path_type=Path),
             help=out_help,
         )(fn)
         fn = click.argument("images", nargs=-1, required=True)(fn)
@@ -388,7 +390,7 @@ def summary(
     resumed: int,
     failures: Sequence[tuple[str, str]],
     ignored: Sequence[str],
-    report: Path,
+    report: Path | str,
 ) -> None:
     """Print what the run did: counts, speed, each failed image and why, the report's path."""
     out = Console(highlight=False, soft_wrap=True)
