@@ -19,10 +19,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 import camlens
 from camlens.cli._options import parse_size
@@ -316,18 +319,37 @@ def parse_target(text: str) -> camlens.Target | None:
     )
 
 
-@contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """Show a progress bar on stderr; yield a thread-safe ``advance(n)``."""
-    progress = Progress(
+class RateColumn(ProgressColumn):
+    """Images per second, over rich's last 30 s of samples (blank before the second sample)."""
+
+    def render(self, task: Task) -> Text:
+        """Return ``<rate> images/s``."""
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} images/s")
+
+
+def progress_display(
+    console: Console = _stderr, get_time: Callable[[], float] | None = None
+) -> Progress:
+    """Return the run's progress display: count, images per second, elapsed time and ETA."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=_stderr,
+        console=console,
         transient=False,
+        get_time=get_time,
     )
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Show a progress bar on stderr (either engine's); yield a thread-safe ``advance(n)``."""
+    progress = progress_display()
     with progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
