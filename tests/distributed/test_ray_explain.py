@@ -7,16 +7,15 @@ the local command's, image for image.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from commands import run_camlens
+from same_runs import assert_same_runs, read_run
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray")
@@ -76,34 +75,6 @@ def _command(root: Path, out: str, *args: str) -> None:
     assert "11 image(s) explained" in result.stdout or "resumed" in result.stdout, result.stdout
 
 
-def _folder(out: Path) -> tuple[dict[tuple[str, str, int], dict], list[dict]]:
-    lines = (out / "results.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
-    by_row = {(r["key"], r["method"], r["rank"]): r for r in records}
-    assert len(by_row) == len(records)  # no result recorded twice
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    return by_row, failures
-
-
-def _assert_same(local: Path, other: Path) -> None:
-    a, fa = _folder(local)
-    b, fb = _folder(other)
-    assert sorted(a) == sorted(b)
-    assert sorted(f["image"] for f in fa) == sorted(f["image"] for f in fb)
-    assert len({f["image"] for f in fb}) == len(fb)  # no failure recorded twice
-    for row, ra in a.items():
-        rb = b[row]
-        for field in ("image", "unit", "layer", "sign", "peak", "overlay", "arrays", "status"):
-            assert ra[field] == rb[field], (row, field)
-        assert rb["score"] == pytest.approx(ra["score"], abs=1e-6)
-        with np.load(local / ra["arrays"]) as xa, np.load(other / rb["arrays"]) as xb:
-            np.testing.assert_allclose(xa["raw"], xb["raw"], atol=1e-6)
-            np.testing.assert_allclose(xa["map"], xb["map"], atol=1e-6)
-    with np.load(local / "maps.npz") as xa, np.load(other / "maps.npz") as xb:
-        assert sorted(xa.files) == sorted(xb.files)
-    assert (other / "index.html").is_file() and (other / "run.json").is_file()
-
-
 def test_ray_with_a_killed_worker_equals_the_local_command(workdir: Path) -> None:
     _command(workdir, "local")
     marker = workdir / "crashed"
@@ -111,8 +82,8 @@ def test_ray_with_a_killed_worker_equals_the_local_command(workdir: Path) -> Non
     _command(workdir, "cluster", "--engine", "ray", "--workers", "2", "--address", address,
              "--crash-once", str(marker))  # fmt: skip
     assert marker.exists()  # a worker did die mid-run
-    _assert_same(workdir / "local", workdir / "cluster")
-    failures = _folder(workdir / "cluster")[1]
+    assert_same_runs(workdir / "local", workdir / "cluster")
+    failures = read_run(workdir / "cluster")[1]
     assert sorted(Path(f["image"]).name for f in failures) == ["corrupt.jpg", "fake.png"]
 
 
@@ -137,4 +108,22 @@ def test_resume_skips_finished_images(workdir: Path, monkeypatch: pytest.MonkeyP
     before = kept_file.stat().st_mtime_ns
     explain("--resume")
     assert kept_file.stat().st_mtime_ns == before  # a finished image is not redone
-    _assert_same(workdir / "local", out)
+    assert_same_runs(workdir / "local", out)
+
+
+def test_ray_from_and_to_file_urls_equals_the_local_command(workdir: Path) -> None:
+    if not (workdir / "local").exists():
+        _command(workdir, "local")
+    address = ray.get_runtime_context().gcs_address
+    images, out = (workdir / "in").as_uri(), (workdir / "url-out").as_uri()
+    for args in ([], ["--resume"]):
+        result = run_camlens(
+            "explain", "weights.pth", images, "--out", out, "-m", "gradcam", "-m", "layercam",
+            "--batch-size", "3", *OPTIONS, "--engine", "ray", "--address", address, *args,
+            cwd=workdir,
+        )  # fmt: skip
+        assert result.returncode == 3, result.stderr
+    assert "0 image(s) explained" in result.stdout and "11 already done" in result.stdout
+    assert_same_runs(workdir / "local", workdir / "url-out", same_paths=False)
+    failures = (workdir / "url-out" / "failures.jsonl").read_text()
+    assert f"{images}/corrupt.jpg" in failures and f"{images}/fake.png" in failures

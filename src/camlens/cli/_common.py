@@ -19,10 +19,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 import camlens
 from camlens.cli._options import parse_size
@@ -80,7 +83,9 @@ def layout_arguments(layer_layout: str, grid: str | None) -> dict[str, Any]:
     return chosen
 
 
-def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
+def run_arguments(
+    out_help: str, methods: tuple[str, ...], *, out_type: click.ParamType[Any] | None = None
+) -> Callable[[F], F]:
     """Add MODEL, IMAGES..., --out, -m/--method, --layer, --layer-layout, --grid, --target."""
 
     def decorate(fn: F) -> F:
@@ -100,7 +105,7 @@ def run_arguments(out_help: str, methods: tuple[str, ...]) -> Callable[[F], F]:
             "--out",
             "out_dir",
             required=True,
-            type=click.Path(file_okay=False, path_type=Path),
+            type=out_type or click.Path(file_okay=False, path_type=Path),
             help=out_help,
         )(fn)
         fn = click.argument("images", nargs=-1, required=True)(fn)
@@ -314,18 +319,37 @@ def parse_target(text: str) -> camlens.Target | None:
     )
 
 
-@contextmanager
-def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """Show a progress bar on stderr; yield a thread-safe ``advance(n)``."""
-    progress = Progress(
+class RateColumn(ProgressColumn):
+    """Images per second, over rich's last 30 s of samples (blank before the second sample)."""
+
+    def render(self, task: Task) -> Text:
+        """Return ``<rate> images/s``."""
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} images/s")
+
+
+def progress_display(
+    console: Console = _stderr, get_time: Callable[[], float] | None = None
+) -> Progress:
+    """Return the run's progress display: count, images per second, elapsed time and ETA."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
         TimeRemainingColumn(),
-        console=_stderr,
+        console=console,
         transient=False,
+        get_time=get_time,
     )
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """Show a progress bar on stderr (either engine's); yield a thread-safe ``advance(n)``."""
+    progress = progress_display()
     with progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
@@ -388,7 +412,7 @@ def summary(
     resumed: int,
     failures: Sequence[tuple[str, str]],
     ignored: Sequence[str],
-    report: Path,
+    report: Path | str,
 ) -> None:
     """Print what the run did: counts, speed, each failed image and why, the report's path."""
     out = Console(highlight=False, soft_wrap=True)

@@ -16,10 +16,10 @@ import click
 
 import camlens
 import camlens.report
-from camlens.cli import _common
+from camlens.cli import _common, _remote
 from camlens.cli._folder import FolderError, OutputFolder
 from camlens.cli._run import Job
-from camlens.io import find_images, image_key
+from camlens.io import find_images
 from camlens.postprocess import Normalize
 
 
@@ -36,8 +36,24 @@ class Counts(Protocol):
 EXIT_INTERRUPTED = 130
 
 
+class FolderOrURL(click.ParamType[Any]):
+    """``--out``: a local folder (a path) or an fsspec URL (kept as the string it is)."""
+
+    name = "folder"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return a URL as given, anything else as a folder path."""
+        if _remote.is_url(value):
+            return value
+        return click.Path(file_okay=False, path_type=Path).convert(value, param, ctx)
+
+
 @click.command("explain")
-@_common.run_arguments("Output folder (created).", ("gradcam",))
+@_common.run_arguments(
+    "Output folder (created), or an fsspec URL (s3://bucket/run, file://, memory://).",
+    ("gradcam",),
+    out_type=FolderOrURL(),
+)
 @click.option(
     "--batch-size",
     default=16,
@@ -104,7 +120,7 @@ EXIT_INTERRUPTED = 130
 def explain_command(
     model_source: str,
     images: tuple[str, ...],
-    out_dir: Path,
+    out_dir: Path | str,
     methods: tuple[str, ...],
     layer: str,
     layer_layout: str,
@@ -151,50 +167,72 @@ def explain_command(
         options=options,
     )
     prepared = job.prepare()
-    found = find_images(images)
+    found = find_images([i for i in images if not _remote.is_url(i)])
     _common.warn_missing(found)
-    if not found.images:
+    urls, ignored_urls, missing_urls = _remote.find_urls([i for i in images if _remote.is_url(i)])
+    for missing in missing_urls:
+        _common.warn(f"no such file, folder or match: {missing}")
+    inputs: list[Path | str] = [*found.images, *urls]
+    if not inputs:
         raise click.ClickException("no images to explain")
     settings = prepared.settings()
     try:
-        folder = OutputFolder(out_dir, settings, resume=resume, overwrite=overwrite)
+        if isinstance(out_dir, str):
+            folder: OutputFolder = _remote.RemoteFolder(
+                out_dir, settings, resume=resume, overwrite=overwrite
+            )
+        else:
+            folder = OutputFolder(out_dir, settings, resume=resume, overwrite=overwrite)
     except FolderError as exc:
         raise click.ClickException(str(exc)) from exc
 
-    run = prepared.run(folder)
-    counts: Counts = run
-    todo = [p for p in found.images if set(prepared.explainers) - folder.methods_done(image_key(p))]
-    skipped = len(found.images) - len(todo)
-    interrupted = False
-    start = time.perf_counter()
-    with _common.progress_bar(len(todo), "explaining") as advance:
-        try:
-            if engine == "ray":
-                from camlens.cli import _ray
+    try:
+        run = prepared.run(folder)
+        counts: Counts = run
+        todo = [
+            p for p in inputs if set(prepared.explainers) - folder.methods_done(_remote.key_of(p))
+        ]
+        skipped = len(inputs) - len(todo)
+        interrupted = False
+        start = time.perf_counter()
+        with _common.progress_bar(len(todo), "explaining") as advance:
+            try:
+                if engine == "ray":
+                    from camlens.cli import _ray
 
-                cluster = _ray.Cluster(address, workers, gpus_per_worker, crash_once)
-                counts = _ray.run_on_ray(prepared, folder, todo, batch_size, advance, cluster)
-            else:
-                run.all(todo, batch_size, advance)
-        except KeyboardInterrupt:
-            interrupted = True
-        except camlens.LayerError as exc:
-            raise click.ClickException(
-                f"{exc} (on the command line: --layer NAME, --layer-layout, --grid HxW; see "
-                "`camlens layers MODEL`)"
-            ) from exc
-        finally:
-            folder.close()
-    seconds = time.perf_counter() - start
-    folder.gather_arrays()
-    report = camlens.report.write_report(out_dir)
+                    cluster = _ray.Cluster(address, workers, gpus_per_worker, crash_once)
+                    counts = _ray.run_on_ray(prepared, folder, todo, batch_size, advance, cluster)
+                elif urls or isinstance(out_dir, str):
+                    from camlens.cli import _ray
+
+                    counts = _ray.run_in_process(prepared, folder, todo, batch_size, advance)
+                else:
+                    run.all([Path(p) for p in todo], batch_size, advance)
+            except KeyboardInterrupt:
+                interrupted = True
+            except camlens.LayerError as exc:
+                raise click.ClickException(
+                    f"{exc} (on the command line: --layer NAME, --layer-layout, --grid HxW; see "
+                    "`camlens layers MODEL`)"
+                ) from exc
+            finally:
+                folder.close()
+        seconds = time.perf_counter() - start
+        folder.gather_arrays()
+        written = camlens.report.write_report(folder.root)
+        report: Path | str = written
+        if isinstance(folder, _remote.RemoteFolder):
+            report = folder.finish(written)
+    finally:
+        if isinstance(folder, _remote.RemoteFolder):
+            folder.discard()  # the staging folder
 
     _common.summary(
         explained=counts.explained,
         seconds=seconds,
         resumed=skipped,
         failures=counts.failures,
-        ignored=[_common.shown_text(str(p)) for p in found.ignored],
+        ignored=[_common.shown_text(str(p)) for p in [*found.ignored, *ignored_urls]],
         report=report,
     )
     _common.print_notes(counts.notes)

@@ -174,13 +174,21 @@ class OutputFolder:
         for row in rows:
             if row.method is None or row.rank is None or row.targets is None:
                 return None
-            if not all(f is not None and (self.root / f).exists() for f in row.files):
+            if not all(f is not None and self.has_file(f) for f in row.files):
                 return None
             ranks.setdefault(row.method, set()).add(row.rank)
             totals[row.method] = row.targets
         if any(len(ranks[method]) != total for method, total in totals.items()):
             return None
         return frozenset(totals)
+
+    def has_file(self, name: str) -> bool:
+        """Return whether the folder holds the file ``name`` (relative to it)."""
+        return (self.root / name).exists()
+
+    def open_file(self, name: str) -> BinaryIO | Path:
+        """Return the file ``name`` (relative to the folder), for :func:`numpy.load`."""
+        return self.root / name
 
     def methods_done(self, key: str) -> frozenset[str]:
         """Return the methods whose results for image ``key`` are complete on disk."""
@@ -206,7 +214,7 @@ class OutputFolder:
         records, _ = read_records(self.root / RESULTS, ResultRecord)
         arrays: dict[str, np.ndarray] = {}
         for name in (r.arrays for r in records if r.arrays is not None):
-            with np.load(self.root / name) as data:
+            with np.load(self.open_file(name)) as data:
                 stem = Path(name).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from camlens.cli import _remote
 from camlens.cli._folder import OutputFolder
 from camlens.cli._run import Job, Prepared
 from camlens.report._records import Failure, ResultRecord
@@ -61,7 +62,8 @@ class Shard:
     def __init__(self, root: Path) -> None:
         """Write files under ``root``; keep records in memory."""
         self.root = root
-        self.rows: list[tuple[str, str]] = []
+        self.results: list[list[ResultRecord]] = []
+        self.failures: list[Failure] = []
 
     def methods_done(self, key: str) -> frozenset[str]:
         """Return no method: the driver sends only images still to do."""
@@ -69,16 +71,55 @@ class Shard:
 
     def add(self, records: Iterable[ResultRecord]) -> None:
         """Keep one image's records."""
-        lines = [r.to_json() for r in records]
-        self.rows.append(("result", json.dumps(lines, ensure_ascii=False)))
+        self.results.append(list(records))
 
     def fail(self, failure: Failure) -> None:
         """Keep an image's failure."""
-        self.rows.append(("failure", json.dumps(failure.to_json(), ensure_ascii=False)))
+        self.failures.append(failure)
+
+
+class Batches:
+    """Explains batches of image paths or URLs into the output folder ``root`` (path or URL).
+
+    The work of one worker (or of the command itself, for URLs without Ray): where neither the
+    images nor ``root`` are URLs the files go straight into the folder, else through
+    :func:`camlens.cli._remote.explain_staged`.
+    """
+
+    def __init__(self, prepared: Prepared, root: str, batch_size: int) -> None:
+        """Keep the prepared job; write under ``root``."""
+        self.prepared = prepared
+        self.store = _remote.Store(root)
+        self.batch_size = batch_size
+
+    def __call__(self, paths: Sequence[str]) -> list[tuple[str, str]]:
+        """Explain ``paths``; return their rows: (``result``/``failure``/``note``, JSON)."""
+        if self.store.fs is None and not any(map(_remote.is_url, paths)):
+            results, failures, notes = self._explain(
+                [Path(p) for p in paths], Path(self.store.root)
+            )
+        else:
+            results, failures, notes = _remote.explain_staged(paths, self.store, self._explain)
+        return (
+            [
+                ("result", json.dumps([r.to_json() for r in rs], ensure_ascii=False))
+                for rs in results
+            ]
+            + [("failure", json.dumps(f.to_json(), ensure_ascii=False)) for f in failures]
+            + [("note", json.dumps(note)) for note in notes]
+        )
+
+    def _explain(
+        self, paths: list[Path], root: Path
+    ) -> tuple[list[list[ResultRecord]], list[Failure], list[str]]:
+        shard = Shard(root)
+        run = self.prepared.run(shard)
+        run.all(paths, self.batch_size, lambda n: None)
+        return shard.results, shard.failures, run.notes
 
 
 class ExplainWorker:
-    """A Ray Data actor: holds the model, explains batches of image paths."""
+    """A Ray Data actor: holds the model, explains batches of image paths or URLs."""
 
     def __init__(
         self, job: Job, root: str, cwd: str, batch_size: int, crash_once: str | None
@@ -86,17 +127,12 @@ class ExplainWorker:
         """Load the model once for this actor, in the driver's folder (paths are as given)."""
         if os.path.isdir(cwd):
             os.chdir(cwd)
-        self.prepared = job.prepare()
-        self.root = Path(root)
-        self.batch_size = batch_size
+        self.batches = Batches(job.prepare(), root, batch_size)
         self.crash_once = crash_once
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Explain one batch; return its rows: ``kind`` and ``line`` (JSON)."""
-        shard = Shard(self.root)
-        run = self.prepared.run(shard)
-        run.all([Path(str(p)) for p in batch["path"]], self.batch_size, lambda n: None)
-        rows = shard.rows + [("note", json.dumps(note)) for note in run.notes]
+        rows = self.batches([str(p) for p in batch["path"]])
         if self.crash_once is not None and not os.path.exists(self.crash_once):
             Path(self.crash_once).touch()
             os._exit(1)  # test-only: this worker dies with the batch done but not returned
@@ -106,10 +142,32 @@ class ExplainWorker:
         }
 
 
+def root_of(folder: OutputFolder) -> str:
+    """Return where the workers write the folder's files: its URL, or its absolute path."""
+    return folder.url if isinstance(folder, _remote.RemoteFolder) else str(folder.root.resolve())
+
+
+def run_in_process(
+    prepared: Prepared,
+    folder: OutputFolder,
+    todo: Sequence[Path | str],
+    batch_size: int,
+    advance: Callable[[int], None],
+) -> Outcome:
+    """Explain ``todo`` here, batch by batch, as one worker would (for URL images or --out)."""
+    outcome = Outcome()
+    batches = Batches(prepared, root_of(folder), batch_size)
+    seen: set[str] = set()
+    for start in range(0, len(todo), batch_size):
+        for kind, line in batches([str(p) for p in todo[start : start + batch_size]]):
+            _record(kind, line, folder, outcome, seen, advance)
+    return outcome
+
+
 def run_on_ray(
     prepared: Prepared,
     folder: OutputFolder,
-    todo: Sequence[Path],
+    todo: Sequence[Path | str],
     batch_size: int,
     advance: Callable[[int], None],
     cluster: Cluster,
@@ -145,7 +203,7 @@ def run_on_ray(
             ExplainWorker,
             fn_constructor_kwargs={
                 "job": job,
-                "root": str(folder.root.resolve()),
+                "root": root_of(folder),
                 "cwd": os.getcwd(),
                 "batch_size": batch_size,
                 "crash_once": cluster.crash_once,
