@@ -50,6 +50,8 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "OptiCAM",
+    "PolyCAM",
     "ReciproCAM",
     "RefineCAM",
     "Saliency",
@@ -731,3 +733,15 @@ class AblationCAM(Explainer):
     """Ablation-CAM explainer; the maths and options are :class:`camlens.methods.AblationCAM`."""
 
     method_type = methods.AblationCAM
+
+
+class PolyCAM(Explainer):
+    """Poly-CAM explainer; the maths and options are :class:`camlens.methods.PolyCAM`."""
+
+    method_type = methods.PolyCAM
+
+
+class OptiCAM(Explainer):
+    """Opti-CAM explainer; the maths and options are :class:`camlens.methods.OptiCAM`."""
+
+    method_type = methods.OptiCAM
