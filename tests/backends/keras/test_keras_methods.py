@@ -179,25 +179,14 @@ def test_factorize_gives_the_same_concepts(
     np.testing.assert_allclose(k.scores, t.scores, rtol=1e-3, atol=1e-4)
 
 
-def test_refinecam_at_two_layers_gives_the_same_maps(
-    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+@pytest.mark.parametrize("method", ["refinecam", "polycam"])
+def test_a_multi_layer_method_at_two_layers_gives_the_same_maps(
+    method: str, twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
 ) -> None:
     net, model, _ = twins
-    t = camlens.explain(net, images, method="refinecam", layer=["trunk.1", "trunk"], target=1)
+    t = camlens.explain(net, images, method=method, layer=["trunk.1", "trunk"], target=1)
     k = camlens.explain(
-        model, images.transpose(0, 2, 3, 1), method="refinecam", layer=["c1", "trunk"], target=1
-    )
-    np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
-    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
-
-
-def test_polycam_at_two_layers_gives_the_same_maps(
-    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
-) -> None:
-    net, model, _ = twins
-    t = camlens.explain(net, images, method="polycam", layer=["trunk.1", "trunk"], target=1)
-    k = camlens.explain(
-        model, images.transpose(0, 2, 3, 1), method="polycam", layer=["c1", "trunk"], target=1
+        model, images.transpose(0, 2, 3, 1), method=method, layer=["c1", "trunk"], target=1
     )
     np.testing.assert_allclose(k.maps, t.maps, atol=1e-4)
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
