@@ -43,6 +43,7 @@ __all__ = [
     "EigenGradCAM",
     "Explainer",
     "FinerCAM",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -78,8 +79,8 @@ class Explainer:
         model: A ``torch.nn.Module`` or a built ``keras.Model`` (any Keras 3 backend).
         layer: A dotted name (``"layer4.1.conv2"``), the layer object, a list of them (their
             maps are averaged), or ``None`` for the last layer with a spatial output. A
-            pixel-level method (Saliency, SmoothGrad, Guided Backprop) explains the input
-            itself: ``None`` (or ``"input"``).
+            pixel-level method (Saliency, SmoothGrad, Guided Backprop, FullGrad) explains the
+            input itself: ``None`` (or ``"input"``).
         method: A registry name (``"gradcam++"``), a :class:`camlens.methods.Method` class or
             object; subclasses such as :class:`GradCAM` fix it.
         output: Which output to explain when the model returns a tuple, list or dict: an index,
@@ -247,6 +248,11 @@ class Explainer:
         return bool(getattr(self.method, "guided", False))
 
     @property
+    def _biases(self) -> bool:
+        """Whether the method reads every layer's bias-gradients (FullGrad)."""
+        return bool(getattr(self.method, "bias_gradients", False))
+
+    @property
     def _combination(self) -> str:
         """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
         return str(getattr(self.method, "layer_combination", "mean"))
@@ -265,6 +271,7 @@ class Explainer:
             target,
             gradients=self.method.needs_gradients,
             guided=self._guided,
+            biases=self._biases,
         )
         return probe, target.describe()
 
@@ -335,6 +342,9 @@ class Explainer:
                 cam = self.method.cam_from_mask_gradients(  # type: ignore[attr-defined]
                     acts, self._backend.input_size(x), gradient
                 )
+            elif self._biases:
+                assert probe.biases is not None
+                cam = self.method.cam_from_biases(acts, grad, probe.biases)  # type: ignore[attr-defined]
             elif samples is not None:
                 cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
             elif self.eigen_smooth:
@@ -721,6 +731,12 @@ class GuidedBackprop(Explainer):
     """Guided backpropagation explainer; the maths is :class:`camlens.methods.GuidedBackprop`."""
 
     method_type = methods.GuidedBackprop
+
+
+class FullGrad(Explainer):
+    """FullGrad explainer (input- and bias-gradients); the maths: :class:`camlens.methods.FullGrad`."""
+
+    method_type = methods.FullGrad
 
 
 class GuidedGradCAM(Explainer):

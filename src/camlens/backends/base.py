@@ -131,6 +131,31 @@ class Scoring:
 
 
 @dataclass(frozen=True, eq=False)
+class BiasGradients:
+    """The bias-gradients of one probe (FullGrad), row-major as in ``camlens._types``.
+
+    A layer with a bias ``b`` (a convolution, a dense layer, a batch norm's effective bias
+    ``beta - gamma * mu / sqrt(var + eps)`` in inference mode) gives the gradient of each row's
+    score with respect to the layer's output (before any activation fused into the layer)
+    times ``b`` broadcast over its channel axis: ``g ⊙ b``. For a network of such layers and
+    piecewise-linear activations the scores decompose completely:
+    ``score = sum(x ⊙ dscore/dx) + sum over layers of sum(g ⊙ b)`` (Srinivas & Fleuret, 2019).
+
+    Attributes:
+        layers: The names of the layers in ``maps``, in the order they ran.
+        maps: One ``(M, K, h, w)`` float array per layer whose output is a feature map
+            (rank 4, channels first or last), in the maths' library.
+        rest: ``(M,)`` float64 NumPy: the summed ``g ⊙ b`` of every other layer with a bias
+            (dense layers on vectors or tokens, batch norms of other ranks, 1-D and 3-D
+            convolutions), which no map shows but the decomposition counts.
+    """
+
+    layers: tuple[str, ...]
+    maps: list[Array]
+    rest: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Probe:
     """What one probe of the model captured, row-major as in ``camlens._types``.
 
@@ -140,12 +165,15 @@ class Probe:
         resolved: The target's scores per image, ``(N, T)``.
         outputs: The model output the scores were read from, ``(N, U)`` float32 NumPy, one
             flattened row per image (pre-softmax where the backend skips a softmax).
+        biases: The bias-gradients of every layer with a bias, when asked for
+            (``biases=True``), else ``None``.
     """
 
     activations: list[Array]
     gradients: list[Array] | None
     resolved: Resolved
     outputs: np.ndarray
+    biases: BiasGradients | None = None
 
 
 class Backend(Protocol):
@@ -191,12 +219,15 @@ class Backend(Protocol):
         *,
         gradients: bool,
         guided: bool = False,
+        biases: bool = False,
     ) -> Probe:
         """Run the model once, capturing the layers' activations, the scores and gradients.
 
         A layer may be :data:`INPUT` (the input batch and its gradient). ``guided`` makes the
         backward pass guided (Springenberg et al.): at every ReLU's output only positive
-        gradients pass on.
+        gradients pass on. ``biases`` (with ``gradients``) also takes the gradients at the
+        output of every layer with a bias, times that bias (:class:`BiasGradients`, FullGrad);
+        a backend that cannot raises :class:`camlens.errors.MethodError`.
         """
         ...
 

@@ -14,6 +14,7 @@ from camlens.methods.eigencam import EigenCAM
 from camlens.methods.eigengradcam import EigenGradCAM
 from camlens.methods.fem import FEM
 from camlens.methods.finercam import FinerCAM
+from camlens.methods.fullgrad import FullGrad
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcam_plusplus import GradCAMPlusPlus
@@ -44,6 +45,7 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -91,6 +93,7 @@ _METHODS: tuple[type[Method], ...] = (
     Saliency,
     SmoothGrad,
     GuidedBackprop,
+    FullGrad,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.

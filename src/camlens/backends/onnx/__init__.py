@@ -149,9 +149,10 @@ class OnnxBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        biases: bool = False,
     ) -> Probe:
         """Run the model once with the layers' tensors as extra outputs."""
-        if gradients or guided:
+        if gradients or guided or biases:
             raise MethodError(
                 "ONNX models give no gradients here; use a gradient-free method (scorecam, "
                 "sscam, iscam, ablationcam, eigencam)"

@@ -157,9 +157,11 @@ class TorchBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        biases: bool = False,
     ) -> Probe:
         """Run the model once, capturing activations, scores and (if asked) gradients, each
-        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs."""
+        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs;
+        ``biases`` adds every module's bias-gradient (with :data:`INPUT` among the layers)."""
         probe, layouts = _probe.probe(
             self.model,
             inputs,
@@ -169,6 +171,7 @@ class TorchBackend:
             gradients=gradients,
             spec=self.layout,
             guided=guided,
+            biases=biases,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(inputs.shape)] = layout

@@ -18,8 +18,9 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import Layout, LayoutSpec, layout_for
-from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
+from camlens.backends.base import INPUT, BiasGradients, LayerRef, OutputSelector, Probe
 from camlens.backends.torch._arrays import namespace, to_numpy
+from camlens.backends.torch._biases import BiasCapture
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
@@ -95,13 +96,19 @@ def _guided_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def batched_gradients(
-    scores: torch.Tensor, acts: list[torch.Tensor], layers: Sequence[LayerRef]
+    scores: torch.Tensor,
+    acts: list[torch.Tensor],
+    layers: Sequence[LayerRef],
+    extra: Sequence[torch.Tensor] = (),
 ) -> list[torch.Tensor]:
     """Return d(score of each row)/d(activations) as ``(N * T, K, h, w)`` per layer.
 
     Images are independent in eval mode, so one backward of the batch sum gives every image's
     gradient; ``T`` targets per image use one vectorised backward with batched cotangents.
+    The gradients at the ``extra`` tensors follow the layers'; where the scores do not depend
+    on one of them its gradient is zeros (a layer's absence is an error).
     """
+    acts = [*acts, *extra]
     n, t = scores.shape
     if not scores.requires_grad:
         raise LayerError(
@@ -137,13 +144,16 @@ def batched_gradients(
         grads = [
             None if g is None else g.transpose(0, 1).reshape(-1, *g.shape[2:]) for g in batched
         ]
-    unused = [ref.name for ref, g in zip(layers, grads, strict=True) if g is None]
+    unused = [ref.name for ref, g in zip(layers, grads[: len(layers)], strict=True) if g is None]
     if unused:
         raise LayerError(
             f"the target score does not depend on layer(s) {unused}; pick a layer on the path "
             "to the explained output"
         )
-    return [g for g in grads if g is not None]
+    return [
+        torch.zeros((n * t, *a.shape[1:]), dtype=a.dtype, device=a.device) if g is None else g
+        for g, a in zip(grads, acts, strict=True)
+    ]
 
 
 def probe(
@@ -156,16 +166,25 @@ def probe(
     gradients: bool,
     spec: LayoutSpec,
     guided: bool = False,
+    biases: bool = False,
 ) -> tuple[Probe, list[Layout]]:
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
 
     A layer that is :data:`INPUT` captures the input batch itself; ``guided`` guides the
-    backward pass at every ``ReLU``/``ReLU6`` module (hooks for this call only).
+    backward pass at every ``ReLU``/``ReLU6`` module; ``biases`` captures the output of every
+    module with a bias for its bias-gradient (``_biases.py``; hooks for this call only).
     """
     slots: list[list[Any]] = [[None, None] for _ in layers]
     at_input = [ref.handle is INPUT.handle for ref in layers]
     guides = _guided_modules(model) if guided else []
+    if biases and not (gradients and any(at_input)):
+        raise MethodError(
+            "bias-gradients are taken along with the input's gradient: probe INPUT with "
+            "gradients=True"
+        )
+    capture = BiasCapture(model) if biases else None
+    bias_terms: BiasGradients | None = None
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
 
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
@@ -191,6 +210,8 @@ def probe(
                     )
                 )
             handles.extend(m.register_forward_hook(this_thread(_guide_hook)) for m in guides)
+            if capture is not None:
+                handles.extend(capture.register())
             # A caller's inference mode must be left for the head to record its graph; when it
             # is off, entering ``inference_mode(False)`` anyway is a measurable cost per call.
             leave = (
@@ -218,7 +239,11 @@ def probe(
                 if missing:
                     raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
                 acts = [slot[0] for slot in slots if slot[0] is not None]
-                grads = batched_gradients(scores, acts, layers) if gradients else None
+                extra = capture.tensors if capture is not None else []
+                grads = batched_gradients(scores, acts, layers, extra) if gradients else None
+                if capture is not None and grads is not None:
+                    bias_terms = capture.terms(grads[len(acts) :], scores.numel())
+                    grads = grads[: len(acts)]
         finally:
             for handle in handles:
                 handle.remove()
@@ -242,6 +267,7 @@ def probe(
         gradients=None if grid_grads is None else [_float(g) for g in grid_grads],
         resolved=resolved,
         outputs=to_numpy(out.float()).reshape(out.shape[0], -1),
+        biases=bias_terms,
     )
     return probe, layouts
 
