@@ -734,7 +734,8 @@ class GuidedBackprop(Explainer):
 
 
 class FullGrad(Explainer):
-    """FullGrad explainer (input- and bias-gradients); the maths: :class:`camlens.methods.FullGrad`."""
+    """FullGrad explainer (input- and bias-gradients); the maths is
+    :class:`camlens.methods.FullGrad`."""
 
     method_type = methods.FullGrad
 

@@ -7,7 +7,6 @@ from typing import ClassVar
 from camlens._types import Array
 from camlens.backends._common import namespace
 from camlens.backends.base import BiasGradients
-from camlens.errors import MethodError
 from camlens.methods.base import Method
 from camlens.postprocess import resize
 
@@ -48,8 +47,9 @@ class FullGrad(Method):
     corners), and the summed map is then normalised as every method's. Biases the backend
     cannot see (a functional call, an attention's projections; see the backends' ``_biases``)
     are missing, and a Keras layer's fused activation must be linear, ReLU, ReLU6, sigmoid,
-    tanh or softmax (its derivative is read from its output). Cost: one forward and backward
-    pass, keeping every such layer's output gradient.
+    tanh or softmax (its derivative is read from its output). :meth:`cam` alone gives the
+    input-gradient term; the explainer calls :meth:`cam_from_biases`. Cost: one forward and
+    backward pass, keeping every such layer's output gradient.
     """
 
     name = "fullgrad"
@@ -59,20 +59,17 @@ class FullGrad(Method):
     bias_gradients: ClassVar[bool] = True
 
     def cam(self, activations: Array, gradients: Array) -> Array:
-        """Refuse: the map needs the bias-gradients (:meth:`cam_from_biases`)."""
-        raise MethodError(
-            "FullGrad needs the bias-gradients of every layer; use it through an explainer "
-            "(camlens.FullGrad(model) or method='fullgrad')"
-        )
+        """Return the input-gradient term alone, ``sum_c psi(dF/dx ⊙ x)_c``, ``(M, H, W)``
+        (``activations`` are the input, ``gradients`` its gradient)."""
+        xp = namespace(activations, gradients)
+        return xp.sum(scaled(gradients * activations), axis=1)
 
-    def cam_from_biases(
-        self, activations: Array, gradients: Array, biases: BiasGradients
-    ) -> Array:
+    def cam_from_biases(self, activations: Array, gradients: Array, biases: BiasGradients) -> Array:
         """Return ``(M, H, W)`` maps from the input ``(M, C, H, W)``, its gradient and the
         bias-gradients ``g_l ⊙ b_l`` of the layers with a feature-map output."""
         xp = namespace(activations, gradients)
         size = (int(activations.shape[2]), int(activations.shape[3]))
-        total = xp.sum(scaled(gradients * activations), axis=1)
+        total = self.cam(activations, gradients)
         for term in biases.maps:
             # Resizing is linear: the channel sum first, then one resize per row.
             total = total + resize(xp.sum(scaled(term), axis=1), size)

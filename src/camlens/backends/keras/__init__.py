@@ -182,12 +182,20 @@ class KerasBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        biases: bool = False,
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target (``guided``: guided
-        backward pass at every ReLU)."""
+        backward pass at every ReLU; ``biases``: every layer's bias-gradient too)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, guided=guided
+            inputs,
+            layers,
+            target,
+            n_units,
+            gradients=gradients,
+            spec=self.layout,
+            guided=guided,
+            biases=biases,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(inputs.shape)] = layout

@@ -98,7 +98,8 @@ def run(
         inputs: The model's inputs.
         taps: ``id(layer) -> tap``; each tapped layer must run exactly once.
         replacements: ``id(operation) -> fn(op, args, kwargs)`` computing that operation's
-            output instead of calling it (used to read a classifier's pre-softmax scores).
+            output instead of calling it (used to read a classifier's pre-softmax scores); a
+            tapped operation that is replaced is tapped on the replacement's output.
         once: Raise :class:`LayerError` if a tapped layer runs more than once.
         shared: Ids of tapped layers that may run several times (each call is tapped).
     """
@@ -106,6 +107,8 @@ def run(
     calls: dict[int, int] = {}
 
     def tapped(layer: Any, out: Any) -> Any:
+        if id(layer) not in taps:  # a replaced operation, not tapped
+            return out
         calls[id(layer)] = calls.get(id(layer), 0) + 1
         if once and calls[id(layer)] > 1 and id(layer) not in shared:
             raise LayerError(
@@ -137,7 +140,7 @@ def _run(
                 out = _run(op, inner, wanted, containers, tapped, replacements)
             else:
                 out = call_operation(op, args, kwargs, replacements)
-            return tapped(op, out) if id(op) in wanted and id(op) not in replacements else out
+            return tapped(op, out) if id(op) in wanted else out
 
         return call
 

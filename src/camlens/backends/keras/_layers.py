@@ -52,7 +52,7 @@ def resolve_layer(model: Any, layer: Any) -> LayerRef:
     raise LayerNotFoundError(f"layer {layer!r} not found in model {model.name!r}{hint}")
 
 
-def _record(
+def record(
     model: Any, inputs: Any
 ) -> tuple[list[tuple[str, Any, tuple[int, ...]]], dict[int, int]]:
     """Run one image with a tap on every layer; the model is left as found.
@@ -137,7 +137,7 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     ends in such a map is picked over its own last layer, since it finishes later). On a
     transformer, the first norm of the last block (a nested model or layer holding two norms).
     """
-    finished, counts = _record(model, inputs)
+    finished, counts = record(model, inputs)
     rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
     picked = auto_pick(finished, rules)
     if picked is None:
@@ -161,7 +161,7 @@ def _output_layers(model: Any) -> set[str]:
 
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
-    finished, counts = _record(model, inputs)
+    finished, counts = record(model, inputs)
     rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
     return describe_layers(iter_layers(model), finished, rules)
 

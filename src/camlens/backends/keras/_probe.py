@@ -21,9 +21,10 @@ from keras import ops
 from camlens._types import Array
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
-from camlens.backends.keras import _layers, _targets
+from camlens.backends.keras import _biases, _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
+from camlens.errors import MethodError
 from camlens.targets import Target
 
 __all__ = ["MAX_COMPILED", "Prober"]
@@ -52,6 +53,8 @@ class Prober:
         self._output = output
         self._compiled: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
         self._traces = 0
+        # The layers with a bias, in the order they run, per input shape (FullGrad).
+        self._bias_layers: dict[tuple[int, ...], list[LayerRef]] = {}
 
     @property
     def traces(self) -> int:
@@ -68,14 +71,21 @@ class Prober:
         gradients: bool,
         spec: LayoutSpec,
         guided: bool = False,
+        biases: bool = False,
     ) -> tuple[Probe, list[Layout]]:
         """Run the compiled probe for these inputs, layers and target; return it with the
-        layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``)."""
+        layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``).
+
+        ``biases`` (with ``layers=[INPUT]`` and gradients) also taps every layer with a bias,
+        after the input, for its bias-gradient (``_biases.py``).
+        """
+        extra = self._biased(inputs, layers, gradients=gradients) if biases else []
+        tapped = [*layers, *extra]
         units, signs = _targets.plan(target, int(inputs.shape[0]), n_units)
         key = (
             tuple(inputs.shape),
             str(inputs.dtype),
-            tuple(id(ref.handle) for ref in layers),
+            tuple(id(ref.handle) for ref in tapped),
             _targets.trace_key(target),
             units.shape,
             gradients,
@@ -83,11 +93,12 @@ class Prober:
         )
         compiled = self._compiled.get(key)
         if compiled is None:
-            forward = Forward(
-                self._model(), list(layers), self._replacements, self._output, guided=guided
-            )
+            model = self._model()
+            forward = Forward(model, tapped, self._replacements, self._output, guided=guided)
             picker = _targets.Picker(target)
-            compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
+            compiled = self._impl.compile_probe(
+                forward, picker, gradients=gradients, required=len(layers)
+            )
             self._compiled[key] = compiled
             self._traces += 1
             if len(self._compiled) > MAX_COMPILED:
@@ -96,6 +107,13 @@ class Prober:
             self._compiled.move_to_end(key)
         acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
         t = int(picked.shape[1])
+        bias_terms = None
+        if biases:
+            k = len(layers)
+            bias_terms = _biases.terms(
+                extra, acts[k:], grads[k:], t, set(self._replacements), self._impl.for_maths
+            )
+            acts, grads = acts[:k], grads[:k]
         resolved = _targets.record(target, picked, used, signs)
         size = _layers.input_size(tuple(int(d) for d in inputs.shape))
         batch = int(inputs.shape[0])
@@ -119,8 +137,29 @@ class Prober:
             ]
         )
         outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
-        probe = Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
+        probe = Probe(
+            activations=rows,
+            gradients=grad_rows,
+            resolved=resolved,
+            outputs=outputs,
+            biases=bias_terms,
+        )
         return probe, layouts
+
+    def _biased(self, inputs: Any, layers: Sequence[LayerRef], *, gradients: bool) -> list[Any]:
+        """Return the layers with a bias, in the order they run on inputs of this shape (found
+        once per shape: one image runs with a tap on every layer)."""
+        if not gradients or [ref.handle for ref in layers] != [INPUT.handle]:
+            raise MethodError(
+                "bias-gradients are taken along with the input's gradient: probe [INPUT] with "
+                "gradients=True"
+            )
+        shape = tuple(int(d) for d in inputs.shape[1:])
+        if shape not in self._bias_layers:
+            refs = _biases.bias_layers(*_layers.record(self._model(), inputs))
+            _biases.check_activations(refs, set(self._replacements))
+            self._bias_layers[shape] = refs
+        return self._bias_layers[shape]
 
     def _on_grid(self, a: Any, layout: Layout, ref: LayerRef, repeat: int) -> Array:
         """Return a layer output (or its gradient) as ``(M, K, h, w)`` in the maths' library.

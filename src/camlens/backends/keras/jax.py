@@ -21,8 +21,14 @@ from camlens.backends.keras._targets import Picker
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
-    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
+def compile_probe(
+    forward: Forward, scores: Picker, *, gradients: bool, required: int | None = None
+) -> Compiled:
+    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``.
+
+    ``required`` is the tensorflow module's; here a layer the scores do not depend on simply
+    gets zeros.
+    """
     variables = list(forward.model.variables)
 
     def stateless(values: list[Any], fn: Callable[[], Any]) -> Any:

@@ -18,8 +18,15 @@ from camlens.errors import LayerError
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
-    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
+def compile_probe(
+    forward: Forward, scores: Picker, *, gradients: bool, required: int | None = None
+) -> Compiled:
+    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``.
+
+    The scores must depend on the first ``required`` layers (all by default); the gradient at
+    a later layer they do not depend on is zeros.
+    """
+    needed = len(forward.layers) if required is None else required
 
     @tf.function(autograph=False)
     def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
@@ -39,7 +46,10 @@ def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compi
             return acts, picked, used, flat, None
         per_target = [tape.gradient(total, acts) for total in totals]
         for i, g in enumerate(per_target[0]):
-            if g is None:
+            if g is None and i >= needed:
+                for p in per_target:
+                    p[i] = tf.zeros_like(acts[i])
+            elif g is None:
                 raise LayerError(
                     f"the target score does not depend on layer {forward.layers[i].name!r}; "
                     "pick a layer on the path to the explained output"

@@ -19,9 +19,16 @@ from camlens.backends.torch import batched_gradients
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
 
 
-def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
-    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager)."""
-    layers: list[LayerRef] = list(forward.layers)
+def compile_probe(
+    forward: Forward, scores: Picker, *, gradients: bool, required: int | None = None
+) -> Compiled:
+    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager).
+
+    The scores must depend on the first ``required`` layers (all by default); the gradient at
+    a later layer they do not depend on is zeros.
+    """
+    needed = len(forward.layers) if required is None else required
+    layers: list[LayerRef] = list(forward.layers)[:needed]
 
     def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
         acts: list[Any] = []
@@ -37,7 +44,11 @@ def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compi
         with torch.inference_mode(False), torch.no_grad():
             out = forward(x, tap)
             signed, picked, used, flat = scores(out, units, signs)
-            grads = batched_gradients(signed, acts, layers) if gradients else None
+            grads = (
+                batched_gradients(signed, acts[:needed], layers, acts[needed:])
+                if gradients
+                else None
+            )
         return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads
 
     return probe

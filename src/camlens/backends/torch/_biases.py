@@ -35,8 +35,9 @@ def _channel_axis(module: torch.nn.Module) -> int | None:
 def effective_bias(module: torch.nn.Module) -> torch.Tensor:
     """Return the bias a module adds to its output, ``(K,)``; a batch norm's effective one."""
     if not isinstance(module, _BatchNorm):
-        bias: torch.Tensor = module.bias.detach()  # type: ignore[union-attr]
-        return bias
+        bias = module.bias
+        assert isinstance(bias, torch.Tensor)  # _channel_axis counts only modules with one
+        return bias.detach()
     mean, var = module.running_mean, module.running_var
     if mean is None or var is None:
         raise MethodError(

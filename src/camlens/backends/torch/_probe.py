@@ -178,9 +178,9 @@ def probe(
     slots: list[list[Any]] = [[None, None] for _ in layers]
     at_input = [ref.handle is INPUT.handle for ref in layers]
     guides = _guided_modules(model) if guided else []
-    if biases and not (gradients and any(at_input)):
+    if biases and not (gradients and at_input == [True]):
         raise MethodError(
-            "bias-gradients are taken along with the input's gradient: probe INPUT with "
+            "bias-gradients are taken along with the input's gradient: probe [INPUT] with "
             "gradients=True"
         )
     capture = BiasCapture(model) if biases else None
