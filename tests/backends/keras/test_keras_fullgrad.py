@@ -69,6 +69,23 @@ def images() -> np.ndarray:
     return np.random.default_rng(12).normal(size=(2, 3, 8, 8)).astype("float32")
 
 
+def _decomposed(
+    model: keras.Model, images: np.ndarray, target: camlens.Target
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Return the names of the feature-map layers with a bias, each row's summed terms of the
+    full-gradient decomposition, and the rows' scores."""
+    backend = KerasBackend(model)
+    x = backend.prepare(images.transpose(0, 2, 3, 1))
+    probe = backend.probe(x, [INPUT], target, gradients=True, biases=True)
+    assert probe.biases is not None and probe.gradients is not None
+    a = np.asarray(backend.to_numpy(probe.activations[0]), dtype=np.float64)
+    g = np.asarray(backend.to_numpy(probe.gradients[0]), dtype=np.float64)
+    total = (a * g).sum(axis=(1, 2, 3)) + probe.biases.rest
+    for m in probe.biases.maps:
+        total += np.asarray(backend.to_numpy(m), dtype=np.float64).sum(axis=(1, 2, 3))
+    return list(probe.biases.layers), total, probe.resolved.values.reshape(-1)
+
+
 def test_torch_and_keras_give_the_same_fullgrad_maps(
     twins: tuple[nn.Sequential, keras.Model], images: np.ndarray
 ) -> None:
@@ -84,19 +101,10 @@ def test_keras_decomposition_is_complete_and_names_the_same_layers(
     twins: tuple[nn.Sequential, keras.Model], images: np.ndarray
 ) -> None:
     _, model = twins
-    backend = KerasBackend(model)
-    x = backend.prepare(images.transpose(0, 2, 3, 1))
-    probe = backend.probe(x, [INPUT], camlens.TopK(2), gradients=True, biases=True)
-    assert probe.biases is not None and probe.gradients is not None
-    names = [name.rsplit("/", 1)[-1] for name in probe.biases.layers]
+    names, total, scores = _decomposed(model, images, camlens.TopK(2))
     assert [n.split("_")[0] for n in names] == ["conv2d", "batch", "conv2d"]
-    a = np.asarray(backend.to_numpy(probe.activations[0]), dtype=np.float64)
-    g = np.asarray(backend.to_numpy(probe.gradients[0]), dtype=np.float64)
-    total = (a * g).sum(axis=(1, 2, 3)) + probe.biases.rest
-    for m in probe.biases.maps:
-        total += np.asarray(backend.to_numpy(m), dtype=np.float64).sum(axis=(1, 2, 3))
     # The softmax Dense is read before its softmax: its bias term is in ``rest``.
-    np.testing.assert_allclose(total, probe.resolved.values.reshape(-1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(total, scores, rtol=1e-5, atol=1e-6)
 
 
 def test_an_activation_whose_gradient_cannot_be_read_is_refused(images: np.ndarray) -> None:
@@ -105,3 +113,52 @@ def test_an_activation_whose_gradient_cannot_be_read_is_refused(images: np.ndarr
     model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
     with pytest.raises(camlens.MethodError, match="'fused' fuses the activation"):
         camlens.explain(model, images.transpose(0, 2, 3, 1), method="fullgrad")
+
+
+class SubclassedNet(keras.Model):
+    """conv + BN + ReLU (a function call) + mean + Dense, without a functional graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = layers.Conv2D(4, 3, padding="same")
+        self.norm = layers.BatchNormalization()
+        self.dense = layers.Dense(3)
+
+    def call(self, x: object, training: bool = False) -> object:
+        h = keras.ops.relu(self.norm(self.conv(x), training=training))
+        return self.dense(keras.ops.mean(h, axis=(1, 2)))
+
+
+def _subclassed() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = SubclassedNet()
+    model(np.zeros((1, 8, 8, 3), "float32"))
+    model.norm.moving_mean.assign(np.linspace(-1.0, 1.0, 4).astype("float32"))
+    model.norm.moving_variance.assign(np.linspace(0.5, 2.0, 4).astype("float32"))
+    return model
+
+
+def _nested() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inner = keras.Sequential(
+        [keras.Input((8, 8, 3)), layers.Conv2D(3, 3, padding="same", activation="relu")],
+        name="inner",
+    )
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, activation="relu", name="outer_conv")(inner(inputs))
+    return keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+
+
+@pytest.mark.parametrize(
+    ("make", "layers_found"),
+    [(_subclassed, ("conv2d", "batch_normalization")), (_nested, ("inner/", "outer_conv"))],
+    ids=["subclassed", "nested"],
+)
+def test_the_decomposition_is_complete_on_subclassed_and_nested_models(
+    make: object, layers_found: tuple[str, ...], images: np.ndarray
+) -> None:
+    names, total, scores = _decomposed(make(), images, camlens.Class(1))  # type: ignore[operator]
+    assert len(names) == 2
+    for name, start in zip(names, layers_found, strict=True):
+        assert name.startswith(start), name
+    np.testing.assert_allclose(total, scores, rtol=1e-5, atol=1e-6)

@@ -45,11 +45,13 @@ def effective_bias(module: torch.nn.Module) -> torch.Tensor:
             "own statistics even in eval mode, so it adds no fixed bias and FullGrad's "
             "decomposition does not hold; use a model whose batch norms track running stats"
         )
-    scale = torch.rsqrt(var.detach() + module.eps)
+    # In float32 at least: a half-precision ``var + eps`` loses the small epsilon.
+    wide = torch.promote_types(var.dtype, torch.float32)
+    scale = torch.rsqrt(var.detach().to(wide) + module.eps)
     if module.weight is not None:
-        scale = scale * module.weight.detach()
-    shift = -mean.detach() * scale
-    return shift if module.bias is None else shift + module.bias.detach()
+        scale = scale * module.weight.detach().to(wide)
+    shift = -mean.detach().to(wide) * scale
+    return shift if module.bias is None else shift + module.bias.detach().to(wide)
 
 
 class BiasCapture:
@@ -97,6 +99,8 @@ class BiasCapture:
         maps: list[torch.Tensor] = []
         rest = np.zeros(rows)
         for (name, module, axis, out), grad in zip(self.outputs, gradients, strict=True):
+            if grad.dtype not in (torch.float32, torch.float64):  # half precision: the terms
+                grad = grad.float()  # in float32, as every map camlens returns
             bias = effective_bias(module).to(grad.dtype)
             shape = [1] * out.ndim
             shape[axis] = -1
@@ -109,7 +113,7 @@ class BiasCapture:
             if out.ndim == 4:
                 names.append(name)
                 grid = term if axis == 1 else term.permute(0, 3, 1, 2)
-                maps.append(grid if grid.dtype in (torch.float32, torch.float64) else grid.float())
+                maps.append(grid)
             else:
                 summed = term.double().reshape(rows, -1).sum(dim=1)
                 rest += to_numpy(summed).astype(np.float64)
