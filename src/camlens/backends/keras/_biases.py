@@ -156,6 +156,7 @@ def terms(
     refs: Sequence[LayerRef],
     outputs: Sequence[Any],
     gradients: Sequence[Any],
+    images: int,
     targets: int,
     replaced: set[int],
     for_maths: Callable[[Any], Any],
@@ -164,7 +165,7 @@ def terms(
     ``(N * targets, ...)``: feature maps on the grid ``(M, K, h, w)``, the rest summed."""
     names: list[str] = []
     maps: list[Any] = []
-    rows = int(gradients[0].shape[0]) if gradients else 0
+    rows = images * targets
     rest = np.zeros(rows)
     for ref, out, grad in zip(refs, outputs, gradients, strict=True):
         grad = ops.cast(grad, "float32") if str(grad.dtype) not in ("float32", "float64") else grad

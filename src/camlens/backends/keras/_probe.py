@@ -111,7 +111,13 @@ class Prober:
         if biases:
             k = len(layers)
             bias_terms = _biases.terms(
-                extra, acts[k:], grads[k:], t, set(self._replacements), self._impl.for_maths
+                extra,
+                acts[k:],
+                grads[k:],
+                int(inputs.shape[0]),
+                t,
+                set(self._replacements),
+                self._impl.for_maths,
             )
             acts, grads = acts[:k], grads[:k]
         resolved = _targets.record(target, picked, used, signs)
