@@ -192,6 +192,18 @@ def test_a_multi_layer_method_at_two_layers_gives_the_same_maps(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
 
 
+def test_layers_given_out_of_their_running_order_give_the_same_maps(
+    twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    """The deeper layer first: each layer's tap is matched to its layer, not to its turn."""
+    net, model, _ = twins
+    t = camlens.explain(net, images, method="gradcam", layer=["trunk", "trunk.1"], target=1)
+    k = camlens.explain(
+        model, images.transpose(0, 2, 3, 1), method="gradcam", layer=["trunk", "c1"], target=1
+    )
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
+
+
 ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
 
 

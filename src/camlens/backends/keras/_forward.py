@@ -68,6 +68,15 @@ class Forward:
         return select_output(raw, self.output, is_tensor)
 
 
+def ordered(layers: Sequence[LayerRef], seen: dict[int, Any]) -> list[Any]:
+    """Return what the taps saw, ``seen[i]`` for layer ``i``, in the layers' order (the model
+    may run them in another); refuse a layer that did not run."""
+    missing = [ref.name for i, ref in enumerate(layers) if i not in seen]
+    if missing:
+        raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
+    return [seen[i] for i in range(len(layers))]
+
+
 def _guided(tap: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
     """Return the tap that guides a ReLU layer's output (after the layer's own tap, if any)."""
     if tap is None:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._forward import Forward, ordered
 from camlens.backends.keras._targets import Picker
 
 Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
@@ -36,14 +36,14 @@ def compile_probe(
             return fn()
 
     def run(values: list[Any], x: Any, deltas: list[Any] | None) -> tuple[Any, list[Any]]:
-        acts: list[Any] = []
+        seen: dict[int, Any] = {}
 
         def tap(i: int, a: Any) -> Any:
-            acts.append(a)
+            seen[i] = a
             return a if deltas is None else a + deltas[i]
 
         out = stateless(values, lambda: forward(x, tap))
-        return out, acts
+        return out, ordered(forward.layers, seen)
 
     @jax.jit
     def probe(

@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._forward import Forward, ordered
 from camlens.backends.keras._targets import Picker
 from camlens.errors import LayerError
 
@@ -30,15 +30,16 @@ def compile_probe(
 
     @tf.function(autograph=False)
     def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
-        acts: list[Any] = []
+        seen: dict[int, Any] = {}
         with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
 
             def tap(i: int, a: Any) -> Any:
                 tape.watch(a)
-                acts.append(a)
+                seen[i] = a
                 return a
 
             out = forward(x, tap)
+            acts = ordered(forward.layers, seen)
             signed, picked, used, flat = scores(out, units, signs)
             # Inside the tape: the per-target sums must be recorded too.
             totals = [tf.reduce_sum(signed[:, t]) for t in range(signed.shape[1])]

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from camlens.backends.base import LayerRef
-from camlens.backends.keras._forward import Forward
+from camlens.backends.keras._forward import Forward, ordered
 from camlens.backends.keras._targets import Picker
 from camlens.backends.torch import batched_gradients
 
@@ -31,18 +31,19 @@ def compile_probe(
     layers: list[LayerRef] = list(forward.layers)[:needed]
 
     def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
-        acts: list[Any] = []
+        seen: dict[int, Any] = {}
 
         def tap(i: int, a: Any) -> Any:
             if gradients:
                 torch.set_grad_enabled(True)
                 a = a if a.requires_grad else a.detach().requires_grad_(True)
-            acts.append(a)
+            seen[i] = a
             return a
 
         # Leaving the no_grad block restores the caller's grad mode, whatever the tap set.
         with torch.inference_mode(False), torch.no_grad():
             out = forward(x, tap)
+            acts = ordered(forward.layers, seen)
             signed, picked, used, flat = scores(out, units, signs)
             grads = (
                 batched_gradients(signed, acts[:needed], layers, acts[needed:])
