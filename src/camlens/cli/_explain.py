@@ -122,6 +122,9 @@ def explain_command(
     images: tuple[str, ...],
     out_dir: Path | str,
     methods: tuple[str, ...],
+    method_options: tuple[str, ...],
+    aug_smooth: bool,
+    eigen_smooth: bool,
     layer: str,
     layer_layout: str,
     grid: str | None,
@@ -164,6 +167,9 @@ def explain_command(
         max_size=max_size,
         with_metrics=with_metrics,
         normalize=normalize,
+        method_options=method_options,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
         options=options,
     )
     prepared = job.prepare()

@@ -60,9 +60,19 @@ RESUME_KEYS = (
     "normalize",
     "layer_layout",
     "grid",
+    "method_options",
+    "aug_smooth",
+    "eigen_smooth",
 )
 #: The value a setting had before it was recorded (a folder written by an earlier version).
-SETTING_DEFAULTS = {"normalize": "minmax", "layer_layout": "auto", "grid": None}
+SETTING_DEFAULTS: dict[str, Any] = {
+    "normalize": "minmax",
+    "layer_layout": "auto",
+    "grid": None,
+    "method_options": {},
+    "aug_smooth": False,
+    "eigen_smooth": False,
+}
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
 TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")
