@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -246,6 +247,11 @@ _STRENGTH_LABELS = {
 }
 
 
+#: The folders in front of a file name in a model's description (a ``path/to/file.py:build``
+#: factory): the report shows the file's name, as it does for the model file itself.
+_FOLDERS_OF_A_FILE = re.compile(r"(?<!\S)(?:[A-Za-z]:)?[^\s:]*[/\\](?=[^\s/\\]+\.py:)")
+
+
 _SCALING = {
     "minmax": "min-max (each map over the whole colour scale)",
     "max": "divided by the maximum",
@@ -263,7 +269,7 @@ def _settings(
         layer = f"{layer} → {', '.join(resolved)}"
     framework = {"torch": "PyTorch", "keras": "Keras"}.get(str(run.get("framework")), "")
     settings = [
-        ("Model", _text(run.get("model"))),
+        ("Model", _FOLDERS_OF_A_FILE.sub("", _text(run.get("model")))),
         ("Framework", framework or _text(run.get("framework"))),
         ("Layer", layer),
         ("Target", _text(run.get("target"))),

@@ -34,13 +34,14 @@ def _join(name: str, rest: Sequence[str]) -> str:
 class ShownPaths:
     """Turns the image paths a run recorded into the text the report shows.
 
-    An image under one of the inputs given to `camlens explain` (``run.json``'s ``inputs``: the
-    files, folders and globs as typed) is shown from that input's own name on: input
-    ``/data/fundus`` and image ``/data/fundus/left/a.png`` read ``fundus/left/a.png``; an input
-    file reads as its name; ``eyes/*.jpg`` keeps ``eyes/``. So a relative input shows as typed
-    and an absolute one loses only the folders above it. An absolute path under no recorded
-    input (an older run, a resumed run given other inputs) is shown from its images' common
-    folder on, by the same rule. Anything else (a relative path, a URL) is shown as recorded.
+    A relative path (a relative input: ``photos``, ``../in``, ``eyes/*.jpg``) is shown as
+    recorded, which is as typed. An absolute one under one of the inputs given to `camlens
+    explain` (``run.json``'s ``inputs``: the files, folders and globs as typed) is shown from
+    that input's own name on: input ``/data/fundus`` and image ``/data/fundus/left/a.png`` read
+    ``fundus/left/a.png``; an input file reads as its name; ``/data/eyes/*.jpg`` keeps
+    ``eyes/``. An absolute path under no recorded input (an older run, a resumed run given
+    other inputs) is shown from its images' common folder on, by the same rule. A URL is shown
+    as recorded.
     """
 
     def __init__(self, inputs: Any, images: Sequence[str]) -> None:
@@ -64,15 +65,14 @@ class ShownPaths:
 
     def __call__(self, image: str) -> str:
         """Return how ``image`` (a recorded path) is shown."""
-        if "://" in image:
-            return image
         path = _pure(image)
+        if "://" in image or not path.is_absolute():
+            return image
         shown = self._under_input(path)
         if shown is not None:
             return shown
         common = self._common
-        placed = common is not None and type(common) is type(path) and path.is_relative_to(common)
-        if path.is_absolute() and common is not None and placed:
+        if common is not None and type(common) is type(path) and path.is_relative_to(common):
             return _join(common.name, path.relative_to(common).parts)
         return image
 
