@@ -181,7 +181,8 @@ def explain_command(
     inputs: list[Path | str] = [*found.images, *urls]
     if not inputs:
         raise click.ClickException("no images to explain")
-    settings = prepared.settings()
+    # The inputs as typed: the report shows each image's path from the input it came from.
+    settings = {**prepared.settings(), "inputs": [_common.shown_text(i) for i in images]}
     try:
         if isinstance(out_dir, str):
             folder: OutputFolder = _remote.RemoteFolder(
