@@ -1,0 +1,331 @@
+"""Attention maps of a torch transformer: found, captured and differentiated, for one call.
+
+An *attention layer* is a module whose output is, or holds, a block's attention probabilities
+``(N, heads, L, L)``: a ``transformers`` attention module in eager mode (it returns
+``(context, weights)``), ``torch.nn.MultiheadAttention`` (asked for per-head weights for the
+call: ``need_weights=True, average_attn_weights=False``), or any module returning the
+probabilities themselves (the softmax or attention-dropout module of a hand-written block).
+The probabilities are the very tensor the block multiplies the values by, so the gradient of a
+score with respect to them is the gradient with respect to the attention map.
+
+As in ``_probe``, the network below the first attention layer runs with gradients disabled;
+that layer's pre-hook enables them (and, where its input needs no gradient, gives the layer
+one that does), so the layers' own probabilities are in the graph. Hooks and modes live for
+this call only and act only in the calling thread.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from camlens.backends._common import select_output
+from camlens.backends._layout import LayoutSpec, attention_layout
+from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.torch._arrays import to_numpy
+from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._state import inference_state
+from camlens.backends.torch._targets import resolve
+from camlens.errors import BadTargetError, LayerError
+from camlens.targets import Detection, Target
+
+#: How far a row of attention probabilities may sum from 1 (float16 models round).
+ROW_TOLERANCE = 1e-2
+
+#: What to do where no attention probabilities can be seen.
+ADVICE = (
+    "load a transformers model with attn_implementation='eager' (fused SDPA/flash attention "
+    "returns no probabilities), call timm.layers.set_fused_attn(False) before building a timm "
+    "model, or pass layer= the modules whose outputs are the attention probabilities "
+    "(N, heads, L, L), e.g. each block's softmax or attention dropout"
+)
+
+
+def probabilities(out: Any) -> torch.Tensor | None:
+    """Return the attention maps in a module's output: itself, or the first item of a tuple or
+    list output that is an ``(N, heads, L, L)`` tensor; else ``None``."""
+    items = (
+        [out]
+        if isinstance(out, torch.Tensor)
+        else list(out)
+        if isinstance(out, (tuple, list))
+        else []
+    )
+    for item in items:
+        if isinstance(item, torch.Tensor) and item.ndim == 4 and item.shape[-1] == item.shape[-2]:
+            return item
+    return None
+
+
+def _per_head_weights(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+    """Ask ``torch.nn.MultiheadAttention`` for its per-head weights (``need_weights`` is its
+    5th argument, ``average_attn_weights`` its 7th)."""
+    if not isinstance(module, torch.nn.MultiheadAttention):
+        return None
+    args, kwargs = list(args), dict(kwargs)
+    for index, key, value in ((4, "need_weights", True), (6, "average_attn_weights", False)):
+        if len(args) > index:
+            args[index] = value
+        else:
+            kwargs[key] = value
+    return tuple(args), kwargs
+
+
+def _differentiable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """Return the call's arguments with every floating tensor that needs no gradient replaced
+    by a detached copy that does (the same tensor given twice, as query and key, stays one)."""
+    swapped: dict[int, torch.Tensor] = {}
+
+    def swap(value: Any) -> Any:
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return value
+        if value.requires_grad:
+            return value
+        if id(value) not in swapped:
+            swapped[id(value)] = value.detach().requires_grad_(True)
+        return swapped[id(value)]
+
+    return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}
+
+
+def _source(attention: torch.Tensor) -> torch.Tensor:
+    """Return the tensor the block used: ``attention`` itself, or the base it is a plain
+    reshape of (``torch.nn.MultiheadAttention`` returns a view of its ``(N * heads, L, L)``
+    probabilities, made after it used them)."""
+    base = attention._base
+    if (
+        base is not None
+        and attention.is_contiguous()
+        and base.is_contiguous()
+        and base.numel() == attention.numel()
+        and base.data_ptr() == attention.data_ptr()
+    ):
+        return base
+    return attention
+
+
+def _looks_like_probabilities(t: torch.Tensor) -> bool:
+    """Whether every entry is non-negative and every row sums to 1 (a softmax's output)."""
+    with torch.no_grad():
+        rows = t.float().sum(dim=-1)
+        return bool(t.min() >= 0) and bool(((rows - 1).abs() <= ROW_TOLERANCE).all())
+
+
+def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[LayerRef, ...]:
+    """Return every module whose output holds attention probabilities, in the order they run.
+
+    One image runs through the model with a hook on every submodule (the model is left as
+    found). Of modules giving the same tensor (an attention module and the module inside it),
+    the innermost is kept; modules called more than once are left out.
+
+    Raises:
+        LayerError: No module's output holds attention probabilities.
+    """
+    found: list[tuple[str, torch.nn.Module, weakref.ref[torch.Tensor]]] = []
+    calls: Counter[str] = Counter()
+
+    def make_hook(name: str) -> Any:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            calls[name] += 1
+            attention = probabilities(out)
+            if attention is None or not _looks_like_probabilities(attention):
+                return
+            if any(ref() is attention for _, _, ref in found):
+                return  # an outer module returning the inner module's maps
+            found.append((name, module, weakref.ref(attention)))
+
+        return hook
+
+    handles = []
+    with inference_state(model), torch.no_grad():
+        try:
+            for name, module in model.named_modules():
+                if not name:
+                    continue
+                handles.append(
+                    module.register_forward_pre_hook(
+                        this_thread(_per_head_weights), with_kwargs=True
+                    )
+                )
+                handles.append(module.register_forward_hook(this_thread(make_hook(name))))
+            call_model(model, inputs[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+    layers = tuple(LayerRef(name, module) for name, module, _ in found if calls[name] == 1)
+    if not layers:
+        raise LayerError(
+            f"found no attention probabilities (N, heads, L, L) in {type(model).__name__}; "
+            + ADVICE
+        )
+    return layers
+
+
+def probe(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    layers: Sequence[LayerRef],
+    target: Target,
+    output: OutputSelector,
+    *,
+    gradients: bool,
+    spec: LayoutSpec,
+) -> Probe:
+    """Run the model once; return each layer's attention maps ``(M, heads, L, L)`` (one row per
+    image and target), their gradients if asked, and the tokens' layout (``Probe.tokens``)."""
+    if isinstance(target, Detection):
+        raise BadTargetError(
+            "attention methods explain a score of the model output; a detection target reads a "
+            "detector's structured output: explain a detector with a layer method (gradcam)"
+        )
+    slots: list[torch.Tensor | None] = [None] * len(layers)
+    order: list[int] = []
+
+    def pre_hook(index: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+            weights = _per_head_weights(module, args, kwargs)
+            args, kwargs = weights if weights is not None else (args, kwargs)
+            if not gradients:
+                return args, kwargs
+            # From here on the pass records history (restored when the probe's
+            # ``set_grad_enabled`` block exits).
+            torch.set_grad_enabled(True)
+            return _differentiable(tuple(args), dict(kwargs))
+
+        return hook
+
+    def capture(index: int) -> Any:
+        ref = layers[index]
+
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            attention = probabilities(out)
+            if attention is None:
+                raise LayerError(
+                    f"layer {ref.name!r} gives no attention probabilities (N, heads, L, L) "
+                    f"(its output: {_describe(out)}); {ADVICE}"
+                )
+            if slots[index] is not None:
+                raise LayerError(
+                    f"layer {ref.name!r} is called more than once in one forward pass (a "
+                    "shared module); pass the attention layer of each block"
+                )
+            slots[index] = attention
+            order.append(index)
+
+        return hook
+
+    handles = []
+    with inference_state(model):
+        try:
+            for i, ref in enumerate(layers):
+                handles.append(
+                    ref.handle.register_forward_pre_hook(this_thread(pre_hook(i)), with_kwargs=True)
+                )
+                handles.append(ref.handle.register_forward_hook(this_thread(capture(i))))
+            leave = (
+                torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
+            )
+            with leave, torch.set_grad_enabled(False):
+                x = inputs.clone() if inputs.is_inference() else inputs
+                raw = call_model(model, x)
+                out = select_output(raw, output, torch.is_tensor)
+                scores, resolved = resolve(target, out)
+                missing = [
+                    ref.name for ref, slot in zip(layers, slots, strict=True) if slot is None
+                ]
+                if missing:
+                    raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
+                maps = [slot for slot in slots if slot is not None]
+                grads = _gradients(scores, maps, layers) if gradients else None
+        finally:
+            for handle in handles:
+                handle.remove()
+    if order != sorted(order):
+        ran = [layers[i].name for i in order]
+        raise LayerError(f"give the attention layers in the order the model runs them: {ran}")
+    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    batch = int(inputs.shape[0])
+    layouts = [
+        attention_layout(ref.name, tuple(a.shape), batch, size, spec)
+        for ref, a in zip(layers, maps, strict=True)
+    ]
+    if len({(lay.prefix, lay.grid) for lay in layouts}) != 1:
+        found = ", ".join(
+            f"{r.name}: {lay.describe()}" for r, lay in zip(layers, layouts, strict=True)
+        )
+        raise LayerError(
+            f"the attention layers' maps are over different tokens ({found}); pass layers of "
+            "one token grid (the blocks of one stage)"
+        )
+    if any(bool(a.min() < 0) for a in maps):
+        raise LayerError(
+            f"the outputs of layer(s) {[r.name for r in layers]} have negative values: they are "
+            "attention scores before the softmax, not probabilities; pass the modules after it"
+        )
+    t = resolved.units.shape[1]
+    rows = [_float(a.detach()) for a in maps]
+    rows = [a if t == 1 else a.repeat_interleave(t, dim=0) for a in rows]
+    return Probe(
+        activations=rows,
+        gradients=None if grads is None else [_float(g) for g in grads],
+        resolved=resolved,
+        outputs=to_numpy(out.detach().float()).reshape(out.shape[0], -1),
+        tokens=layouts[0],
+    )
+
+
+def _gradients(
+    scores: torch.Tensor, maps: list[torch.Tensor], layers: Sequence[LayerRef]
+) -> list[torch.Tensor]:
+    """Return the gradient of each row's score with respect to each layer's attention maps,
+    ``(M, heads, L, L)``."""
+    if any(not m.requires_grad for m in maps):
+        raise LayerError(
+            f"the attention maps of layer(s) {[r.name for r in layers]} are not differentiable "
+            "(computed outside autograd); pass the modules that compute them"
+        )
+    if not scores.requires_grad:
+        raise LayerError(
+            f"the target score does not depend on layer(s) {[r.name for r in layers]}; pass "
+            "the attention layers of the blocks on the path to the explained output"
+        )
+    sources = [_source(m) for m in maps]
+    n, t = scores.shape
+    per_target = []
+    for j in range(t):
+        grads = torch.autograd.grad(
+            scores[:, j].sum(), sources, retain_graph=j < t - 1, allow_unused=True
+        )
+        unused = [r.name for r, g in zip(layers, grads, strict=True) if g is None]
+        if unused:
+            raise LayerError(
+                f"the target score does not depend on the attention maps of layer(s) {unused}; "
+                "pass the attention layers of the blocks on the path to the explained output"
+            )
+        per_target.append([g.reshape(m.shape) for g, m in zip(grads, maps, strict=True)])
+    # (N, T, heads, L, L) -> (N * T, heads, L, L): image-major rows.
+    return [
+        torch.stack([p[i] for p in per_target], dim=1).reshape(n * t, *m.shape[1:])
+        for i, m in enumerate(maps)
+    ]
+
+
+def _describe(out: Any) -> str:
+    if isinstance(out, torch.Tensor):
+        return f"a tensor {tuple(out.shape)}"
+    if isinstance(out, (tuple, list)):
+        parts = [
+            str(tuple(item.shape)) if isinstance(item, torch.Tensor) else repr(item) for item in out
+        ]
+        return f"a {type(out).__name__} of {', '.join(parts)}"
+    return type(out).__name__
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    """Return ``x`` in float32 unless it is already float32 or float64."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
