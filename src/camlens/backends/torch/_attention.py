@@ -241,13 +241,26 @@ def probe(
                 if missing:
                     raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
                 maps = [slot for slot in slots if slot is not None]
+                if order != sorted(order):
+                    ran = [layers[i].name for i in order]
+                    raise LayerError(
+                        f"give the attention layers in the order the model runs them: {ran}"
+                    )
+                unlike = [
+                    r.name
+                    for r, a in zip(layers, maps, strict=True)
+                    if not _looks_like_probabilities(a)
+                ]
+                if unlike:
+                    raise LayerError(
+                        f"the outputs of layer(s) {unlike} are not attention probabilities "
+                        "(non-negative rows that sum to 1: a softmax's output); pass the "
+                        "attention modules, or the modules right after the softmax"
+                    )
                 grads = _gradients(scores, maps, layers) if gradients else None
         finally:
             for handle in handles:
                 handle.remove()
-    if order != sorted(order):
-        ran = [layers[i].name for i in order]
-        raise LayerError(f"give the attention layers in the order the model runs them: {ran}")
     size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
     batch = int(inputs.shape[0])
     layouts = [
@@ -261,11 +274,6 @@ def probe(
         raise LayerError(
             f"the attention layers' maps are over different tokens ({found}); pass layers of "
             "one token grid (the blocks of one stage)"
-        )
-    if any(bool(a.min() < 0) for a in maps):
-        raise LayerError(
-            f"the outputs of layer(s) {[r.name for r in layers]} have negative values: they are "
-            "attention scores before the softmax, not probabilities; pass the modules after it"
         )
     t = resolved.units.shape[1]
     rows = [_float(a.detach()) for a in maps]
