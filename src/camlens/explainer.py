@@ -161,19 +161,21 @@ class Explainer:
         self.normalize: Normalize = check_normalize(normalize)
         spec = LayoutSpec(layout=layout, grid=grid, reshape=reshape)
         self._backend = backend_for(model, output=output, logits=logits, layout=spec)
+        if _reads_attention(self.method) and not self._backend.attention:
+            raise no_attention(self._backend.framework)
         if self.method.needs_gradients and not self._backend.gradients:
             usable = [
                 n
                 for n, cls in methods.REGISTRY.items()
-                if n == cls.name and not cls.needs_gradients
+                if n == cls.name
+                and not cls.needs_gradients
+                and (self._backend.attention or not _reads_attention(cls))
             ]
             raise MethodError(
                 f"{getattr(self.method, 'name', type(self.method).__name__)} needs gradients, "
                 f"which {self._backend.framework} models do not give; use a gradient-free "
                 f"method: {', '.join(dict.fromkeys(usable))}"
             )
-        if _reads_attention(self.method) and not self._backend.attention:
-            raise no_attention(self._backend.framework)
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if getattr(self.method, "pixel_level", False):

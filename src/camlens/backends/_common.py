@@ -101,7 +101,7 @@ def no_attention(framework: str) -> MethodError:
     reason = (
         "camlens does not capture the attention scores of Keras MultiHeadAttention layers (they "
         "are internal to the layer's call, and the gradient with respect to them is not exposed)"
-        if framework == "keras"
+        if framework.startswith("keras")
         else f"camlens captures no attention maps from {framework} models"
     )
     return MethodError(
