@@ -264,7 +264,11 @@ class Explainer:
         assert self._layers is not None
         if _reads_attention(self.method):
             probe = self._backend.attention_probe(
-                x, self._layers, target, gradients=self.method.needs_gradients
+                x,
+                self._layers,
+                target,
+                gradients=self.method.needs_gradients,
+                head=getattr(self.method, "head", None),
             )
             return probe, target.describe()
         if isinstance(self.method, methods.FinerCAM):

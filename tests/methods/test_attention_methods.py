@@ -25,9 +25,13 @@ transformers = pytest.importorskip("transformers")
 ATTENTION_METHODS = ("legrad", "attentionrollout")
 
 
-def _tinyvit_attentions(model: TinyViT, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _tinyvit_attentions(
+    model: TinyViT, x: torch.Tensor, outputs: list[torch.Tensor] | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """TinyViT's forward written out, each block's attention probabilities computed by hand;
-    they stay in the graph (not leaves), so their gradients are total derivatives."""
+    they stay in the graph (not leaves), so their gradients are total derivatives. Each
+    block's output tokens are appended to ``outputs``."""
+    outputs = [] if outputs is None else outputs
     n = len(x)
     t = model.patch_embed(x).flatten(2).transpose(1, 2)
     t = torch.cat([model.prefix_tokens.expand(n, -1, -1), t], dim=1) + model.pos
@@ -47,6 +51,7 @@ def _tinyvit_attentions(model: TinyViT, x: torch.Tensor) -> tuple[torch.Tensor, 
         context = (a @ split(v)).transpose(1, 2).reshape(n, tokens, width)
         t = t + mha.out_proj(context)
         t = t + block.mlp(block.norm2(t))
+        outputs.append(t)
     return model.head(model.norm(t)[:, 0]), attentions
 
 
@@ -252,3 +257,60 @@ def test_the_model_is_left_as_found(method: str) -> None:
         with pytest.raises(camlens.BadInputError, match="boom inside the model"):
             camlens.explain(raising, x, method=method, layer=layer)
         _assert_same(before, _snapshot(raising))
+
+
+def _per_layer_legrad(
+    layer_scores: list[torch.Tensor],
+    attentions: list[torch.Tensor],
+    prefix: int,
+    grid: tuple[int, int],
+) -> np.ndarray:
+    """LeGrad as the paper writes it: layer ``l``'s map from the gradient of its own score
+    ``s_l = head(norm(z_l))`` with respect to its own attention maps."""
+    maps = []
+    for score, a in zip(layer_scores, attentions, strict=True):
+        (g,) = torch.autograd.grad(score.sum(), a, retain_graph=True)
+        maps.append(g.clamp(min=0).mean(dim=(1, 2)).double().numpy())
+    mean = np.mean(maps, axis=0)
+    return mean[:, prefix:].reshape(len(mean), *grid)
+
+
+def test_legrad_with_a_head_reads_each_blocks_own_score_as_the_paper() -> None:
+    model = TinyViT(depth=3, seed=8).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    outputs: list[torch.Tensor] = []
+
+    def head(t: torch.Tensor) -> torch.Tensor:
+        return model.head(model.norm(t)[:, 0])
+
+    with torch.enable_grad():
+        logits, attentions = _tinyvit_attentions(model, x, outputs)
+        top2 = logits.argsort(dim=1, descending=True)[:, :2]
+        per_target = [
+            _per_layer_legrad(
+                [head(z)[torch.arange(2), top2[:, j]] for z in outputs], attentions, 1, (8, 8)
+            )
+            for j in range(2)
+        ]
+        expected = np.stack(per_target, axis=1).reshape(4, 8, 8)
+        model_score = legrad_reference(logits[torch.arange(2), top2[:, 0]], attentions, 1, (8, 8))
+    exp = _explain(model, x, "legrad", head=head, target=camlens.TopK(2))
+    np.testing.assert_allclose(exp.raw, expected, rtol=1e-5, atol=1e-9)
+    assert not np.allclose(expected[::2], model_score, rtol=1e-3)  # the two forms differ
+
+
+def test_legrad_with_a_head_on_a_transformers_vit() -> None:
+    model = _vit()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+
+    def head(t: torch.Tensor) -> torch.Tensor:
+        return model.classifier(model.vit.layernorm(t)[:, 0])
+
+    with torch.enable_grad():
+        out = model(x, output_attentions=True, output_hidden_states=True)
+        scores = [head(z)[:, 3] for z in out.hidden_states[1:]]  # after each block
+        expected = _per_layer_legrad(scores, list(out.attentions), 1, (4, 4))
+    exp = _explain(model, x, "legrad", output="logits", target=3, head=head)
+    np.testing.assert_allclose(exp.raw, expected, rtol=1e-5, atol=1e-9)
+    with pytest.raises(camlens.BadInputError, match="head= raised"):
+        camlens.explain(model, x, method="legrad", output="logits", head=lambda t: t.foo)

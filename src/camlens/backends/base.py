@@ -213,11 +213,20 @@ class Backend(Protocol):
         ...
 
     def attention_probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
     ) -> Probe:
         """Run the model once, capturing each attention layer's maps ``(M, heads, L, L)``, the
         scores and (if asked) the maps' gradients; ``Probe.tokens`` says how the tokens lie on
-        the grid (only where :attr:`attention`)."""
+        the grid (only where :attr:`attention`). With ``head`` (a function of a block's output
+        tokens returning the model's output for them), each layer's gradient is that of its
+        own block's score for the units the model's output resolved (LeGrad's per-layer
+        scores)."""
         ...
 
     def to_numpy(self, array: Array) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from camlens._types import Array
 from camlens.backends._common import namespace
+from camlens.errors import BadInputError
 from camlens.methods.attention import AttentionMethod
 
 
@@ -21,15 +23,31 @@ class LeGrad(AttentionMethod):
     ``L = mean_l E_l[p:]`` (the paper sums; the mean is the sum scaled, the same after
     normalisation). The attention values themselves are not multiplied in.
 
-    Deviation: the paper (and its code) reads, at each layer, the score of that layer's own
-    tokens passed through the model's final norm and head (``s_l = head(norm(z_l))``); camlens
-    differentiates the model's own target score at every layer (it explains any model and any
-    target without knowing its head), so a layer's gradient also flows through the blocks
-    after it. By default every block's attention layer is read (the paper's code defaults to
-    the last two; pass ``layer=[...]`` for a subset).
+    The paper's score at layer ``l`` is that of the layer's own tokens: its block's output
+    ``z_l`` passed through the model's final norm and head, ``s_l = head(norm(z_l))``, so that
+    ``E_l`` measures how layer ``l``'s attention forms the prediction-relevant features there.
+    Give that function as ``head`` (``lambda t: model.head(model.norm(t)[:, 0])`` for a
+    class-token ViT; ``vit.classifier(vit.vit.layernorm(t)[:, 0])`` for a ``transformers``
+    ViT): camlens applies it to the output tokens of the block holding each attention layer
+    (the nearest module around it that returns ``(N, L, C)`` tokens) and reads the units the
+    model's output resolved. Without it (the default, which needs nothing of the model's
+    structure) every layer's gradient is the model's own target score's, which also flows
+    through the blocks after the layer: a deviation from the paper, exact at the last layer.
+    By default every block's attention layer is read (the paper's code defaults to the last
+    two; pass ``layer=[...]`` for a subset).
+
+    Args:
+        head: A function of one block's output tokens ``(N, L, C)`` (the framework's tensors)
+            returning the model's output for them, or ``None`` for the model's own score.
     """
 
     name = "legrad"
+
+    def __init__(self, *, head: Callable[[Any], Any] | None = None) -> None:
+        """Validate and keep the per-layer head."""
+        if head is not None and not callable(head):
+            raise BadInputError(f"head must be a function of the tokens; got {type(head).__name__}")
+        self.head = head
 
     def relevance(
         self, attentions: Sequence[Array], gradients: Sequence[Array] | None, prefix: int
@@ -39,3 +57,6 @@ class LeGrad(AttentionMethod):
         xp = namespace(*gradients)
         per_layer = [xp.mean(xp.clip(g, min=0.0), axis=(1, 2)) for g in gradients]
         return sum(per_layer[1:], per_layer[0]) / len(per_layer)
+
+    def __repr__(self) -> str:
+        return f"LeGrad(head={self.head!r})"

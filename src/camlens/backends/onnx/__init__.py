@@ -193,7 +193,13 @@ class OnnxBackend:
         raise no_attention(self.framework)
 
     def attention_probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
     ) -> Probe:
         """Refuse: attention maps are captured from PyTorch models only."""
         raise no_attention(self.framework)

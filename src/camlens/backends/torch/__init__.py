@@ -180,10 +180,17 @@ class TorchBackend:
         return _attention.attention_layers(self.model, inputs)
 
     def attention_probe(
-        self, inputs: Any, layers: Sequence[LayerRef], target: Target, *, gradients: bool
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
     ) -> Probe:
         """Run the model once, capturing the layers' attention maps ``(M, heads, L, L)`` and
-        (if asked) their gradients; ``Probe.tokens`` is their tokens' layout."""
+        (if asked) their gradients, of each block's own score where ``head`` is given;
+        ``Probe.tokens`` is their tokens' layout."""
         return _attention.probe(
             self.model,
             inputs,
@@ -192,6 +199,7 @@ class TorchBackend:
             self.output,
             gradients=gradients,
             spec=self.layout,
+            head=head,
         )
 
     def to_numpy(self, array: Array) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -31,8 +31,11 @@ from camlens.backends.torch._arrays import to_numpy
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
-from camlens.errors import BadTargetError, LayerError
-from camlens.targets import Detection, Target
+from camlens.errors import BadInputError, BadTargetError, CamlensError, LayerError
+from camlens.targets import Class, Detection, Target, TopK
+
+#: A function of one block's output tokens ``(N, L, C)`` returning the model's output for them.
+Head = Callable[[torch.Tensor], Any]
 
 #: How far a row of attention probabilities may sum from 1 (float16 models round).
 ROW_TOLERANCE = 1e-2
@@ -175,9 +178,15 @@ def probe(
     *,
     gradients: bool,
     spec: LayoutSpec,
+    head: Head | None = None,
 ) -> Probe:
     """Run the model once; return each layer's attention maps ``(M, heads, L, L)`` (one row per
-    image and target), their gradients if asked, and the tokens' layout (``Probe.tokens``)."""
+    image and target), their gradients if asked, and the tokens' layout (``Probe.tokens``).
+
+    With ``head``, each layer's gradient is that of its own block's score: ``head`` applied to
+    the output tokens of the block holding the layer (its nearest enclosing module returning
+    one ``(N, L, C)`` tensor), read for the units the model's output resolved.
+    """
     if isinstance(target, Detection):
         raise BadTargetError(
             "attention methods explain a score of the model output; a detection target reads a "
@@ -185,6 +194,14 @@ def probe(
         )
     slots: list[torch.Tensor | None] = [None] * len(layers)
     order: list[int] = []
+    blocks = _enclosing(model, layers) if head is not None and gradients else []
+    block_outputs: dict[str, Any] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            block_outputs.setdefault(name, out)
+
+        return hook
 
     def pre_hook(index: int) -> Any:
         def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
@@ -227,6 +244,9 @@ def probe(
                     ref.handle.register_forward_pre_hook(this_thread(pre_hook(i)), with_kwargs=True)
                 )
                 handles.append(ref.handle.register_forward_hook(this_thread(capture(i))))
+            for name in dict.fromkeys(n for chain in blocks for n, _ in chain):
+                module = model.get_submodule(name)
+                handles.append(module.register_forward_hook(this_thread(keep(name))))
             leave = (
                 torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
             )
@@ -257,7 +277,17 @@ def probe(
                         "(non-negative rows that sum to 1: a softmax's output); pass the "
                         "attention modules, or the modules right after the softmax"
                     )
-                grads = _gradients(scores, maps, layers) if gradients else None
+                if not gradients:
+                    grads = None
+                elif head is None:
+                    grads = _gradients([scores] * len(maps), maps, layers)
+                else:
+                    fixed = Class(resolved.units.tolist()) if isinstance(target, TopK) else target
+                    per_layer = [
+                        _block_scores(head, _block_output(chain, block_outputs, a, ref), fixed)
+                        for chain, a, ref in zip(blocks, maps, layers, strict=True)
+                    ]
+                    grads = _gradients(per_layer, maps, layers)
         finally:
             for handle in handles:
                 handle.remove()
@@ -288,39 +318,90 @@ def probe(
 
 
 def _gradients(
-    scores: torch.Tensor, maps: list[torch.Tensor], layers: Sequence[LayerRef]
+    scores: Sequence[torch.Tensor], maps: list[torch.Tensor], layers: Sequence[LayerRef]
 ) -> list[torch.Tensor]:
-    """Return the gradient of each row's score with respect to each layer's attention maps,
-    ``(M, heads, L, L)``."""
+    """Return the gradient of each row's score (``scores[i]``, ``(N, T)``, for layer ``i``)
+    with respect to each layer's attention maps, ``(M, heads, L, L)``."""
     if any(not m.requires_grad for m in maps):
         raise LayerError(
             f"the attention maps of layer(s) {[r.name for r in layers]} are not differentiable "
             "(computed outside autograd); pass the modules that compute them"
         )
-    if not scores.requires_grad:
+    if any(not s.requires_grad for s in scores):
         raise LayerError(
             f"the target score does not depend on layer(s) {[r.name for r in layers]}; pass "
             "the attention layers of the blocks on the path to the explained output"
         )
-    sources = [_source(m) for m in maps]
-    n, t = scores.shape
-    per_target = []
-    for j in range(t):
-        grads = torch.autograd.grad(
-            scores[:, j].sum(), sources, retain_graph=j < t - 1, allow_unused=True
-        )
-        unused = [r.name for r, g in zip(layers, grads, strict=True) if g is None]
-        if unused:
-            raise LayerError(
-                f"the target score does not depend on the attention maps of layer(s) {unused}; "
-                "pass the attention layers of the blocks on the path to the explained output"
+    n, t = scores[0].shape
+    out = []
+    for i, (score, m, ref) in enumerate(zip(scores, maps, layers, strict=True)):
+        per_target = []
+        for j in range(t):
+            last = i == len(maps) - 1 and j == t - 1  # the layers' scores share the graph
+            (grad,) = torch.autograd.grad(
+                score[:, j].sum(), _source(m), retain_graph=not last, allow_unused=True
             )
-        per_target.append([g.reshape(m.shape) for g, m in zip(grads, maps, strict=True)])
-    # (N, T, heads, L, L) -> (N * T, heads, L, L): image-major rows.
-    return [
-        torch.stack([p[i] for p in per_target], dim=1).reshape(n * t, *m.shape[1:])
-        for i, m in enumerate(maps)
-    ]
+            if grad is None:
+                raise LayerError(
+                    f"the target score does not depend on the attention maps of layer "
+                    f"{ref.name!r}; pass the attention layers of the blocks on the path to the "
+                    "explained output"
+                )
+            per_target.append(grad.reshape(m.shape))
+        # (N, T, heads, L, L) -> (N * T, heads, L, L): image-major rows.
+        out.append(torch.stack(per_target, dim=1).reshape(n * t, *m.shape[1:]))
+    return out
+
+
+def _enclosing(
+    model: torch.nn.Module, layers: Sequence[LayerRef]
+) -> list[list[tuple[str, torch.nn.Module]]]:
+    """Return each layer's enclosing modules, nearest first (the model itself left out)."""
+    chains = []
+    for ref in layers:
+        parts = ref.name.split(".")
+        names = [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+        chains.append([(name, model.get_submodule(name)) for name in names])
+    return chains
+
+
+def _block_output(
+    chain: list[tuple[str, torch.nn.Module]],
+    outputs: dict[str, Any],
+    attention: torch.Tensor,
+    ref: LayerRef,
+) -> torch.Tensor:
+    """Return the output tokens ``(N, L, C)`` of the block holding an attention layer: the
+    first of its enclosing modules to return one tensor of the maps' batch and tokens."""
+    n, _, tokens, _ = attention.shape
+    for name, _ in chain:
+        out = outputs.get(name)
+        if isinstance(out, torch.Tensor) and out.ndim == 3 and tuple(out.shape[:2]) == (n, tokens):
+            return out
+    raise LayerError(
+        f"no module enclosing the attention layer {ref.name!r} returns its block's tokens "
+        f"({n}, {tokens}, C), which head= reads; drop head= to explain the model's own score"
+    )
+
+
+def _block_scores(head: Head, tokens: torch.Tensor, target: Target) -> torch.Tensor:
+    """Return the target's ``(N, T)`` scores in ``head(tokens)``, a block's own output."""
+    try:
+        out = head(tokens)
+    except CamlensError:
+        raise
+    except Exception as exc:
+        raise BadInputError(
+            f"head= raised {type(exc).__name__} on a block's tokens {tuple(tokens.shape)}: {exc}; "
+            "it must map (N, L, C) tokens to the model's output, e.g. "
+            "lambda t: model.head(model.norm(t)[:, 0])"
+        ) from exc
+    if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != tokens.shape[0]:
+        raise BadInputError(
+            f"head= returned {_describe(out)} for tokens {tuple(tokens.shape)}; it must return "
+            "the model's output for them, (N, ...) with the same N"
+        )
+    return resolve(target, out)[0]
 
 
 def _describe(out: Any) -> str:
