@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import camlens
 from nets import NonLinearHead
-from vits import TINY_VIT, TinyViT
+from vits import TINY_VIT, Block, TinyViT
 
 transformers = pytest.importorskip("transformers")
 
@@ -314,3 +314,28 @@ def test_legrad_with_a_head_on_a_transformers_vit() -> None:
     np.testing.assert_allclose(exp.raw, expected, rtol=1e-5, atol=1e-9)
     with pytest.raises(camlens.BadInputError, match="head= raised"):
         camlens.explain(model, x, method="legrad", output="logits", head=lambda t: t.foo)
+
+
+class _WeightsUsingBlock(Block):
+    """A block that reads the averaged weights ``nn.MultiheadAttention`` returns by default,
+    asked for positionally: camlens asks the layer for per-head weights, the block must still
+    get what it asked for."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        out, weights = self.attn(h, h, h, None, True)  # (N, L, L), averaged over heads
+        x = x + out + weights[:, :, :1]
+        return x + self.mlp(self.norm2(x))
+
+
+@pytest.mark.parametrize("method", ATTENTION_METHODS)
+def test_a_block_reading_the_weights_gets_those_it_asked_for(method: str) -> None:
+    model = TinyViT(seed=10)
+    torch.manual_seed(10)
+    model.blocks = torch.nn.Sequential(_WeightsUsingBlock(16, 2), _WeightsUsingBlock(16, 2))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(10))
+    exp = _explain(model, x, method, target=1)
+    assert exp.layers == ("blocks.0.attn", "blocks.1.attn")
+    with torch.no_grad():
+        np.testing.assert_allclose(exp.scores, model(x)[:, 1].numpy(), rtol=1e-6)

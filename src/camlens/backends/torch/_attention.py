@@ -3,7 +3,8 @@
 An *attention layer* is a module whose output is, or holds, a block's attention probabilities
 ``(N, heads, L, L)``: a ``transformers`` attention module in eager mode (it returns
 ``(context, weights)``), ``torch.nn.MultiheadAttention`` (asked for per-head weights for the
-call: ``need_weights=True, average_attn_weights=False``), or any module returning the
+call: ``need_weights=True, average_attn_weights=False``; its caller still gets the weights it
+asked for, none or their mean over heads), or any module returning the
 probabilities themselves (the softmax or attention-dropout module of a hand-written block).
 The probabilities are the very tensor the block multiplies the values by, so the gradient of a
 score with respect to them is the gradient with respect to the attention map.
@@ -65,18 +66,38 @@ def probabilities(out: Any) -> torch.Tensor | None:
     return None
 
 
-def _per_head_weights(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-    """Ask ``torch.nn.MultiheadAttention`` for its per-head weights (``need_weights`` is its
-    5th argument, ``average_attn_weights`` its 7th)."""
-    if not isinstance(module, torch.nn.MultiheadAttention):
-        return None
-    args, kwargs = list(args), dict(kwargs)
-    for index, key, value in ((4, "need_weights", True), (6, "average_attn_weights", False)):
-        if len(args) > index:
-            args[index] = value
-        else:
-            kwargs[key] = value
-    return tuple(args), kwargs
+class _PerHeadWeights:
+    """Ask ``torch.nn.MultiheadAttention`` for its per-head weights for the call, and give the
+    caller the output it asked for (``need_weights`` is the layer's 5th argument,
+    ``average_attn_weights`` its 7th; both default to true)."""
+
+    def __init__(self) -> None:
+        self.asked: dict[int, tuple[bool, bool]] = {}
+
+    def before(self, module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
+        """Pre-hook: the call's arguments changed to ask for per-head weights."""
+        if not isinstance(module, torch.nn.MultiheadAttention):
+            return None
+        args, kwargs = list(args), dict(kwargs)
+        asked = []
+        for index, key, value in ((4, "need_weights", True), (6, "average_attn_weights", False)):
+            if len(args) > index:
+                asked.append(bool(args[index]))
+                args[index] = value
+            else:
+                asked.append(bool(kwargs.get(key, True)))
+                kwargs[key] = value
+        self.asked[id(module)] = (asked[0], asked[1])
+        return tuple(args), kwargs
+
+    def after(self, module: torch.nn.Module, out: Any) -> Any:
+        """Return the output the caller asked for (no weights, or their mean over heads)."""
+        asked = self.asked.pop(id(module), None)
+        if asked is None:
+            return out
+        need, average = asked
+        weights = None if not need else out[1].mean(dim=1) if average else out[1]
+        return out[0], weights
 
 
 def _differentiable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
@@ -131,16 +152,20 @@ def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[Laye
     """
     found: list[tuple[str, torch.nn.Module, weakref.ref[torch.Tensor]]] = []
     calls: Counter[str] = Counter()
+    per_head = _PerHeadWeights()
 
     def make_hook(name: str) -> Any:
-        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> Any:
             calls[name] += 1
             attention = probabilities(out)
-            if attention is None or not _looks_like_probabilities(attention):
-                return
-            if any(ref() is attention for _, _, ref in found):
-                return  # an outer module returning the inner module's maps
-            found.append((name, module, weakref.ref(attention)))
+            # An outer module returning the inner module's maps is not another layer.
+            if (
+                attention is not None
+                and _looks_like_probabilities(attention)
+                and not any(ref() is attention for _, _, ref in found)
+            ):
+                found.append((name, module, weakref.ref(attention)))
+            return per_head.after(module, out)
 
         return hook
 
@@ -151,9 +176,7 @@ def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[Laye
                 if not name:
                     continue
                 handles.append(
-                    module.register_forward_pre_hook(
-                        this_thread(_per_head_weights), with_kwargs=True
-                    )
+                    module.register_forward_pre_hook(this_thread(per_head.before), with_kwargs=True)
                 )
                 handles.append(module.register_forward_hook(this_thread(make_hook(name))))
             call_model(model, inputs[:1])
@@ -194,6 +217,7 @@ def probe(
         )
     slots: list[torch.Tensor | None] = [None] * len(layers)
     order: list[int] = []
+    per_head = _PerHeadWeights()
     blocks = _enclosing(model, layers) if head is not None and gradients else []
     block_outputs: dict[str, Any] = {}
 
@@ -205,7 +229,7 @@ def probe(
 
     def pre_hook(index: int) -> Any:
         def hook(module: torch.nn.Module, args: Any, kwargs: Any) -> Any:
-            weights = _per_head_weights(module, args, kwargs)
+            weights = per_head.before(module, args, kwargs)
             args, kwargs = weights if weights is not None else (args, kwargs)
             if not gradients:
                 return args, kwargs
@@ -219,7 +243,7 @@ def probe(
     def capture(index: int) -> Any:
         ref = layers[index]
 
-        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> Any:
             attention = probabilities(out)
             if attention is None:
                 raise LayerError(
@@ -233,6 +257,7 @@ def probe(
                 )
             slots[index] = attention
             order.append(index)
+            return per_head.after(module, out)
 
         return hook
 
