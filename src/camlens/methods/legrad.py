@@ -35,6 +35,7 @@ class LeGrad(AttentionMethod):
     through the blocks after the layer: a deviation from the paper, exact at the last layer.
     By default every block's attention layer is read (the paper's code defaults to the last
     two; pass ``layer=[...]`` for a subset).
+    PyTorch models only (see :class:`AttentionMethod`: Keras and ONNX models are refused).
 
     Args:
         head: A function of one block's output tokens ``(N, L, C)`` (the framework's tensors)
