@@ -199,10 +199,12 @@ def test_layers_given_by_name_or_module_in_the_order_they_run() -> None:
 def test_wrong_layers_and_options_are_refused_clearly() -> None:
     model = TinyViT().eval()
     x = torch.randn(1, 3, 32, 32)
+    before = _snapshot(model)
     with pytest.raises(camlens.LayerError, match="no attention probabilities"):
         camlens.explain(model, x, method="legrad", layer="blocks.0.norm1")
     with pytest.raises(camlens.LayerError, match="not attention probabilities"):
         camlens.explain(model, x, method="attentionrollout", layer="patch_embed")  # (1, 16, 8, 8)
+    _assert_same(before, _snapshot(model))  # refused inside the pass: hooks gone
     with pytest.raises(camlens.LayerError, match="found no attention probabilities"):
         camlens.explain(NonLinearHead(), torch.randn(1, 3, 16, 16), method="legrad")
     with pytest.raises(camlens.LayerError, match="attn_implementation='eager'"):

@@ -100,7 +100,7 @@ def no_attention(framework: str) -> MethodError:
     captures no attention maps."""
     reason = (
         "camlens does not capture the attention scores of Keras MultiHeadAttention layers (they "
-        "are internal to the layer's call, and the gradient with respect to them is not exposed)"
+        "are internal to the layer's call, which camlens's Keras probes do not tap)"
         if framework.startswith("keras")
         else f"camlens captures no attention maps from {framework} models"
     )
