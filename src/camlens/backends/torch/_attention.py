@@ -53,13 +53,11 @@ ADVICE = (
 def probabilities(out: Any) -> torch.Tensor | None:
     """Return the attention maps in a module's output: itself, or the first item of a tuple or
     list output that is an ``(N, heads, L, L)`` tensor; else ``None``."""
-    items = (
-        [out]
-        if isinstance(out, torch.Tensor)
-        else list(out)
-        if isinstance(out, (tuple, list))
-        else []
-    )
+    items: list[Any] = []
+    if isinstance(out, torch.Tensor):
+        items = [out]
+    elif isinstance(out, (tuple, list)):
+        items = list(out)
     for item in items:
         if isinstance(item, torch.Tensor) and item.ndim == 4 and item.shape[-1] == item.shape[-2]:
             return item
