@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -341,3 +342,14 @@ def test_a_block_reading_the_weights_gets_those_it_asked_for(method: str) -> Non
     assert exp.layers == ("blocks.0.attn", "blocks.1.attn")
     with torch.no_grad():
         np.testing.assert_allclose(exp.scores, model(x)[:, 1].numpy(), rtol=1e-6)
+
+
+def test_the_readme_example_runs() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Two methods read a transformer's attention maps") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    assert "camlens.LeGrad" in code and "head=" in code
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", camlens.MapStrengthWarning)
+        exec(compile(code, "README.md", "exec"), {})
