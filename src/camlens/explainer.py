@@ -14,7 +14,7 @@ from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
-from camlens.backends._common import host_labels
+from camlens.backends._common import host_labels, no_attention
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import INPUT, Probe, Resolved, reads_probabilities
 from camlens.errors import (
@@ -39,6 +39,7 @@ __all__ = [
     "KPCACAM",
     "SSCAM",
     "AblationCAM",
+    "AttentionRollout",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
@@ -50,6 +51,7 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "OptiCAM",
     "PolyCAM",
     "ReciproCAM",
@@ -159,11 +161,15 @@ class Explainer:
         self.normalize: Normalize = check_normalize(normalize)
         spec = LayoutSpec(layout=layout, grid=grid, reshape=reshape)
         self._backend = backend_for(model, output=output, logits=logits, layout=spec)
+        if _reads_attention(self.method) and not self._backend.attention:
+            raise no_attention(self._backend.framework)
         if self.method.needs_gradients and not self._backend.gradients:
             usable = [
                 n
                 for n, cls in methods.REGISTRY.items()
-                if n == cls.name and not cls.needs_gradients
+                if n == cls.name
+                and not cls.needs_gradients
+                and (self._backend.attention or not _reads_attention(cls))
             ]
             raise MethodError(
                 f"{getattr(self.method, 'name', type(self.method).__name__)} needs gradients, "
@@ -233,6 +239,8 @@ class Explainer:
         """Return the layers explained when none is given: the automatic one, or for a method
         that fuses layers (Poly-CAM) one per resolution stage (:func:`stage_layers`)."""
         backend = self._backend
+        if _reads_attention(self.method):
+            return backend.attention_layers(x)
         if not hasattr(self.method, "fuse_layers"):
             return (backend.auto_layer(x),)
         channels = int(x.shape[-1] if backend.channels_last else x.shape[1])
@@ -254,6 +262,15 @@ class Explainer:
     def _probe(self, x: Any, target: Target) -> tuple[Probe, str]:
         """Probe the layers for ``target``; return the probe and the target's description."""
         assert self._layers is not None
+        if _reads_attention(self.method):
+            probe = self._backend.attention_probe(
+                x,
+                self._layers,
+                target,
+                gradients=self.method.needs_gradients,
+                head=getattr(self.method, "head", None),
+            )
+            return probe, target.describe()
         if isinstance(self.method, methods.FinerCAM):
             probe = self._contrast_probe(x, target, self.method)
             return probe, (
@@ -308,7 +325,22 @@ class Explainer:
         )
 
     def _cams(self, x: Any, probe: Probe, target: Target, *, stacklevel: int | None) -> list[Any]:
-        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None)."""
+        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None).
+
+        An attention method's maps of all its layers are one map, on the tokens' grid.
+        """
+        if _reads_attention(self.method):
+            assert probe.tokens is not None and probe.tokens.grid is not None
+            cam = self.method.cam_from_attention(  # type: ignore[attr-defined]
+                probe.activations, probe.gradients, probe.tokens
+            )
+            expected = (probe.activations[0].shape[0], *probe.tokens.grid)
+            if tuple(cam.shape) != expected:
+                raise MethodError(
+                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; "
+                    f"expected {expected}"
+                )
+            return [cam]
         grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
         samples = self._noisy_gradients(x, probe, target)
         assert self._layers is not None
@@ -516,6 +548,11 @@ class Explainer:
         )
         _warn_weak_maps(exp, stacklevel=stacklevel)
         return exp
+
+
+def _reads_attention(method: object) -> bool:
+    """Whether ``method`` reads attention maps (LeGrad, attention rollout)."""
+    return bool(getattr(method, "reads_attention", False))
 
 
 def _fixed(target: Target, probe: Probe) -> Target:
@@ -745,3 +782,18 @@ class OptiCAM(Explainer):
     """Opti-CAM explainer; the maths and options are :class:`camlens.methods.OptiCAM`."""
 
     method_type = methods.OptiCAM
+
+
+class LeGrad(Explainer):
+    """LeGrad explainer; the maths is :class:`camlens.methods.LeGrad`. Its layers are attention
+    layers (automatic: every block's)."""
+
+    method_type = methods.LeGrad
+
+
+class AttentionRollout(Explainer):
+    """Attention rollout explainer; the maths and options are
+    :class:`camlens.methods.AttentionRollout`. Its layers are attention layers (automatic:
+    every block's)."""
+
+    method_type = methods.AttentionRollout

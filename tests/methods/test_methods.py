@@ -163,6 +163,8 @@ MODEL_REFERENCES = {
     "refinecam",
     "smoothgradcam++",
     "opticam",  # test_opticam.py
+    "legrad",  # test_attention_methods.py: read attention maps
+    "attentionrollout",
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",

@@ -8,6 +8,7 @@ from typing import Any
 
 from camlens.errors import MethodError
 from camlens.methods.ablationcam import AblationCAM
+from camlens.methods.attention import AttentionMethod
 from camlens.methods.base import Method
 from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
@@ -22,11 +23,13 @@ from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
+from camlens.methods.legrad import LeGrad
 from camlens.methods.opticam import OptiCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.polycam import PolyCAM
 from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.refinecam import RefineCAM
+from camlens.methods.rollout import AttentionRollout
 from camlens.methods.saliency import Saliency, SmoothGrad
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
@@ -41,6 +44,8 @@ __all__ = [
     "REGISTRY",
     "SSCAM",
     "AblationCAM",
+    "AttentionMethod",
+    "AttentionRollout",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
@@ -51,6 +56,7 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "Method",
     "OptiCAM",
     "PerturbationMethod",
@@ -91,6 +97,8 @@ _METHODS: tuple[type[Method], ...] = (
     Saliency,
     SmoothGrad,
     GuidedBackprop,
+    LeGrad,
+    AttentionRollout,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.
@@ -103,6 +111,7 @@ REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
         "gradcamelementwise": GradCAMElementWise,
         "score-cam": ScoreCAM,
         "ablation-cam": AblationCAM,
+        "rollout": AttentionRollout,
     }
 )
 

@@ -24,12 +24,17 @@ from torch import nn  # noqa: E402
 
 import camlens  # noqa: E402
 
+#: Methods that read attention maps: refused on Keras (test_keras_layouts.py).
+ATTENTION = {
+    cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "reads_attention", False)
+}
 GRADIENT_METHODS = sorted(
     {
         cls.name
         for cls in camlens.methods.REGISTRY.values()
         if not issubclass(cls, camlens.methods.PerturbationMethod)
     }
+    - ATTENTION
 )
 #: Methods defined only where a global average pool reads the layer.
 NEEDS_POOLED_LAYER = {"cam"}
@@ -192,7 +197,7 @@ def test_a_multi_layer_method_at_two_layers_gives_the_same_maps(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
 
 
-ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
+ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()} - ATTENTION)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)

@@ -13,7 +13,7 @@ from camlens._types import Array, Size
 from camlens.backends._common import to_host
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
-from camlens.backends.torch import _layers, _perturb, _probe
+from camlens.backends.torch import _attention, _layers, _perturb, _probe
 from camlens.backends.torch._arrays import namespace
 from camlens.backends.torch._probe import batched_gradients
 from camlens.backends.torch._randomise import TorchCopies
@@ -52,6 +52,7 @@ class TorchBackend:
     score_kind = "model output"
     channels_last = False
     gradients = True
+    attention = True
 
     def __init__(
         self,
@@ -173,6 +174,33 @@ class TorchBackend:
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(inputs.shape)] = layout
         return probe
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Return every module whose output holds attention probabilities, in running order."""
+        return _attention.attention_layers(self.model, inputs)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Run the model once, capturing the layers' attention maps ``(M, heads, L, L)`` and
+        (if asked) their gradients, of each block's own score where ``head`` is given;
+        ``Probe.tokens`` is their tokens' layout."""
+        return _attention.probe(
+            self.model,
+            inputs,
+            layers,
+            target,
+            self.output,
+            gradients=gradients,
+            spec=self.layout,
+            head=head,
+        )
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a tensor (or a NumPy array a method returned) to a NumPy array on the host."""
