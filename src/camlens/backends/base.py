@@ -140,12 +140,16 @@ class Probe:
         resolved: The target's scores per image, ``(N, T)``.
         outputs: The model output the scores were read from, ``(N, U)`` float32 NumPy, one
             flattened row per image (pre-softmax where the backend skips a softmax).
+        hessian_products: Matching Hessian-vector products ``H A`` of each row's score at the
+            layer, in the direction of the activations themselves (``sum_j d2y / dA_i dA_j
+            A_j``), or ``None`` if not asked for.
     """
 
     activations: list[Array]
     gradients: list[Array] | None
     resolved: Resolved
     outputs: np.ndarray
+    hessian_products: list[Array] | None = None
 
 
 class Backend(Protocol):
@@ -158,6 +162,8 @@ class Backend(Protocol):
     score_kind: str
     #: Whether :meth:`probe` can give gradients (an ONNX graph gives none).
     gradients: bool
+    #: Whether :meth:`probe` can give Hessian-vector products (a second backward pass).
+    hessians: bool
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""
@@ -191,12 +197,15 @@ class Backend(Protocol):
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the model once, capturing the layers' activations, the scores and gradients.
 
         A layer may be :data:`INPUT` (the input batch and its gradient). ``guided`` makes the
         backward pass guided (Springenberg et al.): at every ReLU's output only positive
-        gradients pass on.
+        gradients pass on. ``hessian`` (with ``gradients``) also gives each row's
+        Hessian-vector product ``H A`` at each layer (a second backward pass through the first
+        one's graph; zero where the score is linear in the layer's output).
         """
         ...
 

@@ -29,6 +29,7 @@ from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.refinecam import RefineCAM
 from camlens.methods.saliency import Saliency, SmoothGrad
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
@@ -59,6 +60,7 @@ __all__ = [
     "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -78,6 +80,7 @@ _METHODS: tuple[type[Method], ...] = (
     FEM,
     KPCACAM,
     FinerCAM,
+    ShapleyCAM,
     SmoothGradCAMPlusPlus,
     RefineCAM,
     OptiCAM,

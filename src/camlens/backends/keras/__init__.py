@@ -59,6 +59,7 @@ class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
     gradients = True
+    hessians = True
 
     def __init__(
         self,
@@ -182,12 +183,20 @@ class KerasBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target (``guided``: guided
-        backward pass at every ReLU)."""
+        backward pass at every ReLU; ``hessian``: the Hessian-vector products ``H A`` too)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, guided=guided
+            inputs,
+            layers,
+            target,
+            n_units,
+            gradients=gradients,
+            spec=self.layout,
+            guided=guided,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(inputs.shape)] = layout

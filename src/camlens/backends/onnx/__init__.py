@@ -38,6 +38,7 @@ class OnnxBackend:
 
     framework = "onnx"
     gradients = False
+    hessians = False
 
     def __init__(
         self, model: OnnxModel, *, output: OutputSelector = None, logits: bool = True
@@ -149,8 +150,16 @@ class OnnxBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
-        """Run the model once with the layers' tensors as extra outputs."""
+        """Run the model once with the layers' tensors as extra outputs (no gradients, no
+        Hessian-vector products: ``gradients``, ``guided`` or ``hessian`` is refused)."""
+        if hessian:
+            raise MethodError(
+                "ONNX models give no Hessian-vector products (nor gradients) here, so "
+                "ShapleyCAM cannot run on them; explain the PyTorch or Keras model, or use a "
+                "gradient-free method (scorecam, sscam, iscam, ablationcam, eigencam)"
+            )
         if gradients or guided:
             raise MethodError(
                 "ONNX models give no gradients here; use a gradient-free method (scorecam, "
