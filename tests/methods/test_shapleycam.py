@@ -209,3 +209,25 @@ def test_shapleycam_is_listed_and_exported() -> None:
     assert camlens.methods.REGISTRY["shapleycam"] is camlens.methods.ShapleyCAM
     assert camlens.ShapleyCAM.method_type is camlens.methods.ShapleyCAM
     assert "ShapleyCAM" in camlens.__all__
+
+
+def test_a_backend_without_hessian_products_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camlens.backends.torch import TorchBackend
+
+    monkeypatch.setattr(TorchBackend, "hessians", False)
+    with pytest.raises(camlens.MethodError, match="needs Hessian-vector products"):
+        camlens.ShapleyCAM(TrunkHead())
+    camlens.GradCAM(TrunkHead())  # first-order methods still run
+
+
+def test_the_probe_gives_hessian_products_only_with_the_models_own_gradients() -> None:
+    from camlens.backends.torch import TorchBackend
+
+    backend = TorchBackend(TrunkHead().eval())
+    x = backend.prepare(torch.randn(1, 3, 8, 8))
+    layer = [backend.resolve_layer("trunk")]
+    for options in ({"gradients": False}, {"gradients": True, "guided": True}):
+        with pytest.raises(camlens.MethodError, match="come with the model's own gradients"):
+            backend.probe(x, layer, camlens.Class(0), hessian=True, **options)  # type: ignore[arg-type]
+    plain = backend.probe(x, layer, camlens.Class(0), gradients=True)
+    assert plain.hessian_products is None
