@@ -163,6 +163,7 @@ MODEL_REFERENCES = {
     "refinecam",
     "smoothgradcam++",
     "opticam",  # test_opticam.py
+    "shapleycam",  # test_shapleycam.py (second derivatives)
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",
