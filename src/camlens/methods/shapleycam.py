@@ -23,11 +23,12 @@ class ShapleyCAM(Method):
     ``H A`` is zero wherever ``y`` is piecewise linear in ``A`` (ReLU, max-pooling and linear
     layers after the layer, a raw logit): there ShapleyCAM equals Grad-CAM, and it differs
     through smooth parts (tanh, GELU, a softmax). The paper recommends its ReST score,
-    ``y_c + log softmax_c = 2 y_c - logsumexp(y)``; camlens explains the score the target
-    names, as for every method (a function target gives ReST, see the README). As
-    pytorch-grad-cam's ``ShapleyCAM``; there ``ClassifierOutputReST`` subtracts the
-    cross-entropy averaged over the batch, so a batch is not its images one by one, which
-    camlens's rows are.
+    ``y_c + log softmax_c(y) = 2 y_c - logsumexp(y)``; camlens explains the score the target
+    names, as for every method (a function target gives ReST, see the README). The weights
+    are pytorch-grad-cam's ``ShapleyCAM`` (``grads - 0.5 * hvp`` averaged; its default target
+    is the raw logit, its ``ClassifierOutputReST`` the paper's score), which starts the double
+    backward at the input; camlens starts it at the layer (the same values, a smaller graph).
+    Of several layers, each layer's ``H A`` is its own (no cross terms between them).
     """
 
     name = "shapleycam"
