@@ -173,7 +173,8 @@ class Explainer:
             )
         if self._hessian and not getattr(self._backend, "hessians", False):
             raise MethodError(
-                f"{self.method.name} needs Hessian-vector products (a second backward pass), "
+                f"{getattr(self.method, 'name', type(self.method).__name__)} needs "
+                "Hessian-vector products (a second backward pass), "
                 f"which {self._backend.framework} models do not give; use it on the PyTorch or "
                 "Keras model, or a first-order method here"
             )
