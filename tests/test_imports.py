@@ -32,6 +32,8 @@ def test_core_imports_with_frameworks_blocked() -> None:
         "    if issubclass(cls, camlens.methods.AttentionMethod):\n"
         "        maps = cls().cam_from_attention([att, att], [att - 0.05, att], tokens)\n"
         "        assert maps.shape == (2, 4, 4)\n"
+        "    elif getattr(cls, 'needs_hessian', False):  # weights from g and H A\n"
+        "        assert cls().hessian_weights(a, g, a).shape == (2, 4)\n"
         "    elif not issubclass(cls, camlens.methods.PerturbationMethod) and not getattr(\n"
         "        cls, 'optimises_mask', False\n"
         "    ):  # those two read the model beyond one probe\n"

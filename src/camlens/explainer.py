@@ -14,7 +14,7 @@ from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
-from camlens.backends._common import host_labels, no_attention
+from camlens.backends._common import host_labels, namespace, no_attention
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import INPUT, Probe, Resolved, reads_probabilities
 from camlens.errors import (
@@ -58,6 +58,7 @@ __all__ = [
     "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -176,6 +177,13 @@ class Explainer:
                 f"which {self._backend.framework} models do not give; use a gradient-free "
                 f"method: {', '.join(dict.fromkeys(usable))}"
             )
+        if self._hessian and not getattr(self._backend, "hessians", False):
+            raise MethodError(
+                f"{getattr(self.method, 'name', type(self.method).__name__)} needs "
+                "Hessian-vector products (a second backward pass), "
+                f"which {self._backend.framework} models do not give; use it on the PyTorch or "
+                "Keras model, or a first-order method here"
+            )
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
         if getattr(self.method, "pixel_level", False):
@@ -255,6 +263,11 @@ class Explainer:
         return bool(getattr(self.method, "guided", False))
 
     @property
+    def _hessian(self) -> bool:
+        """Whether the method reads Hessian-vector products at its layers (ShapleyCAM)."""
+        return bool(getattr(self.method, "needs_hessian", False))
+
+    @property
     def _combination(self) -> str:
         """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
         return str(getattr(self.method, "layer_combination", "mean"))
@@ -282,6 +295,7 @@ class Explainer:
             target,
             gradients=self.method.needs_gradients,
             guided=self._guided,
+            hessian=self._hessian,
         )
         return probe, target.describe()
 
@@ -342,11 +356,12 @@ class Explainer:
                 )
             return [cam]
         grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
+        products: Sequence[Any] = probe.hessian_products or [None] * len(probe.activations)
         samples = self._noisy_gradients(x, probe, target)
         assert self._layers is not None
         cams = []
-        for i, (ref, acts, grad) in enumerate(
-            zip(self._layers, probe.activations, grads, strict=True)
+        for i, (ref, acts, grad, product) in enumerate(
+            zip(self._layers, probe.activations, grads, products, strict=True)
         ):
             if acts.shape[2] * acts.shape[3] == 1 and stacklevel is not None:
                 warnings.warn(
@@ -369,6 +384,14 @@ class Explainer:
                 )
             elif samples is not None:
                 cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
+            elif product is not None:
+                weights = self.method.hessian_weights(acts, grad, product)  # type: ignore[attr-defined]
+                terms = weights[:, :, None, None] * acts
+                cam = (
+                    eigen_smooth(terms)
+                    if self.eigen_smooth
+                    else namespace(terms).sum(terms, axis=1)
+                )
             elif self.eigen_smooth:
                 cam = eigen_smooth(self.method.weighted(acts, grad))
             else:
@@ -776,6 +799,12 @@ class PolyCAM(Explainer):
     """Poly-CAM explainer; the maths and options are :class:`camlens.methods.PolyCAM`."""
 
     method_type = methods.PolyCAM
+
+
+class ShapleyCAM(Explainer):
+    """ShapleyCAM explainer; the maths is :class:`camlens.methods.ShapleyCAM`."""
+
+    method_type = methods.ShapleyCAM
 
 
 class OptiCAM(Explainer):

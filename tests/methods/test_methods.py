@@ -165,6 +165,7 @@ MODEL_REFERENCES = {
     "opticam",  # test_opticam.py
     "legrad",  # test_attention_methods.py: read attention maps
     "attentionrollout",
+    "shapleycam",  # test_shapleycam.py (second derivatives)
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",

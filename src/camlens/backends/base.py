@@ -144,6 +144,9 @@ class Probe:
         tokens: For an attention probe, how the attention maps' tokens lie on the image grid
             (prefix tokens, then the patch grid); its activations are then the layers'
             attention maps ``(M, heads, L, L)`` and its gradients theirs. ``None`` otherwise.
+        hessian_products: Matching Hessian-vector products ``H A`` of each row's score at the
+            layer, in the direction of the activations themselves (``sum_j d2y / dA_i dA_j
+            A_j``), or ``None`` if not asked for.
     """
 
     activations: list[Array]
@@ -151,6 +154,7 @@ class Probe:
     resolved: Resolved
     outputs: np.ndarray
     tokens: Layout | None = None
+    hessian_products: list[Array] | None = None
 
 
 class Backend(Protocol):
@@ -165,6 +169,8 @@ class Backend(Protocol):
     gradients: bool
     #: Whether :meth:`attention_probe` can capture attention maps (torch models only).
     attention: bool
+    #: Whether :meth:`probe` can give Hessian-vector products (a second backward pass).
+    hessians: bool
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""
@@ -198,12 +204,15 @@ class Backend(Protocol):
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the model once, capturing the layers' activations, the scores and gradients.
 
         A layer may be :data:`INPUT` (the input batch and its gradient). ``guided`` makes the
         backward pass guided (Springenberg et al.): at every ReLU's output only positive
-        gradients pass on.
+        gradients pass on. ``hessian`` (with ``gradients``) also gives each row's
+        Hessian-vector product ``H A`` at each layer (a second backward pass through the first
+        one's graph; zero where the score is linear in the layer's output).
         """
         ...
 

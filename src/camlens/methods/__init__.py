@@ -32,6 +32,7 @@ from camlens.methods.refinecam import RefineCAM
 from camlens.methods.rollout import AttentionRollout
 from camlens.methods.saliency import Saliency, SmoothGrad
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
@@ -65,6 +66,7 @@ __all__ = [
     "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -84,6 +86,7 @@ _METHODS: tuple[type[Method], ...] = (
     FEM,
     KPCACAM,
     FinerCAM,
+    ShapleyCAM,
     SmoothGradCAMPlusPlus,
     RefineCAM,
     OptiCAM,

@@ -61,6 +61,7 @@ class KerasBackend:
     gradients = True
     #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
     attention = False
+    hessians = True
 
     def __init__(
         self,
@@ -184,12 +185,20 @@ class KerasBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target (``guided``: guided
-        backward pass at every ReLU)."""
+        backward pass at every ReLU; ``hessian``: the Hessian-vector products ``H A`` too)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, guided=guided
+            inputs,
+            layers,
+            target,
+            n_units,
+            gradients=gradients,
+            spec=self.layout,
+            guided=guided,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(inputs.shape)] = layout

@@ -40,6 +40,7 @@ class OnnxBackend:
     gradients = False
     #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
     attention = False
+    hessians = False
 
     def __init__(
         self, model: OnnxModel, *, output: OutputSelector = None, logits: bool = True
@@ -151,8 +152,16 @@ class OnnxBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
-        """Run the model once with the layers' tensors as extra outputs."""
+        """Run the model once with the layers' tensors as extra outputs (no gradients, no
+        Hessian-vector products: ``gradients``, ``guided`` or ``hessian`` is refused)."""
+        if hessian:
+            raise MethodError(
+                "ONNX models give no Hessian-vector products (nor gradients) here, so "
+                "ShapleyCAM cannot run on them; explain the PyTorch or Keras model, or use a "
+                "gradient-free method (scorecam, sscam, iscam, ablationcam, eigencam)"
+            )
         if gradients or guided:
             raise MethodError(
                 "ONNX models give no gradients here; use a gradient-free method (scorecam, "

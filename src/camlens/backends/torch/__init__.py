@@ -15,13 +15,13 @@ from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.torch import _attention, _layers, _perturb, _probe
 from camlens.backends.torch._arrays import namespace
-from camlens.backends.torch._probe import batched_gradients
+from camlens.backends.torch._probe import batched_gradients, hessian_products
 from camlens.backends.torch._randomise import TorchCopies
 from camlens.backends.torch._tail import Tail, make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target
 
-__all__ = ["TorchBackend", "batched_gradients"]
+__all__ = ["TorchBackend", "batched_gradients", "hessian_products"]
 
 
 def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -53,6 +53,7 @@ class TorchBackend:
     channels_last = False
     gradients = True
     attention = True
+    hessians = True
 
     def __init__(
         self,
@@ -158,9 +159,11 @@ class TorchBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the model once, capturing activations, scores and (if asked) gradients, each
-        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs."""
+        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs;
+        ``hessian`` adds the Hessian-vector products ``H A`` (a double backward)."""
         probe, layouts = _probe.probe(
             self.model,
             inputs,
@@ -170,6 +173,7 @@ class TorchBackend:
             gradients=gradients,
             spec=self.layout,
             guided=guided,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(inputs.shape)] = layout
