@@ -60,9 +60,10 @@ RESUME_KEYS = (
     "normalize",
     "layer_layout",
     "grid",
+    "region",
 )
 #: The value a setting had before it was recorded (a folder written by an earlier version).
-SETTING_DEFAULTS = {"normalize": "minmax", "layer_layout": "auto", "grid": None}
+SETTING_DEFAULTS = {"normalize": "minmax", "layer_layout": "auto", "grid": None, "region": None}
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
 TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")
