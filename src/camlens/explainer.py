@@ -591,7 +591,7 @@ def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
             "empty: constant after ReLU, with no positive evidence for the target at this layer"
             if exp.relu
             else "all zeros"
-        )
+        ) + ("" if exp.region is None else " in the region")
         warnings.warn(
             f"{len(empty)} map(s) (rows {_rows(empty)}) are {reason}, and were set to zeros; "
             "try another layer, another method or relu=False",

@@ -218,11 +218,11 @@ def map_statistics(
     """Return how strong and how flat each signed ``(M, h, w)`` map is.
 
     With a ``region`` (bool ``(M, H, W)``, True inside, at the input's resolution), every
-    figure reads only the region's pixels at ``(H, W)``, where the maps are: the range of the
-    raw map resized bilinearly (:func:`resize`), the positive part and magnitude of the raw
-    map resized as the final maps are (rectified, then resized), so that a map empty in the
-    region is one whose final map is zeros there. A raw map already at ``(H, W)`` is read as
-    it is.
+    figure reads only the region's pixels at ``(H, W)``, where the maps are: the raw map
+    resized bilinearly (:func:`resize`) gives the range, the positive share and a signed
+    map's contrast; a rectified map's contrast and emptiness read the raw map as the final
+    maps are made (rectified, then resized), so a map empty in the region is one whose final
+    map is zeros there. A raw map already at ``(H, W)`` is read as it is.
 
     - ``raw_min``, ``raw_max``: the signed map's range, in the layer's units.
     - ``contrast``: the share of the colour scale the map spans when scaled by its largest
@@ -236,26 +236,26 @@ def map_statistics(
       a near-uniform map over the whole scale) or ``"ok"``.
     """
     values = np.asarray(raw, dtype=np.float64)
-    positive, magnitude = np.maximum(values, 0.0), np.abs(values)
     count = values.shape[0]
+    rectified = np.maximum(values, 0.0)
     if region is None:
         inside = np.ones((count, 1), dtype=bool)
     else:
         size = region.shape[1:]
-        values, positive, magnitude = (
-            np.asarray(resize(v, size)) for v in (values, positive, magnitude)
-        )
+        values, rectified = np.asarray(resize(values, size)), np.asarray(resize(rectified, size))
         inside = np.asarray(region, dtype=bool).reshape(count, -1)
     values = values.reshape(count, -1)
     low = np.where(inside, values, np.inf).min(axis=1)
     high = np.where(inside, values, -np.inf).max(axis=1)
-    positive = np.where(inside, positive.reshape(count, -1), 0.0)
-    magnitude = np.where(inside, magnitude.reshape(count, -1), 0.0)
+    positive = np.where(inside, np.maximum(values, 0.0), 0.0)
+    magnitude = np.where(inside, np.abs(values), 0.0)
     mass = magnitude.sum(axis=1)
     share = np.divide(positive.sum(axis=1), mass, out=np.zeros_like(mass), where=mass > 0)
     if relu:
-        top = positive.max(axis=1)
-        bottom = np.where(inside, positive, np.inf).min(axis=1)
+        # The rectified map as the final maps are made: rectified, then resized.
+        shown = rectified.reshape(count, -1)
+        top = np.where(inside, shown, 0.0).max(axis=1)
+        bottom = np.where(inside, shown, np.inf).min(axis=1)
         empty = top <= 0
         contrast = np.divide(top - bottom, top, out=np.zeros_like(top), where=~empty)
     else:
