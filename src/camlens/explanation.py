@@ -92,7 +92,7 @@ class Explanation:
         )
 
     @property
-    def row_region(self) -> np.ndarray | None:
+    def _row_region(self) -> np.ndarray | None:
         """Return the region of each row, ``(M, H, W)`` bool (a read-only view), or None."""
         if self.region is None:
             return None
@@ -108,7 +108,7 @@ class Explanation:
         :data:`camlens.postprocess.FLAT_CONTRAST`, and min-max scaling shows it stretched over
         the whole colour scale; an ``"empty"`` row has no positive evidence.
         """
-        return map_statistics(self.raw, relu=self.relu, region=self.row_region)
+        return map_statistics(self.raw, relu=self.relu, region=self._row_region)
 
     def __repr__(self) -> str:
         """Return a one-line description: method, layers, target, sizes; no array values."""

@@ -47,7 +47,7 @@ def _setup(tmp_path: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
     return model, images, pixels
 
 
-def _explain(model: Path, images: Path, out: Path, *extra: str):
+def _explain(model: Path, images: Path, out: Path | str, *extra: str):
     return run_camlens(
         "explain", model, images, "--out", out, "--size", str(SIZE), "--layer", "trunk.3", *extra
     )
@@ -101,6 +101,12 @@ def test_a_mask_image_is_the_region_of_every_image(tmp_path: Path) -> None:
     assert refused.returncode != 0 and "region:" in refused.stderr, refused.stderr
     missing = _explain(model, images, tmp_path / "other", "--region", str(tmp_path / "no.png"))
     assert missing.returncode == 2 and "cannot read the mask image" in missing.stderr
+    # An fsspec folder runs the batches as a Ray worker does (cli._ray.Batches, from the Job).
+    remote = tmp_path / "remote"
+    staged = _explain(model, images, f"file://{remote}", "--region", str(tmp_path / "mask.png"))
+    assert staged.returncode == 0, staged.stderr
+    for region in _check_folder(remote, pixels).values():
+        np.testing.assert_array_equal(region, expected)
 
 
 def test_auto_fov_finds_each_photos_disc_and_the_metrics_stay_inside(tmp_path: Path) -> None:
