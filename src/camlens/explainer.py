@@ -30,13 +30,7 @@ from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
-from camlens.postprocess import (
-    FLAT_CONTRAST,
-    Normalize,
-    check_normalize,
-    finish,
-    normalise,
-)
+from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
 from camlens.region import AUTO_FOV, explain_region, fov_masks
 from camlens.targets import Class, Detection, Output, Target, TargetLike, TopK, as_target
 

@@ -117,32 +117,27 @@ def normalise(
     """
     xp = namespace(maps)
     axes = tuple(range(1, maps.ndim))
-    if region is not None:
-        # Outside the region, values that change no minimum, maximum or magnitude: each row's
-        # own maximum where a minimum is taken, its minimum where a maximum is, 0 for |x|.
-        top = xp.max(maps, axis=axes, keepdims=True)
-        bottom = xp.min(maps, axis=axes, keepdims=True)
-        zero = xp.zeros_like(maps)
     if signed or mode != "minmax":
         shifted = maps
-        magnitude = xp.abs(maps) if region is None else xp.where(region, xp.abs(maps), zero)
+        magnitude = xp.abs(maps)
+        if region is not None:
+            magnitude = xp.where(region, magnitude, xp.zeros_like(maps))  # 0 changes no max
         span = xp.max(magnitude, axis=axes, keepdims=True)
     else:
-        low = xp.min(
-            maps if region is None else xp.where(region, maps, top), axis=axes, keepdims=True
-        )
-        high = xp.max(
-            maps if region is None else xp.where(region, maps, bottom), axis=axes, keepdims=True
-        )
+        for_min, for_max = maps, maps
+        if region is not None:  # outside: the row's own max (for the min), min (for the max)
+            for_min = xp.where(region, maps, xp.max(maps, axis=axes, keepdims=True))
+            for_max = xp.where(region, maps, xp.min(maps, axis=axes, keepdims=True))
+        low = xp.min(for_min, axis=axes, keepdims=True)
         shifted = maps - low
-        span = high - low
+        span = xp.max(for_max, axis=axes, keepdims=True) - low
     degenerate = xp.reshape(span == 0, (maps.shape[0],))
-    if mode == "none":
-        return (maps if region is None else xp.where(region, maps, zero)), degenerate
     # A degenerate row is all zeros once shifted (constant values minus their minimum, or
     # zeros when signed), so dividing it by 1 instead of 0 leaves exact zeros.
-    scaled = shifted / xp.where(span == 0, 1.0, span)
-    return (scaled if region is None else xp.where(region, scaled, zero)), degenerate
+    scaled = maps if mode == "none" else shifted / xp.where(span == 0, 1.0, span)
+    if region is not None:
+        scaled = xp.where(region, scaled, xp.zeros_like(scaled))
+    return scaled, degenerate
 
 
 def region_on(region: np.ndarray | None, like: Array) -> Array | None:
