@@ -115,10 +115,16 @@ def test_auto_fov_finds_each_photos_disc_and_the_metrics_stay_inside(tmp_path: P
     result = _explain(model, images, out, "--region", "auto-fov", "--metrics")
     assert result.returncode == 0, result.stderr
     yy, xx = np.mgrid[:SIZE, :SIZE]
-    for key, region in _check_folder(out, pixels).items():
+    regions = _check_folder(out, pixels)
+    for key, region in regions.items():
         (centre, radius) = DISCS[key]
         wrong = region != _disc(centre, radius)
         edge = np.abs(np.hypot(yy - centre[0], xx - centre[1]) - radius)
         assert (edge[wrong] <= 1.5).all(), key
     assert json.loads((out / "run.json").read_text())["region"] == "auto-fov"
+    with np.load(out / "maps.npz") as gathered:
+        saved = {k.split("-")[0]: gathered[k] for k in gathered.files if k.endswith("/region")}
+    assert sorted(saved) == ["a", "b"]
+    for key, region in regions.items():
+        np.testing.assert_array_equal(saved[key], region)
     assert all(0 <= r["metrics"]["deletion_auc"] <= 1 for r in _rows(out))

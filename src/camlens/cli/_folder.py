@@ -219,6 +219,8 @@ class OutputFolder:
                 stem = Path(name).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
+                if "region" in data.files:  # --region: the image's mask at the input size
+                    arrays[f"{stem}/region"] = data["region"]
         replace_file(self.root / NPZ, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         return self.root / NPZ
 
