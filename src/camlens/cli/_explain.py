@@ -131,6 +131,9 @@ def explain_command(
     images: tuple[str, ...],
     out_dir: Path | str,
     methods: tuple[str, ...],
+    method_options: tuple[str, ...],
+    aug_smooth: bool,
+    eigen_smooth: bool,
     layer: str,
     layer_layout: str,
     grid: str | None,
@@ -174,6 +177,9 @@ def explain_command(
         max_size=max_size,
         with_metrics=with_metrics,
         normalize=normalize,
+        method_options=method_options,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
         options=options,
         region=region,
     )
@@ -186,7 +192,8 @@ def explain_command(
     inputs: list[Path | str] = [*found.images, *urls]
     if not inputs:
         raise click.ClickException("no images to explain")
-    settings = prepared.settings()
+    # The inputs as typed: the report shows each image's path from the input it came from.
+    settings = {**prepared.settings(), "inputs": [_common.shown_text(i) for i in images]}
     try:
         if isinstance(out_dir, str):
             folder: OutputFolder = _remote.RemoteFolder(

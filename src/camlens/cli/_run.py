@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 import camlens
+import camlens.methods
 import camlens.region
 from camlens.cli import _common
 from camlens.cli._folder import row_id, write_file
@@ -66,6 +67,9 @@ class Job:
     max_size: int
     with_metrics: bool
     normalize: Normalize
+    method_options: tuple[str, ...] = ()
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     #: ``--region``: a mask image's path, ``"auto-fov"``, or None for whole images.
     region: str | None = None
@@ -84,15 +88,24 @@ class Job:
         parsed_target = _common.parse_target(self.target)
         layer_arg = None if self.layer == "auto" else self.layer
         placed = _common.layout_arguments(self.layer_layout, self.grid)
+        hyper = _common.method_arguments(methods, self.method_options)
         explainers = {}
         for name in dict.fromkeys(methods):
             try:
                 explainers[name] = camlens.Explainer(
-                    loaded.model, layer_arg, method=name, normalize=self.normalize, **placed
+                    loaded.model,
+                    layer_arg,
+                    method=camlens.methods.get_method(name, **hyper[name]),
+                    normalize=self.normalize,
+                    aug_smooth=self.aug_smooth,
+                    eigen_smooth=self.eigen_smooth,
+                    **placed,
                 )
             except camlens.CamlensError as exc:
                 raise click.BadParameter(
-                    str(exc), param_hint="--method/--layer/--layer-layout/--grid"
+                    str(exc),
+                    param_hint="--method/--method-option/--aug-smooth/--eigen-smooth/--layer/"
+                    "--layer-layout/--grid",
                 ) from exc
         try:
             camlens.render.colorize(np.zeros((1, 1)), self.cmap)
@@ -131,6 +144,15 @@ class Prepared:
             grid=job.grid,
             region=job.region,
             metrics=["deletion_auc", "insertion_auc"] if job.with_metrics else [],
+            method_options={
+                name: options
+                for name, options in _common.method_arguments(
+                    list(self.explainers), job.method_options
+                ).items()
+                if options
+            },
+            aug_smooth=job.aug_smooth,
+            eigen_smooth=job.eigen_smooth,
         )
 
     def run(self, sink: Sink) -> Run:
