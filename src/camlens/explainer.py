@@ -14,10 +14,11 @@ from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
-from camlens.backends._common import host_labels, namespace, no_attention
+from camlens.backends._common import host_labels, namespace, no_attention, to_host
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import INPUT, Probe, Resolved, reads_probabilities
 from camlens.errors import (
+    BadInputError,
     BadTargetError,
     CamlensWarning,
     LayerError,
@@ -30,6 +31,7 @@ from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
+from camlens.region import AUTO_FOV, explain_region, fov_masks
 from camlens.targets import Class, Detection, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
@@ -66,6 +68,7 @@ __all__ = [
 ]
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
+RegionLike = Any  # a bool (H, W) or (N, H, W) mask (NumPy or a framework's), or "auto-fov"
 
 #: ``aug_smooth``'s augmentations, (horizontal flip, pixel-value factor), as pytorch-grad-cam's
 #: (ttach's ``HorizontalFlip`` and ``Multiply([0.9, 1, 1.1])``).
@@ -204,7 +207,9 @@ class Explainer:
         """Return the resolved layer names (``None`` until an automatic pick has run)."""
         return None if self._layers is None else tuple(ref.name for ref in self._layers)
 
-    def __call__(self, inputs: Any, target: TargetLike = None) -> Explanation:
+    def __call__(
+        self, inputs: Any, target: TargetLike = None, *, region: RegionLike = None
+    ) -> Explanation:
         """Explain a batch.
 
         Args:
@@ -215,8 +220,17 @@ class Explainer:
                 loader's labels), :class:`camlens.Class`, :class:`camlens.Output`,
                 :class:`camlens.TopK`, or a function of the model output returning ``(N,)``
                 or ``(N, T)`` scores.
+            region: The region of interest, at the input's resolution: a bool ``(H, W)`` mask
+                for every image, ``(N, H, W)`` masks (one per image; 0/1 numbers are read as
+                bool), or ``"auto-fov"``: each image's circular field of view
+                (:func:`camlens.auto_fov`), thresholded from ``inputs`` as given, i.e. the
+                preprocessed batch (its mean over channels; a per-channel ``(x - mean) / std``
+                keeps a fundus photo's black surround darkest). Each map is normalised over
+                its image's region only and is 0 outside it, the explanation's ``strength``
+                reads the region only, and overlays grey out the rest; the model still sees
+                the whole input, and ``raw`` is the whole map. ``None``: whole images.
         """
-        return self._run(inputs, target, stacklevel=3)
+        return self._run(inputs, target, stacklevel=3, region=region)
 
     explain = __call__
 
@@ -300,12 +314,19 @@ class Explainer:
         return probe, target.describe()
 
     def _augmented(
-        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, raw: np.ndarray
+        self,
+        x: Any,
+        target: Target,
+        probe: Probe,
+        maps: np.ndarray,
+        raw: np.ndarray,
+        region: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``aug_smooth``: the maps of flipped and scaled inputs, mapped back and averaged.
 
-        Every augmented input explains the units the input's own pass resolved. Returns the
-        averaged maps (normalised again), raws and the degenerate rows.
+        Every augmented input explains the units the input's own pass resolved; a flipped
+        input's maps are normalised over the flipped ``region`` (per row). Returns the averaged
+        maps (normalised again over the region), raws and the degenerate rows.
         """
         backend = self._backend
         fixed = _fixed(target, probe)
@@ -325,12 +346,13 @@ class Explainer:
                 relu=self.relu,
                 normalize=self.normalize,
                 combination=self._combination,
+                region=region if region is None or not flip else region[..., ::-1].copy(),
             )
             m, r = backend.to_numpy(m), backend.to_numpy(r)
             all_maps.append(m[..., ::-1] if flip else m)
             all_raw.append(r[..., ::-1] if flip else r)
         mean, degenerate = normalise(
-            np.mean(all_maps, axis=0), signed=not self.relu, mode=self.normalize
+            np.mean(all_maps, axis=0), signed=not self.relu, mode=self.normalize, region=region
         )
         return (
             mean.astype(np.float32),
@@ -473,11 +495,12 @@ class Explainer:
         return gradient
 
     def _guided_product(
-        self, x: Any, target: Target, probe: Probe, maps: np.ndarray
+        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, region: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Guided Grad-CAM: the finished maps times a guided input gradient of the same units.
 
-        Returns the product normalised again, and the product itself as ``raw``.
+        Returns the product normalised again (over the rows' ``region``), and the product
+        itself as ``raw``.
         """
         backend = self._backend
         fixed = _fixed(target, probe)
@@ -486,7 +509,7 @@ class Explainer:
         product = backend.to_numpy(
             self.method.combine(maps, backend.to_numpy(guided.gradients[0]))  # type: ignore[attr-defined]
         ).astype(np.float32)
-        scaled, _ = normalise(product, signed=not self.relu, mode=self.normalize)
+        scaled, _ = normalise(product, signed=not self.relu, mode=self.normalize, region=region)
         return np.asarray(scaled, dtype=np.float32), product
 
     def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
@@ -517,32 +540,60 @@ class Explainer:
             outputs=probe.outputs,
         )
 
-    def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
+    def _run(
+        self, inputs: Any, target: TargetLike, *, stacklevel: int, region: RegionLike = None
+    ) -> Explanation:
         """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code.
 
         Calls on one model from several threads take turns (one lock per model).
         """
         with self._lock:
-            return self._explain(inputs, target, stacklevel=stacklevel + 1)
+            return self._explain(inputs, target, stacklevel=stacklevel + 1, region=region)
 
-    def _explain(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
+    def _region(self, region: RegionLike, x: Any) -> np.ndarray | None:
+        """Return ``region=`` as one bool ``(N, H, W)`` NumPy mask per image, or None."""
+        if region is None:
+            return None
+        backend = self._backend
+        count, size = int(x.shape[0]), backend.input_size(x)
+        if isinstance(region, str):
+            if region != AUTO_FOV:
+                raise BadInputError(
+                    f"region must be a bool mask, one per image or for all, or {AUTO_FOV!r}; "
+                    f"got {region!r}"
+                )
+            host = np.asarray(backend.to_numpy(x))
+            return fov_masks(host, channels_last=backend.channels_last)
+        return explain_region(to_host(region), count, size)
+
+    def _explain(
+        self, inputs: Any, target: TargetLike, *, stacklevel: int, region: RegionLike
+    ) -> Explanation:
         backend = self._backend
         resolved_target = as_target(host_labels(target))
         x = backend.prepare(inputs)
+        masks = self._region(region, x)
         if self._layers is None:
             self._layers = self._automatic_layers(x)
         probe, described = self._probe(x, resolved_target)
         cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
+        t = probe.resolved.units.shape[1]
+        rows = None if masks is None else np.repeat(masks, t, axis=0)
         maps_arr, raw_arr, _ = finish(
-            cams, size, relu=self.relu, normalize=self.normalize, combination=self._combination
+            cams,
+            size,
+            relu=self.relu,
+            normalize=self.normalize,
+            combination=self._combination,
+            region=rows,
         )
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         if self.aug_smooth:
-            maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw)
+            maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw, rows)
         if getattr(self.method, "guides_input", False):
-            maps, raw = self._guided_product(x, resolved_target, probe, maps)
+            maps, raw = self._guided_product(x, resolved_target, probe, maps, rows)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
@@ -568,6 +619,7 @@ class Explainer:
             version=__version__,
             outputs=probe.outputs,
             normalize=self.normalize,
+            region=masks,
         )
         _warn_weak_maps(exp, stacklevel=stacklevel)
         return exp
@@ -593,7 +645,7 @@ def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
             "empty: constant after ReLU, with no positive evidence for the target at this layer"
             if exp.relu
             else "all zeros"
-        )
+        ) + ("" if exp.region is None else " in the region")
         warnings.warn(
             f"{len(empty)} map(s) (rows {_rows(empty)}) are {reason}, and were set to zeros; "
             "try another layer, another method or relu=False",
@@ -632,12 +684,14 @@ def explain(
     layout: LayoutName | None = None,
     grid: tuple[int, int] | None = None,
     reshape: Callable[[Any], Any] | None = None,
+    region: RegionLike = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
 
-    See :class:`Explainer` for the arguments. To explain many batches with the same layer,
-    build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
+    See :class:`Explainer` for the arguments, and :meth:`Explainer.__call__` for ``region``.
+    To explain many batches with the same layer, build an explainer once
+    (``camlens.GradCAM(model, layer)``) and call it.
     """
     explainer = Explainer(
         model,
@@ -654,7 +708,7 @@ def explain(
         reshape=reshape,
         **options,
     )
-    return explainer._run(inputs, target, stacklevel=3)
+    return explainer._run(inputs, target, stacklevel=3, region=region)
 
 
 class GradCAM(Explainer):

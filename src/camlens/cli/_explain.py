@@ -84,6 +84,15 @@ class FolderOrURL(click.ParamType[Any]):
     "divides by the maximum (a weak, near-flat map stays near-uniform); none keeps the "
     "values (pictures clip them to [0, 1]).",
 )
+@click.option(
+    "--region",
+    default=None,
+    metavar="MASK|auto-fov",
+    help="Region of interest: a mask image (nonzero pixels inside, resized with nearest "
+    "neighbours to the model's input size) or auto-fov (each image's circular field of view, "
+    "thresholded from its model input: fundus photos). Maps are normalised and measured over "
+    "the region only, are 0 outside it, and overlays grey the outside out.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the same --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option(
@@ -135,6 +144,7 @@ def explain_command(
     max_size: int,
     with_metrics: bool,
     normalize: Normalize,
+    region: str | None,
     resume: bool,
     overwrite: bool,
     engine: str,
@@ -171,6 +181,7 @@ def explain_command(
         aug_smooth=aug_smooth,
         eigen_smooth=eigen_smooth,
         options=options,
+        region=region,
     )
     prepared = job.prepare()
     found = find_images([i for i in images if not _remote.is_url(i)])

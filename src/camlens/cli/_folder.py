@@ -68,6 +68,7 @@ RESUME_KEYS = (
     "method_options",
     "aug_smooth",
     "eigen_smooth",
+    "region",
 )
 #: The value a setting had before it was recorded (a folder written by an earlier version).
 SETTING_DEFAULTS: dict[str, Any] = {
@@ -77,6 +78,7 @@ SETTING_DEFAULTS: dict[str, Any] = {
     "method_options": {},
     "aug_smooth": False,
     "eigen_smooth": False,
+    "region": None,
 }
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
@@ -233,6 +235,8 @@ class OutputFolder:
                 stem = Path(name).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
+                if "region" in data.files:  # --region: the image's mask at the input size
+                    arrays[f"{stem}/region"] = data["region"]
         replace_file(self.root / NPZ, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         return self.root / NPZ
 

@@ -277,10 +277,20 @@ def _settings(
         ("Preprocessing", _preprocessing(_dict(run.get("preprocess")))),
         ("Overlay", f"{_text(run.get('cmap'))}, alpha {_number(run.get('alpha'))}"),
         ("Scaling", _SCALING.get(str(run.get("normalize", "minmax")), _text(run.get("normalize")))),
+        ("Region", _region(run.get("region"))),
         ("camlens", _text(run.get("camlens_version"))),
         ("Started", _date(run.get("started"))),
     ]
     return settings
+
+
+def _region(region: Any) -> str:
+    """Return how the run's region of interest is described in the header."""
+    if region is None:
+        return "whole images"
+    if region == "auto-fov":
+        return "auto-fov (each image's circular field of view; grey outside)"
+    return f"mask {_text(region)} (grey outside)"
 
 
 def _preprocessing(pre: dict[str, Any]) -> str:
