@@ -35,6 +35,8 @@ NETWORKS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 TOP_K = 5
 
 Call = Callable[[], Any]
+#: The layer a library explains: a name, or RefineCAM's list of names.
+Layer = str | list[str]
 
 
 def build_model(network: str, batch: int) -> tuple[nn.Module, torch.Tensor, str]:
@@ -142,13 +144,35 @@ CAMLENS = {
     "kpcacam": camlens.KPCACAM,
     "finercam": camlens.FinerCAM,
     "reciprocam": camlens.ReciproCAM,
+    "hirescam": camlens.HiResCAM,
+    "xgradcam": camlens.XGradCAM,
+    "gradcam-elementwise": camlens.GradCAMElementWise,
+    "eigengradcam": camlens.EigenGradCAM,
+    "refinecam": camlens.RefineCAM,
+    "smoothgradcam++": camlens.SmoothGradCAMPlusPlus,
+    "saliency": camlens.Saliency,
+    "smoothgrad": camlens.SmoothGrad,
+    "guidedbackprop": camlens.GuidedBackprop,
+    "guidedgradcam": camlens.GuidedGradCAM,
 }
+#: Methods that explain the input itself (no layer).
+PIXEL_LEVEL = ("saliency", "smoothgrad", "guidedbackprop")
+#: RefineCAM's layers per network: a 14x14 stage and the last 7x7 one.
+REFINE_LAYERS = {"resnet50": ["layer3", "layer4"], "mobilenet_v2": ["features.13", "features"]}
+#: Deep Feature Factorization: concepts per batch (camlens's default; pytorch-grad-cam's is 16).
+DFF_CONCEPTS = 4
+#: SmoothGrad: noisy copies and noise level over the input's range (the paper's, camlens's).
+SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 50, 0.15
 
 
-def _camlens(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
-    explainer = CAMLENS[method](model, layer=layer)
+def _camlens(method: str, model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[Call, str]:
+    if method == "dff":
+        how = f"camlens.factorize(model, x, k={DFF_CONCEPTS}, layer={layer!r}).maps"
+        return lambda: camlens.factorize(model, x, k=DFF_CONCEPTS, layer=layer).maps, how
+    explained = None if method in PIXEL_LEVEL else layer
+    explainer = CAMLENS[method](model, layer=explained)
     target = camlens.TopK(TOP_K) if method == "top5" else None
-    how = f"camlens.{CAMLENS[method].__name__}(model, layer={layer!r})(x"
+    how = f"camlens.{CAMLENS[method].__name__}(model, layer={explained!r})(x"
     how += ", target=camlens.TopK(5))" if method == "top5" else ")"
     return lambda: explainer(x, target=target).maps, how
 
@@ -158,10 +182,14 @@ def _camlens(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tupl
 # --------------------------------------------------------------------------------------------
 
 
-def _grad_cam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
+def _grad_cam(method: str, model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[Call, str]:
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    if method == "dff":
+        return _grad_cam_dff(model, x, str(layer))
+    if method == "guidedbackprop":
+        return _grad_cam_guided(model, x)
     classes = {
         "gradcam": pgc.GradCAM,
         "gradcam++": pgc.GradCAMPlusPlus,
@@ -173,10 +201,16 @@ def _grad_cam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
         "fem": pgc.FEM,
         "kpcacam": pgc.KPCA_CAM,
         "finercam": pgc.FinerCAM,  # defaults: top-1 against ranks 1-3, alpha 1 (camlens's)
+        "hirescam": pgc.HiResCAM,
+        "xgradcam": pgc.XGradCAM,
+        "gradcam-elementwise": pgc.GradCAMElementWise,
+        "eigengradcam": pgc.EigenGradCAM,
+        "refinecam": pgc.RefineCAM,  # base_method=GradCAMPlusPlus, as camlens's
     }
     cls = classes[method]
-    cam = cls(model=model, target_layers=[model.get_submodule(layer)])
-    how = f"pytorch_grad_cam.{cls.__name__}(model, target_layers=[model.{layer}])"
+    names = layer if isinstance(layer, list) else [layer]
+    cam = cls(model=model, target_layers=[model.get_submodule(n) for n in names])
+    how = f"pytorch_grad_cam.{cls.__name__}(model, target_layers=[{', '.join(names)}])"
     if method == "top5":
         top = _top(model, x, TOP_K).tolist()
 
@@ -191,12 +225,55 @@ def _grad_cam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
     return lambda: cam(input_tensor=x, targets=None), how + "(input_tensor=x, targets=None)"
 
 
+def _grad_cam_dff(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
+    from pytorch_grad_cam import DeepFeatureFactorization
+
+    head = model.fc if hasattr(model, "fc") else model.classifier
+    dff = DeepFeatureFactorization(
+        model=model, target_layer=model.get_submodule(layer), computation_on_concepts=head
+    )
+
+    def call() -> np.ndarray:
+        _, maps, _ = dff(x, n_components=DFF_CONCEPTS)
+        return np.stack(maps)  # (N, k, H, W), each map min-max scaled, image-major
+
+    how = (
+        f"pytorch_grad_cam.DeepFeatureFactorization(model, target_layer=model.{layer}, "
+        f"computation_on_concepts=<the linear head>)(x, n_components={DFF_CONCEPTS})"
+    )
+    return call, how
+
+
+def _grad_cam_guided(model: nn.Module, x: torch.Tensor) -> tuple[Call, str]:
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+
+    guided = GuidedBackpropReLUModel(model, device="cpu")
+    top = _top(model, x, 1)[:, 0].tolist()
+    # It explains image 0 of its input only, and makes that input require grad (its gradient
+    # accumulates): one private copy per image, gradient cleared before each call.
+    images = [x[i : i + 1].clone() for i in range(len(x))]
+
+    def call() -> np.ndarray:
+        maps = []
+        for image, cls in zip(images, top, strict=True):
+            image.grad = None
+            grad = guided(image, target_category=cls)  # (H, W, C) NumPy
+            maps.append(np.abs(grad).max(-1))
+        return _normalise(torch.from_numpy(np.stack(maps)))
+
+    how = (
+        "pytorch_grad_cam.GuidedBackpropReLUModel(model, device='cpu')(x[i:i+1], "
+        "target_category=c) per image (top-1 given); max over channels of |G|"
+    )
+    return call, how
+
+
 # --------------------------------------------------------------------------------------------
 # torchcam
 # --------------------------------------------------------------------------------------------
 
 
-def _torchcam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
+def _torchcam(method: str, model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[Call, str]:
     from torchcam import methods as tcm
 
     classes = {
@@ -206,6 +283,9 @@ def _torchcam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
         "top5": tcm.GradCAM,
         "scorecam": tcm.ScoreCAM,
         "cam": tcm.CAM,  # its fc layer found automatically
+        "xgradcam": tcm.XGradCAM,
+        "refinecam": tcm.RefineCAM,  # base_method=GradCAMpp, as camlens's
+        "smoothgradcam++": tcm.SmoothGradCAMpp,  # num_samples=4, std=0.3: camlens's defaults
     }
     cls = classes[method]
     extractor = cls(model, target_layer=layer, input_shape=(3, IMAGE_SIZE, IMAGE_SIZE))
@@ -246,10 +326,12 @@ def _torchcam(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tup
 # --------------------------------------------------------------------------------------------
 
 
-def _captum(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
+def _captum(method: str, model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[Call, str]:
     from captum.attr import LayerAttribution, LayerGradCam
 
-    gc = LayerGradCam(model, model.get_submodule(layer))
+    if method in ("saliency", "smoothgrad", "guidedbackprop", "guidedgradcam"):
+        return _captum_input(method, model, x, str(layer))
+    gc = LayerGradCam(model, model.get_submodule(str(layer)))
     top = _top(model, x, TOP_K)
 
     def attribute(target: torch.Tensor) -> np.ndarray:
@@ -269,7 +351,43 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple
     return lambda: attribute(top[:, 0]), how + " (top-1 given)"
 
 
-LIBRARIES: dict[str, Callable[[str, nn.Module, torch.Tensor, str], tuple[Call, str]]] = {
+def _captum_input(method: str, model: nn.Module, x: torch.Tensor, layer: str) -> tuple[Call, str]:
+    """Return captum's input-gradient attribution, as the map ``max_c |A_c|``."""
+    from captum.attr import GuidedBackprop, GuidedGradCam, NoiseTunnel, Saliency
+
+    top = _top(model, x, 1)[:, 0]
+    kwargs: dict[str, Any] = {"target": top}
+    if method == "saliency":
+        attr: Any = Saliency(model)
+        how = "captum.attr.Saliency(model).attribute(x, target=..., abs=True)"
+    elif method == "smoothgrad":
+        # camlens's noise: std = noise level x the image's value range (one image here)
+        std = SMOOTHGRAD_NOISE * float(x.max() - x.min())
+        attr = NoiseTunnel(Saliency(model))
+        kwargs.update(nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, stdevs=std, abs=False)
+        how = (
+            f"captum.attr.NoiseTunnel(Saliency(model)).attribute(x, nt_type='smoothgrad', "
+            f"nt_samples={SMOOTHGRAD_SAMPLES}, stdevs={SMOOTHGRAD_NOISE} x range, abs=False, "
+            "target=...): the mean gradient, then its magnitude (the paper's)"
+        )
+    elif method == "guidedbackprop":
+        attr = GuidedBackprop(model)
+        how = "captum.attr.GuidedBackprop(model).attribute(x, target=...)"
+    else:
+        attr = GuidedGradCam(model, model.get_submodule(layer))
+        kwargs["interpolate_mode"] = "bilinear"  # camlens's; captum's default is "nearest"
+        how = (
+            f"captum.attr.GuidedGradCam(model, model.{layer}).attribute(x, target=..., "
+            "interpolate_mode='bilinear')"
+        )
+
+    def call() -> np.ndarray:
+        return _normalise(attr.attribute(x, **kwargs).abs().amax(1))
+
+    return call, how + " (top-1 given); max over channels of |A|"
+
+
+LIBRARIES: dict[str, Callable[[str, nn.Module, torch.Tensor, Layer], tuple[Call, str]]] = {
     "camlens": _camlens,
     "pytorch-grad-cam": _grad_cam,
     "torchcam": _torchcam,
@@ -286,7 +404,8 @@ def make(library: str, method: str, network: str, batch: int) -> Built:
     if library == "reference":
         call, how = _reference(method, model, x, layer)
     else:
-        call, how = LIBRARIES[library](method, model, x, layer)
+        layers: Layer = REFINE_LAYERS[network] if method == "refinecam" else layer
+        call, how = LIBRARIES[library](method, model, x, layers)
     info = {"layer": layer, "torch_threads": torch.get_num_threads()}
     return Built(call=call, forward=forward, how=how, info=info)
 

@@ -48,8 +48,9 @@ THREADS = 1
 #: Grad-CAM family on PyTorch: camlens's time at most this many plain forwards.
 TORCH_TARGET = 1.10
 #: Methods held to the peers only: Finer-CAM needs a forward pass more by construction (the
-#: logits that pick its references), KPCA-CAM an eigendecomposition per map.
-NO_FORWARD_TARGET = ("top5", "finercam", "kpcacam")
+#: logits that pick its references), KPCA-CAM an eigendecomposition per map, RefineCAM a
+#: backward to a second, earlier layer, Smooth Grad-CAM++ a pass per noisy copy, DFF an NMF.
+NO_FORWARD_TARGET = ("top5", "finercam", "kpcacam", "refinecam", "smoothgradcam++", "dff")
 #: glibc's malloc raises its mmap threshold each time it frees a large mapped block, so how
 #: fast a forward runs (how many page faults it takes) depends on what the process allocated
 #: before: a plain forward ran 1.4x faster beside a peer that keeps a graph than beside camlens.
@@ -68,7 +69,23 @@ TORCH_LIBRARIES = {
     "kpcacam": ("camlens", "pytorch-grad-cam"),
     "finercam": ("camlens", "pytorch-grad-cam"),
     "top5": ("camlens", "pytorch-grad-cam", "torchcam", "captum"),
+    "hirescam": ("camlens", "pytorch-grad-cam"),
+    "xgradcam": ("camlens", "pytorch-grad-cam", "torchcam"),
+    "gradcam-elementwise": ("camlens", "pytorch-grad-cam"),
+    "eigengradcam": ("camlens", "pytorch-grad-cam"),
+    "refinecam": ("camlens", "pytorch-grad-cam", "torchcam"),
+    "smoothgradcam++": ("camlens", "torchcam"),
+    "dff": ("camlens", "pytorch-grad-cam"),
 }
+#: Input-gradient methods, on ResNet-50 only: the peers guide ``nn.ReLU`` modules only, and
+#: MobileNetV2's are ``ReLU6``. Held to the peers only (a full backward to the input).
+INPUT_LIBRARIES = {
+    "saliency": ("camlens", "captum"),
+    "guidedbackprop": ("camlens", "pytorch-grad-cam", "captum"),
+    "guidedgradcam": ("camlens", "captum"),
+}
+#: SmoothGrad (50 full backwards per image), on ResNet-18 at batch 1 only.
+NOISE_LIBRARIES = {"smoothgrad": ("camlens", "captum")}
 PERTURBATION_LIBRARIES = {
     "scorecam": ("camlens", "pytorch-grad-cam", "torchcam"),
     "ablationcam": ("camlens", "pytorch-grad-cam"),
@@ -131,8 +148,11 @@ def all_cases() -> list[Case]:
             cases += [Case("torch", "reference", r, network, batch) for r in TORCH_REFERENCES]
             for method, libraries in TORCH_LIBRARIES.items():
                 cases += [Case("torch", lib, method, network, batch) for lib in libraries]
+            if network == "resnet50":
+                for method, libraries in INPUT_LIBRARIES.items():
+                    cases += [Case("torch", lib, method, network, batch) for lib in libraries]
     cases += [Case("torch", "reference", r, "resnet18", 1) for r in TORCH_REFERENCES[:1]]
-    for method, libraries in PERTURBATION_LIBRARIES.items():
+    for method, libraries in {**NOISE_LIBRARIES, **PERTURBATION_LIBRARIES}.items():
         cases += [Case("torch", lib, method, "resnet18", 1) for lib in libraries]
     cases.append(Case("onnx", "reference", "forward", "resnet18", 1))
     cases += [Case("onnx", "camlens", method, "resnet18", 1) for method in ONNX_METHODS]
@@ -250,6 +270,9 @@ def agreement(case: Case) -> dict[str, Any] | None:
     if theirs.shape != ours.shape:
         return {"error": f"shapes differ: {theirs.shape} vs camlens {ours.shape}"}
     a, b = minmax(ours), minmax(np.nan_to_num(theirs))
+    if case.method == "dff":  # concepts come in no order: match them across the batch
+        b, order = match_concepts(a, b, len(a) // case.batch)
+        note = f"concepts matched by the best permutation (peer's {order} = camlens's 0..k-1)"
     corrs = [corr(a[i], b[i]) for i in range(len(a))]
     finite = [c for c in corrs if np.isfinite(c)]
     diffs = np.abs(a - b).reshape(len(a), -1).max(1)
@@ -261,6 +284,23 @@ def agreement(case: Case) -> dict[str, Any] | None:
         "constant_maps": len(corrs) - len(finite),
         "note": note,
     }
+
+
+def match_concepts(ours: np.ndarray, theirs: np.ndarray, k: int) -> tuple[np.ndarray, list[int]]:
+    """Reorder the peer's ``(N * k, H, W)`` concept maps (image-major) to camlens's order.
+
+    Deep Feature Factorization's concepts are shared by the batch and come in no particular
+    order: the permutation that maximises the summed correlation over the batch is taken.
+    """
+    from itertools import permutations
+
+    a = ours.reshape(-1, k, *ours.shape[1:])
+    b = theirs.reshape(-1, k, *theirs.shape[1:])
+    score = np.array(
+        [[sum(corr(a[n, i], b[n, j]) for n in range(len(a))) for j in range(k)] for i in range(k)]
+    )
+    best = max(permutations(range(k)), key=lambda p: np.nansum(score[range(k), list(p)]))
+    return b[:, list(best)].reshape(theirs.shape), list(best)
 
 
 def load(path: Path) -> dict[str, Any]:

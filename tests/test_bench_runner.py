@@ -84,3 +84,13 @@ def test_call_overhead_script_runs_every_step(tmp_path: Path) -> None:
     assert {"camlens.GradCAM", "camlens.GradCAMPlusPlus", "floor + all of them"} <= set(rows)
     assert all(np.isfinite(row["median_ms"]) and row["median_ms"] > 0 for row in rows.values())
     assert "| floor + eval walk |" in done.stdout
+
+
+def test_dff_concepts_are_matched_across_the_batch() -> None:
+    rng = np.random.default_rng(0)
+    ours = rng.random((3 * 4, 6, 6))  # 3 images x 4 concepts, image-major
+    order = [2, 0, 3, 1]
+    theirs = ours.reshape(3, 4, 6, 6)[:, order].reshape(ours.shape)
+    matched, found = run.match_concepts(ours, theirs, 4)
+    np.testing.assert_array_equal(matched, ours)
+    assert [order[j] for j in found] == [0, 1, 2, 3]

@@ -32,8 +32,15 @@ def test_the_bar_shows_images_per_second_and_eta() -> None:
     assert "0:00:04" in text  # elapsed
 
 
-def test_the_rate_follows_the_recent_samples() -> None:
-    # 10 images over the 5 s between t = 1 and t = 6 (2 at t = 1 are the first sample): 2.0/s,
-    # and 8 images left take 4 s.
-    text = _text([(1.0, 2), (3.0, 4), (6.0, 6)], total=20)
-    assert "12/20" in text and "2.0 images/s" in text and "ETA 0:00:04" in text
+def test_the_rate_is_over_the_whole_run_not_the_last_burst() -> None:
+    # One batch of 5 computed for 8 s, its files written in a burst (one image every 0.02 s):
+    # 5 images in 8.08 s is 0.6 images/s, not the 50/s between the burst's samples.
+    text = _text([(8.0 + 0.02 * i, 1) for i in range(5)], total=10)
+    assert "5/10" in text and "0.6 images/s" in text
+    # 5 images left at 5 / 8.08 images/s: 8.08 s, shown rounded up.
+    assert "ETA 0:00:09" in text
+
+
+def test_before_the_first_image_there_is_no_rate_and_no_eta() -> None:
+    text = _text([(3.0, 0)], total=10)
+    assert "images/s" not in text and "ETA -:--:--" in text

@@ -22,7 +22,7 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
-from camlens.backends._common import check_finite, check_host_batch
+from camlens.backends._common import check_finite, check_host_batch, no_attention
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.keras import _layers, _perturb, _probe
@@ -59,6 +59,9 @@ class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
 
     gradients = True
+    #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
+    attention = False
+    hessians = True
 
     def __init__(
         self,
@@ -183,9 +186,11 @@ class KerasBackend:
         gradients: bool,
         guided: bool = False,
         biases: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target (``guided``: guided
-        backward pass at every ReLU; ``biases``: every layer's bias-gradient too)."""
+        backward pass at every ReLU; ``biases``: every layer's bias-gradient too; ``hessian``:
+        the Hessian-vector products ``H A`` too)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
             inputs,
@@ -196,10 +201,27 @@ class KerasBackend:
             spec=self.layout,
             guided=guided,
             biases=biases,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(inputs.shape)] = layout
         return probe
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""

@@ -72,13 +72,20 @@ class Prober:
         spec: LayoutSpec,
         guided: bool = False,
         biases: bool = False,
+        hessian: bool = False,
     ) -> tuple[Probe, list[Layout]]:
         """Run the compiled probe for these inputs, layers and target; return it with the
-        layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``).
+        layers' layouts (activations, gradients and Hessian-vector products ``H A`` leave on
+        the grid, ``(M, K, h, w)``).
 
         ``biases`` (with ``layers=[INPUT]`` and gradients) also taps every layer with a bias,
         after the input, for its bias-gradient (``_biases.py``).
         """
+        if hessian and (guided or biases or not gradients):
+            raise MethodError(
+                "Hessian-vector products come with the model's own gradients: ask for "
+                "gradients, and not for a guided backward pass or bias-gradients"
+            )
         extra = self._biased(inputs, layers, gradients=gradients) if biases else []
         tapped = [*layers, *extra]
         units, signs = _targets.plan(target, int(inputs.shape[0]), n_units)
@@ -90,6 +97,8 @@ class Prober:
             units.shape,
             gradients,
             guided,
+            biases,
+            hessian,
         )
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -97,7 +106,7 @@ class Prober:
             forward = Forward(model, tapped, self._replacements, self._output, guided=guided)
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(
-                forward, picker, gradients=gradients, required=len(layers)
+                forward, picker, gradients=gradients, required=len(layers), hessian=hessian
             )
             self._compiled[key] = compiled
             self._traces += 1
@@ -105,7 +114,9 @@ class Prober:
                 self._compiled.popitem(last=False)
         else:
             self._compiled.move_to_end(key)
-        acts, picked, used, flat, grads = compiled(inputs, ops.convert_to_tensor(units), signs)
+        acts, picked, used, flat, grads, products = compiled(
+            inputs, ops.convert_to_tensor(units), signs
+        )
         t = int(picked.shape[1])
         bias_terms = None
         if biases:
@@ -134,20 +145,22 @@ class Prober:
         rows = [
             self._on_grid(a, lay, ref, t) for a, lay, ref in zip(acts, layouts, layers, strict=True)
         ]
-        grad_rows = (
-            None
-            if grads is None
-            else [
+
+        def on_grid(found: list[Any] | None) -> list[Array] | None:
+            if found is None:
+                return None
+            return [
                 self._on_grid(g, lay, ref, 1)
-                for g, lay, ref in zip(grads, layouts, layers, strict=True)
+                for g, lay, ref in zip(found, layouts, layers, strict=True)
             ]
-        )
+
         outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
         probe = Probe(
             activations=rows,
-            gradients=grad_rows,
+            gradients=on_grid(grads),
             resolved=resolved,
             outputs=outputs,
+            hessian_products=on_grid(products),
             biases=bias_terms,
         )
         return probe, layouts

@@ -1,7 +1,9 @@
 """Gradients for Keras on PyTorch: eager autograd, the graph starting at the target layers.
 
 The forward runs without autograd until the first target layer, where recording starts on a
-detached copy of its output; ``torch.autograd.grad`` asks only for the activations' gradients.
+detached copy of its output; ``torch.autograd.grad`` asks only for the activations' gradients
+(and, for Hessian-vector products, differentiates them again: the PyTorch backend's
+``hessian_products``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ import torch
 from camlens.backends.base import LayerRef
 from camlens.backends.keras._forward import Forward, ordered
 from camlens.backends.keras._targets import Picker
-from camlens.backends.torch import batched_gradients
+from camlens.backends.torch import batched_gradients, hessian_products
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
+Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
+Compiled = Callable[[Any, Any, Any], Outputs]
 
 
 def compile_probe(
-    forward: Forward, scores: Picker, *, gradients: bool, required: int | None = None
+    forward: Forward,
+    scores: Picker,
+    *,
+    gradients: bool,
+    required: int | None = None,
+    hessian: bool = False,
 ) -> Compiled:
-    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager).
+    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients,
+    hessian_products)`` (eager); ``hessian``: the products ``H A``, else ``None``.
 
     The scores must depend on the first ``required`` layers (all by default); the gradient at
     a later layer they do not depend on is zeros.
@@ -30,7 +39,7 @@ def compile_probe(
     needed = len(forward.layers) if required is None else required
     layers: list[LayerRef] = list(forward.layers)[:needed]
 
-    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
+    def probe(x: Any, units: Any, signs: Any) -> Outputs:
         seen: dict[int, Any] = {}
 
         def tap(i: int, a: Any) -> Any:
@@ -45,12 +54,15 @@ def compile_probe(
             out = forward(x, tap)
             acts = ordered(forward.layers, seen)
             signed, picked, used, flat = scores(out, units, signs)
-            grads = (
-                batched_gradients(signed, acts[:needed], layers, acts[needed:])
-                if gradients
-                else None
-            )
-        return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads
+            products = None
+            grads: list[Any] | None
+            if hessian:
+                grads, products = hessian_products(signed, acts, layers)
+            elif gradients:
+                grads = batched_gradients(signed, acts[:needed], layers, acts[needed:])
+            else:
+                grads = None
+        return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads, products
 
     return probe
 
