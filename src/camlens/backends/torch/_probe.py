@@ -18,7 +18,15 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import Layout, LayoutSpec, layout_for
-from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
+from camlens.backends.base import (
+    INPUT,
+    Inputs,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    image_of,
+    with_image,
+)
 from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._layers import evidence, hint
@@ -148,7 +156,7 @@ def batched_gradients(
 
 def probe(
     model: torch.nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     layers: Sequence[LayerRef],
     target: Target,
     output: OutputSelector,
@@ -160,19 +168,21 @@ def probe(
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
 
-    A layer that is :data:`INPUT` captures the input batch itself; ``guided`` guides the
-    backward pass at every ``ReLU``/``ReLU6`` module (hooks for this call only).
+    A layer that is :data:`INPUT` captures the input batch itself (the explained one of
+    several); ``guided`` guides the backward pass at every ``ReLU``/``ReLU6`` module (hooks
+    for this call only).
     """
     slots: list[list[Any]] = [[None, None] for _ in layers]
     at_input = [ref.handle is INPUT.handle for ref in layers]
     guides = _guided_modules(model) if guided else []
-    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    image = image_of(inputs)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
 
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
         return layout_for(
             ref.name,
             shape,
-            int(inputs.shape[0]),
+            int(image.shape[0]),
             size,
             spec,
             evidence(ref.handle),
@@ -198,14 +208,16 @@ def probe(
             )
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
-                x = inputs.clone() if inputs.is_inference() else inputs
+                if isinstance(inputs, Inputs):
+                    inputs = inputs.map(_usable)
+                x = _usable(image)
                 if any(at_input):
                     x = x.detach().requires_grad_(gradients)
                     torch.set_grad_enabled(gradients)
                     for slot, is_input in zip(slots, at_input, strict=True):
                         if is_input:
                             slot[0], slot[1] = x, Layout("nchw")
-                raw = call_model(model, x)
+                raw = call_model(model, with_image(inputs, x))
                 if isinstance(target, Detection):  # reads the detector's structured output
                     scores, resolved = detection_scores(target, raw)
                     out = scores.detach()
@@ -244,6 +256,11 @@ def probe(
         outputs=to_numpy(out.float()).reshape(out.shape[0], -1),
     )
     return probe, layouts
+
+
+def _usable(x: Any) -> Any:
+    """Return an input that can enter autograd: a copy of an inference tensor, else itself."""
+    return x.clone() if isinstance(x, torch.Tensor) and x.is_inference() else x
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
