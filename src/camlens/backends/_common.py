@@ -176,8 +176,7 @@ def prepare_inputs(
     before, whose image was rebuilt on the host) becomes an :class:`Inputs`: the explained
     entry (``selector``, else the only 4-D array) prepared by ``image(value, key)``, every
     other by ``other(key, value)``, which passes it on unchanged but for its placement. Every
-    array entry must have the image's
-    batch size.
+    array entry must have the image's batch size.
     """
     if isinstance(inputs, Inputs):
         entries: Any = inputs.entries
