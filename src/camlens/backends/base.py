@@ -279,11 +279,13 @@ class Backend(Protocol):
         ...
 
     def prepare(self, inputs: Any) -> Any:
-        """Validate the inputs and return them as the model's own tensor, on its device."""
+        """Validate the inputs and return them as the model's own tensor, on its device; a
+        tuple, list or dict of several inputs as an :class:`Inputs` (an :class:`Inputs` with
+        its image rebuilt on the host is prepared again, the same input explained)."""
         ...
 
     def input_size(self, inputs: Any) -> Size:
-        """Return the spatial size ``(H, W)`` of prepared inputs."""
+        """Return the spatial size ``(H, W)`` of prepared inputs (of the explained image)."""
         ...
 
     def probe(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import camlens
+import camlens.metrics
 from nets import ImageAndMeta
 
 #: Tiny random networks give near-flat maps at times; these tests check the maths.
@@ -255,3 +256,22 @@ def test_polycam_needs_its_layers_named_for_several_inputs(net, batch) -> None: 
     exp = camlens.PolyCAM(net, ["relu"])((x, meta), target=[0, 1, 2])
     one = camlens.PolyCAM(Bound(net, meta[:1]).eval(), ["inner.relu"])(x[:1], target=0)
     np.testing.assert_allclose(exp.maps[0], one.maps[0], atol=1e-5)
+
+
+def test_factorize_with_a_side_input_is_the_bound_models(net, batch) -> None:  # type: ignore[no-untyped-def]
+    """Deep Feature Factorization of two inputs (the side row the same for every image) is the
+    one-input model's, concept scores through the layer's tail included."""
+    x, meta = batch
+    same = meta[:1].expand(len(x), -1)
+    both = camlens.factorize(net, {"image": x, "meta": same}, k=2, layer="relu")
+    one = camlens.factorize(Bound(net, meta[:1]).eval(), x, k=2, layer="inner.relu")
+    np.testing.assert_allclose(both.maps, one.maps, atol=1e-5)
+    assert both.scores is not None and one.scores is not None
+    np.testing.assert_allclose(both.scores, one.scores, rtol=1e-5, atol=1e-6)
+
+
+def test_the_metrics_refuse_several_inputs_with_a_clear_error(net, batch) -> None:  # type: ignore[no-untyped-def]
+    x, meta = batch
+    exp = camlens.GradCAM(net, "relu")((x, meta))
+    with pytest.raises(camlens.BadInputError, match="the metrics do not yet"):
+        camlens.metrics.deletion(net, (x, meta), exp)
