@@ -166,3 +166,32 @@ def test_label_tensors_of_every_framework_are_one_class_per_image(net, twins, ba
             got = cam(inputs, target=y)
             assert got.units.tolist() == labels, kind
             np.testing.assert_array_equal(got.raw, expected.raw)
+
+
+class Subclassed(keras.Model):
+    """The twin as a subclassed model (no graph): ``call`` unpacks a dict of inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")
+        self.pool = layers.GlobalAveragePooling2D()
+        self.side = layers.Dense(4, activation="tanh")
+        self.head = layers.Dense(3)
+
+    def call(self, inputs: dict) -> object:
+        pooled = self.pool(self.conv(inputs["image"]))
+        return self.head(pooled * self.side(inputs["meta"]))
+
+
+def test_a_subclassed_model_takes_its_inputs_as_one_structure(twins, batch) -> None:  # type: ignore[no-untyped-def]
+    x, meta = batch
+    inputs = _keras_inputs("dict", x, meta)
+    model = Subclassed()
+    model(inputs)
+    for ours, name in ((model.conv, "conv"), (model.side, "side"), (model.head, "head")):
+        ours.set_weights(twins["dict"].get_layer(name).get_weights())
+    for method in ("gradcam", "scorecam", "saliency"):
+        layer = None if method == "saliency" else "conv"
+        got = camlens.explain(model, inputs, method=method, layer=layer, target=[0, 2, 1])
+        want = camlens.explain(twins["dict"], inputs, method=method, layer=layer, target=[0, 2, 1])
+        np.testing.assert_allclose(got.raw, want.raw, rtol=1e-5, atol=1e-6)
