@@ -61,14 +61,17 @@ def make_run_folder(
     compare: dict[str, Any] | None = None,
     size: tuple[int, int] = (24, 32),
     reuse_pngs: bool = False,
+    arrays: bool = False,
 ) -> Path:
     """Write ``run.json``, ``results.jsonl``, images and maps as `camlens explain` would.
 
     Image ``i`` is predicted as ``classes[i % len(classes)]`` with probability ``0.5 + i / (2 n)``
     and method ``j``'s score is ``10 + i + j / 10`` (rank ``r`` subtracts ``r``), so sorts have a
     known answer. ``reuse_pngs`` writes the same bytes for every picture (fast for big folders).
+    ``arrays`` also writes each map's ``arrays/<stem>.npz`` as the command does: ``map``, the
+    float16 `saved_map` (the map PNG's bump), and ``raw``, that map minus 0.25.
     """
-    for sub in ("images", "overlays", "maps"):
+    for sub in ("images", "overlays", "maps", *(("arrays",) if arrays else ())):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     target = "top1" if topk == 1 else f"topk:{topk}"
     run = {
@@ -128,6 +131,10 @@ def make_run_folder(
                 }
                 if topk > 1:
                     row["rank"] = rank
+                if arrays:
+                    saved = saved_map(i, j, size)
+                    np.savez(folder / "arrays" / f"{stem}.npz", map=saved, raw=saved - 0.25)
+                    row["arrays"] = f"arrays/{stem}.npz"
                 if metrics:
                     row["metrics"] = {
                         "deletion_auc": round(0.1 + 0.01 * ((7 * i + j) % 10), 4),
@@ -143,6 +150,11 @@ def make_run_folder(
     if compare is not None:
         (folder / "compare.json").write_text(json.dumps(compare), encoding="utf-8")
     return folder
+
+
+def saved_map(image: int, method: int, size: tuple[int, int] = (24, 32)) -> np.ndarray:
+    """Return the float16 map `make_run_folder` saves for image ``image`` and method ``method``."""
+    return blob(100 * image + method, size).astype(np.float16)
 
 
 def _pictures(seed: int, methods: int, size: tuple[int, int]) -> list[bytes]:

@@ -12,6 +12,7 @@ import torch
 import camlens
 from camlens.backends.torch import TorchBackend
 from nets import NonLinearHead, Raising, TrunkHead
+from vits import TinyViT
 
 METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
 #: Methods that explain the input's pixels: they take no layer.
@@ -20,9 +21,16 @@ PIXEL_LEVEL = {
 }
 
 
+#: Methods that read attention maps: their tests here run on a seeded ViT (``vits.TinyViT``).
+ATTENTION = {
+    cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "reads_attention", False)
+}
+
+
 def _layer(method: str, name: str) -> str | None:
-    """The layer a test explains with ``method``: none for a pixel-level method."""
-    return None if method in PIXEL_LEVEL else name
+    """The layer a test explains with ``method``: none for a pixel-level method, nor for an
+    attention method (every block's attention layer)."""
+    return None if method in PIXEL_LEVEL | ATTENTION else name
 
 
 #: Methods defined only where a global average pool reads the layer (not NonLinearHead's).
@@ -62,10 +70,20 @@ def _mixed_mode_net() -> TrunkHead:
     return net
 
 
+def _mixed_mode_vit() -> TinyViT:
+    net = TinyViT()
+    net.train()
+    net.blocks[0].eval()  # mixed modes must survive
+    net.head.weight.requires_grad_(False)
+    return net
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_equals_single_calls(method: str) -> None:
     net = TrunkHead() if method in NEEDS_POOLED_LAYER else NonLinearHead()
     x = torch.randn(4, 3, 16, 16)
+    if method in ATTENTION:
+        net, x = TinyViT().eval(), torch.randn(4, 3, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
         layer = _layer(method, "trunk")
@@ -100,10 +118,12 @@ def test_topk_equals_k_single_target_calls(method: str) -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_model_left_as_found_after_success(method: str) -> None:
-    net = _mixed_mode_net()
+    net: torch.nn.Module = _mixed_mode_net()
+    x = torch.randn(2, 3, 16, 16)
+    if method in ATTENTION:
+        net, x = _mixed_mode_vit(), torch.randn(2, 3, 32, 32)
     reference = copy.deepcopy(net)
     before = _snapshot(net)
-    x = torch.randn(2, 3, 16, 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.CamlensWarning)
         camlens.explain(net, x, method=method)

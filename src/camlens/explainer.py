@@ -14,7 +14,7 @@ from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import InputSelector, LayerRef, LayoutSpec, OutputSelector, backend_for
-from camlens.backends._common import host_labels
+from camlens.backends._common import host_labels, namespace, no_attention, to_host
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import (
     INPUT,
@@ -39,6 +39,7 @@ from camlens.methods import Method, get_method
 from camlens.methods.perturbation import PerturbationMethod, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
+from camlens.region import AUTO_FOV, explain_region, fov_masks
 from camlens.targets import Class, Detection, Output, Target, TargetLike, TopK, as_target
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "KPCACAM",
     "SSCAM",
     "AblationCAM",
+    "AttentionRollout",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
@@ -59,12 +61,14 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "OptiCAM",
     "PolyCAM",
     "ReciproCAM",
     "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -72,6 +76,7 @@ __all__ = [
 ]
 
 LayerLike = Any  # a name, a path, the framework's layer object, or a list of them
+RegionLike = Any  # a bool (H, W) or (N, H, W) mask (NumPy or a framework's), or "auto-fov"
 
 #: ``aug_smooth``'s augmentations, (horizontal flip, pixel-value factor), as pytorch-grad-cam's
 #: (ttach's ``HorizontalFlip`` and ``Multiply([0.9, 1, 1.1])``).
@@ -177,16 +182,27 @@ class Explainer:
         if isinstance(input, bool) or not isinstance(input, (int, str, type(None))):
             raise BadInputError(f"input= is the index or key of the explained input; got {input!r}")
         self._backend = backend_for(model, output=output, logits=logits, layout=spec, input=input)
+        if _reads_attention(self.method) and not self._backend.attention:
+            raise no_attention(self._backend.framework)
         if self.method.needs_gradients and not self._backend.gradients:
             usable = [
                 n
                 for n, cls in methods.REGISTRY.items()
-                if n == cls.name and not cls.needs_gradients
+                if n == cls.name
+                and not cls.needs_gradients
+                and (self._backend.attention or not _reads_attention(cls))
             ]
             raise MethodError(
                 f"{getattr(self.method, 'name', type(self.method).__name__)} needs gradients, "
                 f"which {self._backend.framework} models do not give; use a gradient-free "
                 f"method: {', '.join(dict.fromkeys(usable))}"
+            )
+        if self._hessian and not getattr(self._backend, "hessians", False):
+            raise MethodError(
+                f"{getattr(self.method, 'name', type(self.method).__name__)} needs "
+                "Hessian-vector products (a second backward pass), "
+                f"which {self._backend.framework} models do not give; use it on the PyTorch or "
+                "Keras model, or a first-order method here"
             )
         self._lock = model_lock(model)
         self._layers: tuple[LayerRef, ...] | None = None
@@ -208,7 +224,9 @@ class Explainer:
         """Return the resolved layer names (``None`` until an automatic pick has run)."""
         return None if self._layers is None else tuple(ref.name for ref in self._layers)
 
-    def __call__(self, inputs: Any, target: TargetLike = None) -> Explanation:
+    def __call__(
+        self, inputs: Any, target: TargetLike = None, *, region: RegionLike = None
+    ) -> Explanation:
         """Explain a batch.
 
         Args:
@@ -220,8 +238,17 @@ class Explainer:
                 loader's labels), :class:`camlens.Class`, :class:`camlens.Output`,
                 :class:`camlens.TopK`, or a function of the model output returning ``(N,)``
                 or ``(N, T)`` scores.
+            region: The region of interest, at the input's resolution: a bool ``(H, W)`` mask
+                for every image, ``(N, H, W)`` masks (one per image; 0/1 numbers are read as
+                bool), or ``"auto-fov"``: each image's circular field of view
+                (:func:`camlens.auto_fov`), thresholded from ``inputs`` as given, i.e. the
+                preprocessed batch (its mean over channels; a per-channel ``(x - mean) / std``
+                keeps a fundus photo's black surround darkest). Each map is normalised over
+                its image's region only and is 0 outside it, the explanation's ``strength``
+                reads the region only, and overlays grey out the rest; the model still sees
+                the whole input, and ``raw`` is the whole map. ``None``: whole images.
         """
-        return self._run(inputs, target, stacklevel=3)
+        return self._run(inputs, target, stacklevel=3, region=region)
 
     explain = __call__
 
@@ -252,6 +279,8 @@ class Explainer:
         """Return the layers explained when none is given: the automatic one, or for a method
         that fuses layers (Poly-CAM) one per resolution stage (:func:`stage_layers`)."""
         backend = self._backend
+        if _reads_attention(self.method):
+            return backend.attention_layers(x)
         if not hasattr(self.method, "fuse_layers"):
             return (backend.auto_layer(x),)
         if isinstance(x, Inputs):
@@ -272,6 +301,11 @@ class Explainer:
         return bool(getattr(self.method, "guided", False))
 
     @property
+    def _hessian(self) -> bool:
+        """Whether the method reads Hessian-vector products at its layers (ShapleyCAM)."""
+        return bool(getattr(self.method, "needs_hessian", False))
+
+    @property
     def _combination(self) -> str:
         """How the method's maps of several layers combine: ``"mean"`` or ``"product"``."""
         return str(getattr(self.method, "layer_combination", "mean"))
@@ -279,6 +313,15 @@ class Explainer:
     def _probe(self, x: Any, target: Target) -> tuple[Probe, str]:
         """Probe the layers for ``target``; return the probe and the target's description."""
         assert self._layers is not None
+        if _reads_attention(self.method):
+            probe = self._backend.attention_probe(
+                x,
+                self._layers,
+                target,
+                gradients=self.method.needs_gradients,
+                head=getattr(self.method, "head", None),
+            )
+            return probe, target.describe()
         if isinstance(self.method, methods.FinerCAM):
             probe = self._contrast_probe(x, target, self.method)
             return probe, (
@@ -290,16 +333,24 @@ class Explainer:
             target,
             gradients=self.method.needs_gradients,
             guided=self._guided,
+            hessian=self._hessian,
         )
         return probe, target.describe()
 
     def _augmented(
-        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, raw: np.ndarray
+        self,
+        x: Any,
+        target: Target,
+        probe: Probe,
+        maps: np.ndarray,
+        raw: np.ndarray,
+        region: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``aug_smooth``: the maps of flipped and scaled inputs, mapped back and averaged.
 
-        Every augmented input explains the units the input's own pass resolved. Returns the
-        averaged maps (normalised again), raws and the degenerate rows.
+        Every augmented input explains the units the input's own pass resolved; a flipped
+        input's maps are normalised over the flipped ``region`` (per row). Returns the averaged
+        maps (normalised again over the region), raws and the degenerate rows.
         """
         backend = self._backend
         fixed = _fixed(target, probe)
@@ -320,12 +371,13 @@ class Explainer:
                 relu=self.relu,
                 normalize=self.normalize,
                 combination=self._combination,
+                region=region if region is None or not flip else region[..., ::-1].copy(),
             )
             m, r = backend.to_numpy(m), backend.to_numpy(r)
             all_maps.append(m[..., ::-1] if flip else m)
             all_raw.append(r[..., ::-1] if flip else r)
         mean, degenerate = normalise(
-            np.mean(all_maps, axis=0), signed=not self.relu, mode=self.normalize
+            np.mean(all_maps, axis=0), signed=not self.relu, mode=self.normalize, region=region
         )
         return (
             mean.astype(np.float32),
@@ -334,13 +386,29 @@ class Explainer:
         )
 
     def _cams(self, x: Any, probe: Probe, target: Target, *, stacklevel: int | None) -> list[Any]:
-        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None)."""
+        """Return each layer's signed ``(M, h, w)`` map; warn (unless ``stacklevel`` is None).
+
+        An attention method's maps of all its layers are one map, on the tokens' grid.
+        """
+        if _reads_attention(self.method):
+            assert probe.tokens is not None and probe.tokens.grid is not None
+            cam = self.method.cam_from_attention(  # type: ignore[attr-defined]
+                probe.activations, probe.gradients, probe.tokens
+            )
+            expected = (probe.activations[0].shape[0], *probe.tokens.grid)
+            if tuple(cam.shape) != expected:
+                raise MethodError(
+                    f"method {self.method!r} returned maps of shape {tuple(cam.shape)}; "
+                    f"expected {expected}"
+                )
+            return [cam]
         grads: Sequence[Any] = probe.gradients or [None] * len(probe.activations)
+        products: Sequence[Any] = probe.hessian_products or [None] * len(probe.activations)
         samples = self._noisy_gradients(x, probe, target)
         assert self._layers is not None
         cams = []
-        for i, (ref, acts, grad) in enumerate(
-            zip(self._layers, probe.activations, grads, strict=True)
+        for i, (ref, acts, grad, product) in enumerate(
+            zip(self._layers, probe.activations, grads, products, strict=True)
         ):
             if acts.shape[2] * acts.shape[3] == 1 and stacklevel is not None:
                 warnings.warn(
@@ -363,6 +431,14 @@ class Explainer:
                 )
             elif samples is not None:
                 cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
+            elif product is not None:
+                weights = self.method.hessian_weights(acts, grad, product)  # type: ignore[attr-defined]
+                terms = weights[:, :, None, None] * acts
+                cam = (
+                    eigen_smooth(terms)
+                    if self.eigen_smooth
+                    else namespace(terms).sum(terms, axis=1)
+                )
             elif self.eigen_smooth:
                 cam = eigen_smooth(self.method.weighted(acts, grad))
             else:
@@ -455,11 +531,12 @@ class Explainer:
         return gradient
 
     def _guided_product(
-        self, x: Any, target: Target, probe: Probe, maps: np.ndarray
+        self, x: Any, target: Target, probe: Probe, maps: np.ndarray, region: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Guided Grad-CAM: the finished maps times a guided input gradient of the same units.
 
-        Returns the product normalised again, and the product itself as ``raw``.
+        Returns the product normalised again (over the rows' ``region``), and the product
+        itself as ``raw``.
         """
         backend = self._backend
         fixed = _fixed(target, probe)
@@ -468,7 +545,7 @@ class Explainer:
         product = backend.to_numpy(
             self.method.combine(maps, backend.to_numpy(guided.gradients[0]))  # type: ignore[attr-defined]
         ).astype(np.float32)
-        scaled, _ = normalise(product, signed=not self.relu, mode=self.normalize)
+        scaled, _ = normalise(product, signed=not self.relu, mode=self.normalize, region=region)
         return np.asarray(scaled, dtype=np.float32), product
 
     def _contrast_probe(self, x: Any, target: Target, method: methods.FinerCAM) -> Probe:
@@ -499,32 +576,60 @@ class Explainer:
             outputs=probe.outputs,
         )
 
-    def _run(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
+    def _run(
+        self, inputs: Any, target: TargetLike, *, stacklevel: int, region: RegionLike = None
+    ) -> Explanation:
         """Explain a batch; warnings point ``stacklevel`` frames up, at the caller's code.
 
         Calls on one model from several threads take turns (one lock per model).
         """
         with self._lock:
-            return self._explain(inputs, target, stacklevel=stacklevel + 1)
+            return self._explain(inputs, target, stacklevel=stacklevel + 1, region=region)
 
-    def _explain(self, inputs: Any, target: TargetLike, *, stacklevel: int) -> Explanation:
+    def _region(self, region: RegionLike, x: Any) -> np.ndarray | None:
+        """Return ``region=`` as one bool ``(N, H, W)`` NumPy mask per image, or None."""
+        if region is None:
+            return None
+        backend = self._backend
+        count, size = int(image_of(x).shape[0]), backend.input_size(x)
+        if isinstance(region, str):
+            if region != AUTO_FOV:
+                raise BadInputError(
+                    f"region must be a bool mask, one per image or for all, or {AUTO_FOV!r}; "
+                    f"got {region!r}"
+                )
+            host = np.asarray(backend.to_numpy(image_of(x)))
+            return fov_masks(host, channels_last=backend.channels_last)
+        return explain_region(to_host(region), count, size)
+
+    def _explain(
+        self, inputs: Any, target: TargetLike, *, stacklevel: int, region: RegionLike
+    ) -> Explanation:
         backend = self._backend
         resolved_target = as_target(host_labels(target))
         x = backend.prepare(inputs)
+        masks = self._region(region, x)
         if self._layers is None:
             self._layers = self._automatic_layers(x)
         probe, described = self._probe(x, resolved_target)
         cams = self._cams(x, probe, resolved_target, stacklevel=stacklevel)
         size = backend.input_size(x)
+        t = probe.resolved.units.shape[1]
+        rows = None if masks is None else np.repeat(masks, t, axis=0)
         maps_arr, raw_arr, _ = finish(
-            cams, size, relu=self.relu, normalize=self.normalize, combination=self._combination
+            cams,
+            size,
+            relu=self.relu,
+            normalize=self.normalize,
+            combination=self._combination,
+            region=rows,
         )
         maps = backend.to_numpy(maps_arr).astype(np.float32, copy=False)
         raw = backend.to_numpy(raw_arr).astype(np.float32, copy=False)
         if self.aug_smooth:
-            maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw)
+            maps, raw, _ = self._augmented(x, resolved_target, probe, maps, raw, rows)
         if getattr(self.method, "guides_input", False):
-            maps, raw = self._guided_product(x, resolved_target, probe, maps)
+            maps, raw = self._guided_product(x, resolved_target, probe, maps, rows)
         if not (np.isfinite(maps).all() and np.isfinite(raw).all()):
             raise UnsupportedModelError(
                 f"the maps are not finite: the model produced NaN or infinite activations or "
@@ -550,9 +655,15 @@ class Explainer:
             version=__version__,
             outputs=probe.outputs,
             normalize=self.normalize,
+            region=masks,
         )
         _warn_weak_maps(exp, stacklevel=stacklevel)
         return exp
+
+
+def _reads_attention(method: object) -> bool:
+    """Whether ``method`` reads attention maps (LeGrad, attention rollout)."""
+    return bool(getattr(method, "reads_attention", False))
 
 
 def _fixed(target: Target, probe: Probe) -> Target:
@@ -570,7 +681,7 @@ def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:
             "empty: constant after ReLU, with no positive evidence for the target at this layer"
             if exp.relu
             else "all zeros"
-        )
+        ) + ("" if exp.region is None else " in the region")
         warnings.warn(
             f"{len(empty)} map(s) (rows {_rows(empty)}) are {reason}, and were set to zeros; "
             "try another layer, another method or relu=False",
@@ -610,12 +721,14 @@ def explain(
     layout: LayoutName | None = None,
     grid: tuple[int, int] | None = None,
     reshape: Callable[[Any], Any] | None = None,
+    region: RegionLike = None,
     **options: Any,
 ) -> Explanation:
     """Explain ``inputs`` with one call: Grad-CAM at the last spatial layer, top-1 class.
 
-    See :class:`Explainer` for the arguments. To explain many batches with the same layer,
-    build an explainer once (``camlens.GradCAM(model, layer)``) and call it.
+    See :class:`Explainer` for the arguments, and :meth:`Explainer.__call__` for ``region``.
+    To explain many batches with the same layer, build an explainer once
+    (``camlens.GradCAM(model, layer)``) and call it.
     """
     explainer = Explainer(
         model,
@@ -633,7 +746,7 @@ def explain(
         reshape=reshape,
         **options,
     )
-    return explainer._run(inputs, target, stacklevel=3)
+    return explainer._run(inputs, target, stacklevel=3, region=region)
 
 
 class GradCAM(Explainer):
@@ -780,7 +893,28 @@ class PolyCAM(Explainer):
     method_type = methods.PolyCAM
 
 
+class ShapleyCAM(Explainer):
+    """ShapleyCAM explainer; the maths is :class:`camlens.methods.ShapleyCAM`."""
+
+    method_type = methods.ShapleyCAM
+
+
 class OptiCAM(Explainer):
     """Opti-CAM explainer; the maths and options are :class:`camlens.methods.OptiCAM`."""
 
     method_type = methods.OptiCAM
+
+
+class LeGrad(Explainer):
+    """LeGrad explainer; the maths is :class:`camlens.methods.LeGrad`. Its layers are attention
+    layers (automatic: every block's)."""
+
+    method_type = methods.LeGrad
+
+
+class AttentionRollout(Explainer):
+    """Attention rollout explainer; the maths and options are
+    :class:`camlens.methods.AttentionRollout`. Its layers are attention layers (automatic:
+    every block's)."""
+
+    method_type = methods.AttentionRollout

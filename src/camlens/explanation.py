@@ -51,6 +51,10 @@ class Explanation:
             another forward pass. ``softmax(outputs, axis=1)`` gives a classifier's
             probabilities.
         normalize: How ``maps`` were scaled: ``"minmax"``, ``"max"`` or ``"none"``.
+        region: ``(N, H, W)`` bool, one mask per image at the input's resolution, True inside
+            the region of interest (the explainer's ``region=``), or None for whole images.
+            ``maps`` were scaled over each image's region and are 0 outside it; ``raw`` is
+            whole; :attr:`strength` reads the region only; overlays grey out the outside.
 
     :attr:`strength` says, per row, how strong and how flat the raw map is (its range, its
     contrast, its share of positive evidence, and ``"ok"``, ``"flat"`` or ``"empty"``).
@@ -73,9 +77,28 @@ class Explanation:
     version: str = field(default="")
     outputs: np.ndarray | None = field(default=None)
     normalize: str = field(default="minmax")
+    region: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
-        _freeze(self, ("maps", "raw", "scores", "image_index", "units", "signs", "outputs"))
+        if self.region is not None:
+            expected = (self._n_images, *self.maps.shape[1:])
+            if self.region.dtype != np.bool_ or self.region.shape != expected:
+                raise BadInputError(
+                    f"an explanation's region must be bool {expected} (one mask per image at "
+                    f"the maps' size); got {self.region.dtype} {self.region.shape}"
+                )
+        _freeze(
+            self, ("maps", "raw", "scores", "image_index", "units", "signs", "outputs", "region")
+        )
+
+    @property
+    def _row_region(self) -> np.ndarray | None:
+        """Return the region of each row, ``(M, H, W)`` bool (a read-only view), or None."""
+        if self.region is None:
+            return None
+        rows: np.ndarray = self.region[self.image_index]
+        rows.setflags(write=False)
+        return rows
 
     @cached_property
     def strength(self) -> MapStatistics:
@@ -85,7 +108,7 @@ class Explanation:
         :data:`camlens.postprocess.FLAT_CONTRAST`, and min-max scaling shows it stretched over
         the whole colour scale; an ``"empty"`` row has no positive evidence.
         """
-        return map_statistics(self.raw, relu=self.relu)
+        return map_statistics(self.raw, relu=self.relu, region=self._row_region)
 
     def __repr__(self) -> str:
         """Return a one-line description: method, layers, target, sizes; no array values."""
@@ -149,12 +172,16 @@ class Explanation:
             framework=self.framework,
             version=self.version,
             normalize=self.normalize,
+            region=None if self.region is None else self.region[index],
         )
 
     def overlay(
         self, images: Sequence[Any] | np.ndarray, *, cmap: str = "jet", alpha: float = 0.5
     ) -> list[Image.Image]:
         """Return one overlay per row: its image blended with its map.
+
+        Outside the explanation's region, if it has one, the image is greyed out and has no
+        heat colour (see :func:`camlens.overlay`).
 
         Args:
             images: The ``N`` images, in any layout and value range ``camlens.overlay`` accepts
@@ -171,7 +198,13 @@ class Explanation:
                 "images, in the same order, as the explained batch"
             )
         return [
-            overlay(images[int(i)], cam_map, cmap=cmap, alpha=alpha)
+            overlay(
+                images[int(i)],
+                cam_map,
+                cmap=cmap,
+                alpha=alpha,
+                region=None if self.region is None else self.region[int(i)],
+            )
             for i, cam_map in zip(self.image_index, self.maps, strict=True)
         ]
 
@@ -193,6 +226,7 @@ class ImageExplanation:
             ``score_kind`` says so), or None where the explanation has no outputs.
         target, target_kind, score_kind, layers, method, input_size, relu, framework, version,
         normalize: As the :class:`Explanation`'s.
+        region: ``(H, W)`` bool, the image's region of interest, or None for the whole image.
     """
 
     image_index: int
@@ -212,14 +246,18 @@ class ImageExplanation:
     framework: str
     version: str
     normalize: str = "minmax"
+    region: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        _freeze(self, ("maps", "raw", "scores", "units", "signs", "output"))
+        _freeze(self, ("maps", "raw", "scores", "units", "signs", "output", "region"))
 
     @cached_property
     def strength(self) -> MapStatistics:
         """Return each row's raw range, contrast, positive share and status (``(T,)`` arrays)."""
-        return map_statistics(self.raw, relu=self.relu)
+        rows = None
+        if self.region is not None:
+            rows = np.broadcast_to(self.region, (len(self), *self.region.shape))
+        return map_statistics(self.raw, relu=self.relu, region=rows)
 
     def __len__(self) -> int:
         """Return the number of rows ``T``."""

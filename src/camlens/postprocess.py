@@ -95,7 +95,9 @@ def check_normalize(mode: object) -> Normalize:
     return mode  # type: ignore[return-value]  # checked just above
 
 
-def normalise(maps: Array, *, signed: bool, mode: Normalize = "minmax") -> tuple[Array, Array]:
+def normalise(
+    maps: Array, *, signed: bool, mode: Normalize = "minmax", region: Array | None = None
+) -> tuple[Array, Array]:
     """Scale each ``(M, H, W)`` map for display, as ``mode`` says.
 
     - ``"minmax"``: ``(x - min) / (max - min)``, in ``[0, 1]``: every map spans the whole scale,
@@ -107,25 +109,43 @@ def normalise(maps: Array, *, signed: bool, mode: Normalize = "minmax") -> tuple
     A signed map (``signed``, from ``relu=False``) is divided by its largest magnitude under
     ``"minmax"`` and ``"max"`` alike, into ``[-1, 1]``: shifting it would move its zero, which
     is what the sign means. A map that cannot be scaled (constant under min-max, all zeros
-    otherwise) becomes zeros instead of NaN. Returns the scaled maps and an ``(M,)`` boolean
-    array marking those degenerate rows (for ``"none"``: the maps that are all zeros).
+    otherwise) becomes zeros instead of NaN. With a ``region`` (a bool ``(M, H, W)`` array of
+    the maps' library, True inside), the minimum, maximum and magnitude are taken over the
+    region's pixels only and the pixels outside it are set to 0 (under ``"none"`` too).
+    Returns the scaled maps and an ``(M,)`` boolean array marking those degenerate rows (for
+    ``"none"``: the maps that are all zeros, in the region).
     """
     xp = namespace(maps)
     axes = tuple(range(1, maps.ndim))
     if signed or mode != "minmax":
         shifted = maps
-        span = xp.max(xp.abs(maps), axis=axes, keepdims=True)
+        magnitude = xp.abs(maps)
+        if region is not None:
+            magnitude = xp.where(region, magnitude, xp.zeros_like(maps))  # 0 changes no max
+        span = xp.max(magnitude, axis=axes, keepdims=True)
     else:
-        low = xp.min(maps, axis=axes, keepdims=True)
+        for_min, for_max = maps, maps
+        if region is not None:  # outside: the row's own max (for the min), min (for the max)
+            for_min = xp.where(region, maps, xp.max(maps, axis=axes, keepdims=True))
+            for_max = xp.where(region, maps, xp.min(maps, axis=axes, keepdims=True))
+        low = xp.min(for_min, axis=axes, keepdims=True)
         shifted = maps - low
-        span = xp.max(maps, axis=axes, keepdims=True) - low
-    degenerate = span == 0
-    if mode == "none":
-        return maps, xp.reshape(degenerate, (maps.shape[0],))
+        span = xp.max(for_max, axis=axes, keepdims=True) - low
+    degenerate = xp.reshape(span == 0, (maps.shape[0],))
     # A degenerate row is all zeros once shifted (constant values minus their minimum, or
     # zeros when signed), so dividing it by 1 instead of 0 leaves exact zeros.
-    scaled = shifted / xp.where(degenerate, 1.0, span)
-    return scaled, xp.reshape(degenerate, (maps.shape[0],))
+    scaled = maps if mode == "none" else shifted / xp.where(span == 0, 1.0, span)
+    if region is not None:
+        scaled = xp.where(region, scaled, xp.zeros_like(scaled))
+    return scaled, degenerate
+
+
+def region_on(region: np.ndarray | None, like: Array) -> Array | None:
+    """Return a NumPy bool region as an array of ``like``'s library, on its device."""
+    if region is None:
+        return None
+    xp = namespace(like)
+    return xp.asarray(region, device=device(like))
 
 
 def rectify(maps: Array) -> Array:
@@ -141,22 +161,31 @@ def finish(
     relu: bool,
     normalize: Normalize = "minmax",
     combination: str = "mean",
+    region: np.ndarray | None = None,
 ) -> tuple[Array, Array, Array]:
     """Turn per-layer signed maps into final maps at ``size``.
 
     Each layer's map is rectified (if ``relu``), resized to ``size`` and normalised (as
     ``normalize`` says, see :func:`normalise`); several layers are combined, by their mean
     (``combination="mean"``) or their product (``"product"``, RefineCAM), and normalised again
-    (with ``"none"``, their values are combined as they are). The signed ``raw`` map is the
-    single layer's map, or for several layers the mean (or product) of each layer's map
-    divided by its largest magnitude, resized to the finest layer's resolution.
+    (with ``"none"``, their values are combined as they are). With a ``region`` (bool
+    ``(M, H, W)`` NumPy, at ``size``), every normalisation reads only the region's pixels and
+    sets the others to 0 (see :func:`normalise`). The signed ``raw`` map is the single layer's
+    map, or for several layers the mean (or product) of each layer's map divided by its
+    largest magnitude, resized to the finest layer's resolution; the region leaves it whole.
 
     Returns:
         ``(maps (M, H, W), raw (M, h, w), degenerate (M,) bool)``.
     """
     xp = namespace(*cams)
+    inside = region_on(region, cams[0])
     per_layer = [
-        normalise(resize(rectify(c) if relu else c, size), signed=not relu, mode=normalize)
+        normalise(
+            resize(rectify(c) if relu else c, size),
+            signed=not relu,
+            mode=normalize,
+            region=inside,
+        )
         for c in cams
     ]
     if len(per_layer) == 1:
@@ -164,7 +193,10 @@ def finish(
         return maps, cams[0], degenerate
     reduce = xp.prod if combination == "product" else xp.mean
     maps, degenerate = normalise(
-        reduce(xp.stack([m for m, _ in per_layer]), axis=0), signed=not relu, mode=normalize
+        reduce(xp.stack([m for m, _ in per_layer]), axis=0),
+        signed=not relu,
+        mode=normalize,
+        region=inside,
     )
     finest = max((c.shape[-2:] for c in cams), key=lambda hw: hw[0] * hw[1])
     raw = reduce(xp.stack([resize(normalise(c, signed=True)[0], finest) for c in cams]), axis=0)
@@ -175,8 +207,17 @@ def finish(
 FLAT_CONTRAST = 0.05
 
 
-def map_statistics(raw: np.ndarray, *, relu: bool) -> MapStatistics:
+def map_statistics(
+    raw: np.ndarray, *, relu: bool, region: np.ndarray | None = None
+) -> MapStatistics:
     """Return how strong and how flat each signed ``(M, h, w)`` map is.
+
+    With a ``region`` (bool ``(M, H, W)``, True inside, at the input's resolution), every
+    figure reads only the region's pixels at ``(H, W)``, where the maps are: the raw map
+    resized bilinearly (:func:`resize`) gives the range, the positive share and a signed
+    map's contrast; a rectified map's contrast and emptiness read the raw map as the final
+    maps are made (rectified, then resized), so a map empty in the region is one whose final
+    map is zeros there. A raw map already at ``(H, W)`` is read as it is.
 
     - ``raw_min``, ``raw_max``: the signed map's range, in the layer's units.
     - ``contrast``: the share of the colour scale the map spans when scaled by its largest
@@ -189,14 +230,27 @@ def map_statistics(raw: np.ndarray, *, relu: bool) -> MapStatistics:
       zeros), ``"flat"`` (contrast below :data:`FLAT_CONTRAST`: min-max scaling would stretch
       a near-uniform map over the whole scale) or ``"ok"``.
     """
-    values = np.asarray(raw, dtype=np.float64).reshape(raw.shape[0], -1)
-    low, high = values.min(axis=1), values.max(axis=1)
-    positive = np.maximum(values, 0.0)
-    magnitude = np.abs(values)
+    values = np.asarray(raw, dtype=np.float64)
+    count = values.shape[0]
+    rectified = np.maximum(values, 0.0)
+    if region is None:
+        inside = np.ones((count, 1), dtype=bool)
+    else:
+        size = region.shape[1:]
+        values, rectified = np.asarray(resize(values, size)), np.asarray(resize(rectified, size))
+        inside = np.asarray(region, dtype=bool).reshape(count, -1)
+    values = values.reshape(count, -1)
+    low = np.where(inside, values, np.inf).min(axis=1)
+    high = np.where(inside, values, -np.inf).max(axis=1)
+    positive = np.where(inside, np.maximum(values, 0.0), 0.0)
+    magnitude = np.where(inside, np.abs(values), 0.0)
     mass = magnitude.sum(axis=1)
     share = np.divide(positive.sum(axis=1), mass, out=np.zeros_like(mass), where=mass > 0)
     if relu:
-        top, bottom = positive.max(axis=1), positive.min(axis=1)
+        # The rectified map as the final maps are made: rectified, then resized.
+        shown = rectified.reshape(count, -1)
+        top = np.where(inside, shown, 0.0).max(axis=1)
+        bottom = np.where(inside, shown, np.inf).min(axis=1)
         empty = top <= 0
         contrast = np.divide(top - bottom, top, out=np.zeros_like(top), where=~empty)
     else:

@@ -163,6 +163,9 @@ MODEL_REFERENCES = {
     "refinecam",
     "smoothgradcam++",
     "opticam",  # test_opticam.py
+    "legrad",  # test_attention_methods.py: read attention maps
+    "attentionrollout",
+    "shapleycam",  # test_shapleycam.py (second derivatives)
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",

@@ -32,7 +32,7 @@ from camlens.backends.base import (
     OutputSelector,
     keys_of,
 )
-from camlens.errors import BadInputError, LayerError, UnsupportedModelError
+from camlens.errors import BadInputError, LayerError, MethodError, UnsupportedModelError
 
 __all__ = [
     "Finished",
@@ -103,6 +103,22 @@ def check_finite(array: np.ndarray) -> None:
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise BadInputError(f"inputs contain {bad} NaN or infinite value(s); clean them first")
+
+
+def no_attention(framework: str) -> MethodError:
+    """Return the error for an attention method (LeGrad, attention rollout) on a backend that
+    captures no attention maps."""
+    reason = (
+        "camlens does not capture the attention scores of Keras MultiHeadAttention layers (they "
+        "are internal to the layer's call, which camlens's Keras probes do not tap)"
+        if framework.startswith("keras")
+        else f"camlens captures no attention maps from {framework} models"
+    )
+    return MethodError(
+        f"attention methods (legrad, attentionrollout) read each block's attention "
+        f"probabilities, and {reason}; explain a PyTorch transformer (transformers models in "
+        "eager attention), or use a layer method (gradcam, layercam, eigencam) on a token layer"
+    )
 
 
 def host_labels(target: Any) -> Any:

@@ -37,6 +37,7 @@ __all__ = [
     "Layout",
     "LayoutName",
     "LayoutSpec",
+    "attention_layout",
     "layout_for",
     "plausible",
     "token_grids",
@@ -293,12 +294,47 @@ def _resolve_tokens(name: str, shape: tuple[int, ...], size: Size, spec: LayoutS
             f"layout={spec.layout!r} needs a 4-D output, but layer {name!r} outputs tokens "
             f"{shape}; pass layout='tokens' (or nothing) for (N, L, C) tokens"
         )
-    tokens = shape[1]
     if spec.layout is None and spec.grid is None and shape[2] < 2:
         raise LayerError(
             f"layer {name!r} outputs {shape}: one channel per token, as a pooled (N, C, 1) "
             "output has; pass layout='tokens' with grid=(h, w) if these are tokens"
         )
+    return _token_grid(name, shape[1], shape, size, spec)
+
+
+def attention_layout(
+    name: str, shape: tuple[int, ...], batch: int, size: Size, spec: LayoutSpec
+) -> Layout:
+    """Return how the tokens of layer ``name``'s attention maps lie on the grid of ``size``
+    inputs.
+
+    Attention maps are ``(N, heads, L, L)``: for each head, the probabilities with which each
+    query token attends to each key token, ``L = P + h * w`` tokens (prefix tokens, then the
+    patch tokens row by row), found as for a token layer (``grid=`` where the count does not
+    tell it).
+
+    Raises:
+        LayerError: The output is no attention map for this batch, or its grid is ambiguous.
+    """
+    if spec.reshape is not None or spec.layout not in (None, "tokens"):
+        raise LayerError(
+            "attention maps are (N, heads, L, L) over tokens: drop reshape= and layout= "
+            "(grid=(h, w) says the patch grid where the token count does not tell it)"
+        )
+    if len(shape) != 4 or shape[0] != batch or shape[2] != shape[3]:
+        raise LayerError(
+            f"layer {name!r} gives {shape} for a batch of {batch}, not attention maps "
+            "(N, heads, L, L); pass the layers whose outputs are the attention probabilities "
+            "(or none, to find them)"
+        )
+    return _token_grid(name, shape[2], shape, size, spec)
+
+
+def _token_grid(
+    name: str, tokens: int, shape: tuple[int, ...], size: Size, spec: LayoutSpec
+) -> Layout:
+    """Return the tokens layout of ``tokens`` tokens: ``grid=`` if given, else the one patch
+    grid that fits the input size."""
     if spec.grid is not None:
         h, w = spec.grid
         prefix = tokens - h * w

@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 import numpy as np
 
 from camlens._types import Array, IntArray, Size
+from camlens.backends._layout import Layout
 from camlens.targets import Target
 
 #: How the model's output is picked when the model returns several: an index into a tuple or
@@ -243,12 +244,20 @@ class Probe:
         resolved: The target's scores per image, ``(N, T)``.
         outputs: The model output the scores were read from, ``(N, U)`` float32 NumPy, one
             flattened row per image (pre-softmax where the backend skips a softmax).
+        tokens: For an attention probe, how the attention maps' tokens lie on the image grid
+            (prefix tokens, then the patch grid); its activations are then the layers'
+            attention maps ``(M, heads, L, L)`` and its gradients theirs. ``None`` otherwise.
+        hessian_products: Matching Hessian-vector products ``H A`` of each row's score at the
+            layer, in the direction of the activations themselves (``sum_j d2y / dA_i dA_j
+            A_j``), or ``None`` if not asked for.
     """
 
     activations: list[Array]
     gradients: list[Array] | None
     resolved: Resolved
     outputs: np.ndarray
+    tokens: Layout | None = None
+    hessian_products: list[Array] | None = None
 
 
 class Backend(Protocol):
@@ -261,6 +270,10 @@ class Backend(Protocol):
     score_kind: str
     #: Whether :meth:`probe` can give gradients (an ONNX graph gives none).
     gradients: bool
+    #: Whether :meth:`attention_probe` can capture attention maps (torch models only).
+    attention: bool
+    #: Whether :meth:`probe` can give Hessian-vector products (a second backward pass).
+    hessians: bool
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer named by a name, a path or the framework's layer object."""
@@ -296,13 +309,38 @@ class Backend(Protocol):
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the model once, capturing the layers' activations, the scores and gradients.
 
         A layer may be :data:`INPUT` (the input batch and its gradient). ``guided`` makes the
         backward pass guided (Springenberg et al.): at every ReLU's output only positive
-        gradients pass on.
+        gradients pass on. ``hessian`` (with ``gradients``) also gives each row's
+        Hessian-vector product ``H A`` at each layer (a second backward pass through the first
+        one's graph; zero where the score is linear in the layer's output).
         """
+        ...
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Return every layer whose output holds attention probabilities, in the order they
+        run (only where :attr:`attention`)."""
+        ...
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Run the model once, capturing each attention layer's maps ``(M, heads, L, L)``, the
+        scores and (if asked) the maps' gradients; ``Probe.tokens`` says how the tokens lie on
+        the grid (only where :attr:`attention`). With ``head`` (a function of a block's output
+        tokens returning the model's output for them), each layer's gradient is that of its
+        own block's score for the units the model's output resolved (LeGrad's per-layer
+        scores)."""
         ...
 
     def to_numpy(self, array: Array) -> np.ndarray:

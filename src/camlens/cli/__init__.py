@@ -14,6 +14,7 @@ from camlens.cli._demo import demo_command
 from camlens.cli._explain import explain_command
 from camlens.cli._layers import layers_command
 from camlens.cli._methods import methods_command
+from camlens.cli._report import report_command
 from camlens.cli._serve import serve_command
 
 
@@ -34,6 +35,7 @@ main.add_command(explain_command)
 main.add_command(compare_command)
 main.add_command(serve_command)
 main.add_command(cohort_command)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,14 +11,14 @@ import click
 import numpy as np
 
 import camlens
-from camlens.cli._folder import write_file
+import camlens.report
+from camlens.cli._folder import COHORT_PNG, write_file
 from camlens.cli._png import encode_png
 from camlens.cohort import FolderMaps
 from camlens.errors import BadInputError
-from camlens.render.cohort import cohort_grid
-
-COHORT_JSON = "cohort.json"
-COHORT_PNG = "cohort.png"
+from camlens.render.cohort import cohort_grid, cohort_tiles, shared_scale
+from camlens.report._read import COHORT_FILE as COHORT_JSON
+from camlens.report._read import COHORT_TILES, RUN_FILE
 
 
 def _groups(spec: str | None, saved: FolderMaps) -> list[str] | None:
@@ -95,7 +95,11 @@ def cohort_command(
     seed: int,
     cmap: str,
 ) -> None:
-    """Aggregate an explain folder's saved maps: cohort.json and cohort.png (one colour scale)."""
+    """Aggregate an explain folder's saved maps: cohort.json, cohort.png (one colour scale).
+
+    Also writes each group's mean map as cohort/group-NN.png (the same scale) and, in a folder
+    of `camlens explain`, rewrites its report (index.html) with a cohort section.
+    """
     try:
         saved = camlens.load_folder(out_dir, method=method)
         maps = saved.raw if signed else saved.maps
@@ -106,12 +110,28 @@ def cohort_command(
             seed=seed,
         )
         image = cohort_grid(result, cmap=cmap)
+        tiles = cohort_tiles(result, cmap=cmap)
     except (camlens.CamlensError, OSError, json.JSONDecodeError) as exc:
         raise click.ClickException(str(exc)) from exc
-    data = {"method": saved.methods[0], "by": by, "signed": signed, **result.to_json()}
+    folder = out_dir / COHORT_TILES
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("group-*.png"):  # a previous grouping may have had more groups
+        old.unlink()
+    names = [f"{COHORT_TILES}/group-{i:02d}.png" for i in range(len(tiles))]
+    for name, tile in zip(names, tiles, strict=True):
+        write_file(out_dir / name, encode_png(tile))
+    data = {
+        "method": saved.methods[0],
+        "by": by,
+        "signed": signed,
+        "grid": {"cmap": cmap, "scale": list(shared_scale(result)), "images": names},
+        **result.to_json(),
+    }
     write_file(out_dir / COHORT_JSON, json.dumps(data, indent=2).encode("utf-8"))
     write_file(out_dir / COHORT_PNG, encode_png(np.asarray(image)))
     click.echo(f"cohort of {result.overall.count} maps -> {out_dir / COHORT_JSON}, {COHORT_PNG}")
+    if (out_dir / RUN_FILE).is_file():
+        click.echo(f"report: {camlens.report.write_report(out_dir)}")
     for g in result.groups or (result.overall,):
         shares = ", ".join(f"{r.name} {r.mass_share:.1%}" for r in g.regions)
         click.echo(

@@ -68,6 +68,46 @@ def layout_options(fn: F) -> F:
     )(fn)
 
 
+def _option_value(text: str) -> bool | int | float | str:
+    """Read a --method-option value: true/false, an int, a float, else the word itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def method_arguments(
+    methods: Sequence[str], options: Sequence[str]
+) -> dict[str, dict[str, bool | int | float | str]]:
+    """Return each method's hyper-parameters from ``METHOD.KEY=VALUE`` texts (--method-option).
+
+    Raises:
+        click.BadParameter: A text not of that form, or for a method not asked for.
+    """
+    chosen: dict[str, dict[str, bool | int | float | str]] = {name: {} for name in methods}
+    for text in options:
+        match = re.fullmatch(r"\s*([^.=\s]+)\.([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)", text)
+        if match is None:
+            raise click.BadParameter(
+                f"{text!r} is not METHOD.KEY=VALUE, e.g. polycam.variant=minus",
+                param_hint="--method-option",
+            )
+        name, key, value = match[1], match[2], match[3]
+        if name not in chosen:
+            raise click.BadParameter(
+                f"{text!r} is for {name!r}, which is not among the methods asked for "
+                f"({', '.join(methods)}); add -m {name}",
+                param_hint="--method-option",
+            )
+        chosen[name][key] = _option_value(value)
+    return chosen
+
+
 def layout_arguments(layer_layout: str, grid: str | None) -> dict[str, Any]:
     """Return the ``layout=``/``grid=`` keywords for --layer-layout and --grid (none when auto)."""
     chosen: dict[str, Any] = {}
@@ -86,7 +126,8 @@ def layout_arguments(layer_layout: str, grid: str | None) -> dict[str, Any]:
 def run_arguments(
     out_help: str, methods: tuple[str, ...], *, out_type: click.ParamType[Any] | None = None
 ) -> Callable[[F], F]:
-    """Add MODEL, IMAGES..., --out, -m/--method, --layer, --layer-layout, --grid, --target."""
+    """Add MODEL, IMAGES..., --out, -m/--method, -o/--method-option, --aug-smooth,
+    --eigen-smooth, --layer, --layer-layout, --grid, --target."""
 
     def decorate(fn: F) -> F:
         fn = click.option("--target", default="top1", show_default=True, help=TARGET_HELP)(fn)
@@ -100,6 +141,25 @@ def run_arguments(
             default=methods,
             show_default=True,
             help="CAM method; repeat for several (see `camlens methods`).",
+        )(fn)
+        fn = click.option(
+            "-o",
+            "--method-option",
+            "method_options",
+            multiple=True,
+            metavar="METHOD.KEY=VALUE",
+            help="A method's hyper-parameter, e.g. polycam.variant=minus or scorecam.batch_size=64 "
+            "(true/false, numbers and words; repeat for several).",
+        )(fn)
+        fn = click.option(
+            "--aug-smooth",
+            is_flag=True,
+            help="Average each map over flipped and rescaled inputs (test-time augmentation).",
+        )(fn)
+        fn = click.option(
+            "--eigen-smooth",
+            is_flag=True,
+            help="Take the first principal component of the weighted activations as the map.",
         )(fn)
         fn = click.option(
             "--out",

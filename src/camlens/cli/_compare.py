@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 import camlens
+import camlens.methods
 import camlens.metrics
 import camlens.report
 from camlens.cli import _common
@@ -52,6 +53,9 @@ def compare_command(
     images: tuple[str, ...],
     out_dir: Path,
     methods: tuple[str, ...],
+    method_options: tuple[str, ...],
+    aug_smooth: bool,
+    eigen_smooth: bool,
     metric_names: tuple[str, ...],
     boxes: Path | None,
     layer: str,
@@ -73,6 +77,12 @@ def compare_command(
     preprocess = _common.preprocessing(loaded, options)
     parsed_target = _common.parse_target(target)
     placed = _common.layout_arguments(layer_layout, grid)
+    names = list(dict.fromkeys(methods))
+    hyper = _common.method_arguments(names, method_options)
+    try:
+        built = [camlens.methods.get_method(name, **hyper[name]) for name in names]
+    except camlens.CamlensError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method/--method-option") from exc
     found = find_images(images)
     _common.warn_missing(found)
     pixels: list[np.ndarray] = []
@@ -99,13 +109,15 @@ def compare_command(
             table = camlens.metrics.compare(
                 loaded.model,
                 x,
-                list(dict.fromkeys(methods)),
+                built,
                 layer=None if layer == "auto" else layer,
                 target=parsed_target,
                 metrics=list(dict.fromkeys(metric_names)),
                 boxes=box_list,
                 steps=steps,
                 progress=lambda done, total: advance(1),
+                aug_smooth=aug_smooth,
+                eigen_smooth=eigen_smooth,
                 **placed,
             )
         except camlens.CamlensError as exc:
@@ -128,6 +140,9 @@ def compare_command(
             target,
             layer_layout=layer_layout,
             grid=grid,
+            method_options={name: chosen for name, chosen in hyper.items() if chosen},
+            aug_smooth=aug_smooth,
+            eigen_smooth=eigen_smooth,
         )
         write_file(out_dir / RUN_FILE, json.dumps(run, indent=2).encode("utf-8"))
     report = camlens.report.write_report(out_dir)

@@ -84,6 +84,15 @@ class FolderOrURL(click.ParamType[Any]):
     "divides by the maximum (a weak, near-flat map stays near-uniform); none keeps the "
     "values (pictures clip them to [0, 1]).",
 )
+@click.option(
+    "--region",
+    default=None,
+    metavar="MASK|auto-fov",
+    help="Region of interest: a mask image (nonzero pixels inside, resized with nearest "
+    "neighbours to the model's input size) or auto-fov (each image's circular field of view, "
+    "thresholded from its model input: fundus photos). Maps are normalised and measured over "
+    "the region only, are 0 outside it, and overlays grey the outside out.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in the same --out.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option(
@@ -122,6 +131,9 @@ def explain_command(
     images: tuple[str, ...],
     out_dir: Path | str,
     methods: tuple[str, ...],
+    method_options: tuple[str, ...],
+    aug_smooth: bool,
+    eigen_smooth: bool,
     layer: str,
     layer_layout: str,
     grid: str | None,
@@ -132,6 +144,7 @@ def explain_command(
     max_size: int,
     with_metrics: bool,
     normalize: Normalize,
+    region: str | None,
     resume: bool,
     overwrite: bool,
     engine: str,
@@ -164,7 +177,11 @@ def explain_command(
         max_size=max_size,
         with_metrics=with_metrics,
         normalize=normalize,
+        method_options=method_options,
+        aug_smooth=aug_smooth,
+        eigen_smooth=eigen_smooth,
         options=options,
+        region=region,
     )
     prepared = job.prepare()
     found = find_images([i for i in images if not _remote.is_url(i)])
@@ -175,7 +192,8 @@ def explain_command(
     inputs: list[Path | str] = [*found.images, *urls]
     if not inputs:
         raise click.ClickException("no images to explain")
-    settings = prepared.settings()
+    # The inputs as typed: the report shows each image's path from the input it came from.
+    settings = {**prepared.settings(), "inputs": [_common.shown_text(i) for i in images]}
     try:
         if isinstance(out_dir, str):
             folder: OutputFolder = _remote.RemoteFolder(

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 # The names the report reads the folder by.
-from camlens.report._read import COMPARE_FILE
+from camlens.report._read import COHORT_FILE, COHORT_TILES, COMPARE_FILE
 from camlens.report._read import FAILURES_FILE as FAILURES
 from camlens.report._read import RESULTS_FILE as RESULTS
 from camlens.report._read import RUN_FILE as RUN
@@ -45,8 +45,13 @@ SUBFOLDERS = ("images", "overlays", "maps", "arrays")
 #: The tables ``camlens compare`` writes beside its ``compare.json``.
 COMPARE_CSV = "compare.csv"
 COMPARE_MD = "compare.md"
+#: The picture ``camlens cohort`` writes beside its ``cohort.json``.
+COHORT_PNG = "cohort.png"
 #: What ``--overwrite`` removes: every file camlens writes at the top of the folder.
-OWN_FILES = (RESULTS, FAILURES, RUN, CSV, NPZ, "index.html", COMPARE_FILE, COMPARE_CSV, COMPARE_MD)
+OWN_FILES = (
+    *(RESULTS, FAILURES, RUN, CSV, NPZ, "index.html"),
+    *(COMPARE_FILE, COMPARE_CSV, COMPARE_MD, COHORT_FILE, COHORT_PNG),
+)
 #: Settings that must match for ``--resume`` to continue a run.
 RESUME_KEYS = (
     "model",
@@ -60,9 +65,21 @@ RESUME_KEYS = (
     "normalize",
     "layer_layout",
     "grid",
+    "method_options",
+    "aug_smooth",
+    "eigen_smooth",
+    "region",
 )
 #: The value a setting had before it was recorded (a folder written by an earlier version).
-SETTING_DEFAULTS = {"normalize": "minmax", "layer_layout": "auto", "grid": None}
+SETTING_DEFAULTS: dict[str, Any] = {
+    "normalize": "minmax",
+    "layer_layout": "auto",
+    "grid": None,
+    "method_options": {},
+    "aug_smooth": False,
+    "eigen_smooth": False,
+    "region": None,
+}
 #: The temporary files camlens's writers name: ``.<name>.<pid>.tmp`` (:func:`write_file`) and
 #: ``.index-<random>.html.tmp`` (the report's writer).
 TEMP_FILE = re.compile(r"\..+\.[0-9]+\.tmp|\.index-.+\.html\.tmp")
@@ -118,7 +135,7 @@ class OutputFolder:
         """Remove a previous run's files (only camlens's own; other files are left alone)."""
         for name in OWN_FILES:
             (self.root / name).unlink(missing_ok=True)
-        for sub in SUBFOLDERS:
+        for sub in (*SUBFOLDERS, COHORT_TILES):
             shutil.rmtree(self.root / sub, ignore_errors=True)
 
     def _check_settings(self, settings: dict[str, Any]) -> None:
@@ -218,6 +235,8 @@ class OutputFolder:
                 stem = Path(name).stem
                 arrays[f"{stem}/map"] = data["map"]
                 arrays[f"{stem}/raw"] = data["raw"]
+                if "region" in data.files:  # --region: the image's mask at the input size
+                    arrays[f"{stem}/region"] = data["region"]
         replace_file(self.root / NPZ, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
         return self.root / NPZ
 

@@ -10,6 +10,7 @@ worker's shard under Ray).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import os
 import time
@@ -25,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 import camlens
+import camlens.methods
+import camlens.region
 from camlens.cli import _common
 from camlens.cli._folder import row_id, write_file
 from camlens.cli._png import encode_png
@@ -64,7 +67,12 @@ class Job:
     max_size: int
     with_metrics: bool
     normalize: Normalize
+    method_options: tuple[str, ...] = ()
+    aug_smooth: bool = False
+    eigen_smooth: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    #: ``--region``: a mask image's path, ``"auto-fov"``, or None for whole images.
+    region: str | None = None
 
     def prepare(self) -> Prepared:
         """Load the model and check the options.
@@ -80,21 +88,31 @@ class Job:
         parsed_target = _common.parse_target(self.target)
         layer_arg = None if self.layer == "auto" else self.layer
         placed = _common.layout_arguments(self.layer_layout, self.grid)
+        hyper = _common.method_arguments(methods, self.method_options)
         explainers = {}
         for name in dict.fromkeys(methods):
             try:
                 explainers[name] = camlens.Explainer(
-                    loaded.model, layer_arg, method=name, normalize=self.normalize, **placed
+                    loaded.model,
+                    layer_arg,
+                    method=camlens.methods.get_method(name, **hyper[name]),
+                    normalize=self.normalize,
+                    aug_smooth=self.aug_smooth,
+                    eigen_smooth=self.eigen_smooth,
+                    **placed,
                 )
             except camlens.CamlensError as exc:
                 raise click.BadParameter(
-                    str(exc), param_hint="--method/--layer/--layer-layout/--grid"
+                    str(exc),
+                    param_hint="--method/--method-option/--aug-smooth/--eigen-smooth/--layer/"
+                    "--layer-layout/--grid",
                 ) from exc
         try:
             camlens.render.colorize(np.zeros((1, 1)), self.cmap)
         except camlens.CamlensError as exc:
             raise click.BadParameter(str(exc), param_hint="--cmap") from exc
-        return Prepared(self, loaded, preprocess, explainers, parsed_target)
+        region = read_region(self.region, preprocess.size)
+        return Prepared(self, loaded, preprocess, explainers, parsed_target, region)
 
 
 @dataclass(frozen=True)
@@ -106,6 +124,8 @@ class Prepared:
     preprocess: Preprocess
     explainers: dict[str, camlens.Explainer]
     target: Any
+    #: The explainers' ``region=``: an ``(H, W)`` bool mask, ``"auto-fov"``, or None.
+    region: np.ndarray | str | None = None
 
     def settings(self) -> dict[str, Any]:
         """Return the settings the run records in ``run.json``."""
@@ -122,7 +142,17 @@ class Prepared:
             normalize=job.normalize,
             layer_layout=job.layer_layout,
             grid=job.grid,
+            region=job.region,
             metrics=["deletion_auc", "insertion_auc"] if job.with_metrics else [],
+            method_options={
+                name: options
+                for name, options in _common.method_arguments(
+                    list(self.explainers), job.method_options
+                ).items()
+                if options
+            },
+            aug_smooth=job.aug_smooth,
+            eigen_smooth=job.eigen_smooth,
         )
 
     def run(self, sink: Sink) -> Run:
@@ -138,7 +168,47 @@ class Prepared:
             alpha=job.alpha,
             max_size=job.max_size,
             with_metrics=job.with_metrics,
+            region=self.region,
         )
+
+
+def read_region(source: str | None, size: tuple[int, int]) -> np.ndarray | str | None:
+    """Return ``--region`` as the explainers take it: ``"auto-fov"`` as it is, a mask image as
+    an ``(H, W)`` bool mask at the model's input ``size`` (nonzero colour inside, alpha
+    ignored; resized with nearest neighbours, as the images are resized whole).
+
+    Raises:
+        click.BadParameter: The mask image cannot be read, or nothing in it is inside.
+    """
+    if source is None or source == camlens.region.AUTO_FOV:
+        return source
+    try:
+        with Image.open(source) as opened:
+            opened.load()
+            direct = opened.mode in ("1", "L", "LA", "I", "I;16", "F", "RGB", "RGBA")
+            pixels = np.asarray(opened if direct else opened.convert("RGBA"))
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(
+            f"cannot read the mask image {source!r} ({exc}); give a mask image (nonzero "
+            f"inside) or {camlens.region.AUTO_FOV}",
+            param_hint="--region",
+        ) from exc
+    inside: np.ndarray = pixels != 0
+    if inside.ndim == 3:  # colour: any nonzero colour channel is inside; alpha is not colour
+        inside = np.any(inside[..., : 3 if inside.shape[-1] >= 3 else 1], axis=-1)
+    height, width = size
+    if inside.shape != (height, width):
+        resized = Image.fromarray(inside.astype(np.uint8) * 255).resize(
+            (width, height), Image.Resampling.NEAREST
+        )
+        inside = np.asarray(resized) > 127
+    if not inside.any():
+        raise click.BadParameter(
+            f"the mask image {source!r} has no nonzero pixel at the input size {height}x{width}: "
+            "nothing would be inside the region",
+            param_hint="--region",
+        )
+    return inside
 
 
 @dataclass
@@ -185,6 +255,7 @@ class Run:
         alpha: float,
         max_size: int,
         with_metrics: bool,
+        region: np.ndarray | str | None = None,
     ) -> None:
         """Keep what every batch needs."""
         self.loaded = loaded
@@ -196,6 +267,7 @@ class Run:
         self.alpha = alpha
         self.max_size = max_size
         self.with_metrics = with_metrics
+        self.region = region
         self.explained = 0
         self.failures: list[tuple[str, str]] = []
         #: Remarks on images that were read (an animation's first frame, a huge image).
@@ -267,7 +339,7 @@ class Run:
             with warnings.catch_warnings():
                 # Weak maps are counted from the results and summed up in one line at the end.
                 warnings.simplefilter("ignore", camlens.MapStrengthWarning)
-                parts, rows = _explain_each(explainer, x, needed, self.target)
+                parts, rows = _explain_each(explainer, x, needed, self.target, self.region)
             seconds = (time.perf_counter() - start) / len(needed)
             for exp, positions in parts:
                 measured = self._metrics(x[positions], exp)
@@ -286,8 +358,19 @@ class Run:
             return None
         from camlens import metrics
 
-        deletion = metrics.deletion(self.loaded.model, x, exp).auc
-        insertion = metrics.insertion(self.loaded.model, x, exp).auc
+        if exp.region is None:
+            deletion = metrics.deletion(self.loaded.model, x, exp).auc
+            insertion = metrics.insertion(self.loaded.model, x, exp).auc
+        else:  # the metrics take one region for all images: each image with its own
+            deletion, insertion = (
+                np.concatenate(
+                    [
+                        score(self.loaded.model, x[j : j + 1], part, region=exp.region[j]).auc
+                        for j, part in enumerate(_per_image(exp))
+                    ]
+                )
+                for score in (metrics.deletion, metrics.insertion)
+            )
         return tuple(
             {"deletion_auc": float(d), "insertion_auc": float(i)}
             for d, i in zip(deletion, insertion, strict=True)
@@ -338,12 +421,21 @@ class Run:
                 stem = row_id(picture.key, method, rank)
                 cam_map = exp.maps[rank]
                 shown = camlens.render.map_at_size(cam_map, (height, width))
-                overlay = camlens.overlay(picture.display, shown, cmap=self.cmap, alpha=self.alpha)
+                overlay = camlens.overlay(
+                    picture.display,
+                    shown,
+                    cmap=self.cmap,
+                    alpha=self.alpha,
+                    region=exp.region,
+                )
                 write_file(root / f"overlays/{stem}.png", encode_png(np.asarray(overlay)))
                 gray = np.round(np.clip(shown, 0.0, 1.0) * 255).astype(np.uint8)
                 write_file(root / f"maps/{stem}.png", encode_png(gray))
                 buffer = io.BytesIO()
-                np.savez(buffer, map=cam_map.astype(np.float16), raw=exp.raw[rank])
+                arrays = {"map": cam_map.astype(np.float16), "raw": exp.raw[rank]}
+                if exp.region is not None:
+                    arrays["region"] = exp.region
+                np.savez(buffer, **arrays)  # type: ignore[arg-type]
                 write_file(root / f"arrays/{stem}.npz", buffer.getvalue())
                 peak = np.unravel_index(int(np.argmax(cam_map)), cam_map.shape)
                 unit = int(exp.units[rank])
@@ -381,26 +473,53 @@ class Run:
 
 
 def _explain_each(
-    explainer: camlens.Explainer, x: np.ndarray, needed: list[int], target: Any
+    explainer: camlens.Explainer,
+    x: np.ndarray,
+    needed: list[int],
+    target: Any,
+    region: np.ndarray | str | None = None,
 ) -> tuple[list[tuple[camlens.Explanation, list[int]]], MethodResults]:
     """Explain the images ``x[needed]`` in one call, or where it fails one at a time.
 
+    ``region`` (one mask for all images, or ``"auto-fov"``) is passed on to every call.
     Returns the explanations, each with the positions of the images it explains, and the
     exception of each image that failed alone.
     """
     try:
-        return [(explainer(x[needed], target), needed)], {}
+        return [(explainer(x[needed], target, region=region), needed)], {}
     except Exception:  # retried image by image; each failure is reported
         parts: list[tuple[camlens.Explanation, list[int]]] = []
         failed: MethodResults = {}
         for i in needed:  # find the culprit, keep the others
             try:
-                parts.append((explainer(x[i : i + 1], target), [i]))
+                parts.append((explainer(x[i : i + 1], target, region=region), [i]))
             except camlens.LayerError:
                 raise  # the layer does not fit these inputs: every image would fail alike
             except Exception as exc:  # reported as this image's failure
                 failed[i] = exc
         return parts, failed
+
+
+def _per_image(exp: camlens.Explanation) -> list[camlens.Explanation]:
+    """Return each image's rows of ``exp`` as an explanation of one image (for the metrics)."""
+    t = exp.targets_per_image
+    parts = []
+    for j in range(len(exp) // t):
+        rows = slice(j * t, (j + 1) * t)
+        parts.append(
+            dataclasses.replace(
+                exp,
+                maps=exp.maps[rows],
+                raw=exp.raw[rows],
+                scores=exp.scores[rows],
+                image_index=np.zeros(t, dtype=np.int64),
+                units=exp.units[rows],
+                signs=exp.signs[rows],
+                outputs=None if exp.outputs is None else exp.outputs[j : j + 1],
+                region=None if exp.region is None else exp.region[j : j + 1],
+            )
+        )
+    return parts
 
 
 def _prediction(exp: camlens.ImageExplanation, loaded: LoadedModel) -> Prediction | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from camlens.errors import MethodError
 from camlens.methods.ablationcam import AblationCAM
+from camlens.methods.attention import AttentionMethod
 from camlens.methods.base import Method
 from camlens.methods.cam import CAM
 from camlens.methods.eigencam import EigenCAM
@@ -22,13 +23,16 @@ from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
 from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
+from camlens.methods.legrad import LeGrad
 from camlens.methods.opticam import OptiCAM
 from camlens.methods.perturbation import PerturbationMethod
 from camlens.methods.polycam import PolyCAM
 from camlens.methods.reciprocam import ReciproCAM
 from camlens.methods.refinecam import RefineCAM
+from camlens.methods.rollout import AttentionRollout
 from camlens.methods.saliency import Saliency, SmoothGrad
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
@@ -41,6 +45,8 @@ __all__ = [
     "REGISTRY",
     "SSCAM",
     "AblationCAM",
+    "AttentionMethod",
+    "AttentionRollout",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
@@ -51,6 +57,7 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "Method",
     "OptiCAM",
     "PerturbationMethod",
@@ -59,6 +66,7 @@ __all__ = [
     "RefineCAM",
     "Saliency",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
@@ -78,6 +86,7 @@ _METHODS: tuple[type[Method], ...] = (
     FEM,
     KPCACAM,
     FinerCAM,
+    ShapleyCAM,
     SmoothGradCAMPlusPlus,
     RefineCAM,
     OptiCAM,
@@ -91,6 +100,8 @@ _METHODS: tuple[type[Method], ...] = (
     Saliency,
     SmoothGrad,
     GuidedBackprop,
+    LeGrad,
+    AttentionRollout,
 )
 
 #: Method classes by registry key (lower case), plus a few aliases.
@@ -103,6 +114,7 @@ REGISTRY: Mapping[str, type[Method]] = MappingProxyType(
         "gradcamelementwise": GradCAMElementWise,
         "score-cam": ScoreCAM,
         "ablation-cam": AblationCAM,
+        "rollout": AttentionRollout,
     }
 )
 

@@ -47,6 +47,8 @@ class Explanation(Protocol):
     def relu(self) -> bool: ...
     @property
     def framework(self) -> str: ...
+    @property
+    def region(self) -> np.ndarray | None: ...
 
     @property
     def targets_per_image(self) -> int:
@@ -76,6 +78,8 @@ def show(
 ) -> Shown:
     """Return the explanation's overlays on ``images``, to display inline in a notebook.
 
+    Outside the explanation's region, if it has one, the images are greyed out.
+
     Args:
         images: The explained images, in the explained batch's order (as for
             :meth:`camlens.Explanation.overlay`).
@@ -101,9 +105,16 @@ def show(
             f"got {len(images)} images for an explanation of {n_images}; pass the same images, "
             "in the same order, as the explained batch"
         )
-    index, maps = explanation.image_index, explanation.maps
+    index, maps, region = explanation.image_index, explanation.maps, explanation.region
     overlays = [
-        overlay(images[int(index[m])], maps[m], cmap=cmap, alpha=alpha) for m in range(shown)
+        overlay(
+            images[int(index[m])],
+            maps[m],
+            cmap=cmap,
+            alpha=alpha,
+            region=None if region is None else region[int(index[m])],
+        )
+        for m in range(shown)
     ]
     page = explanation_html(explanation, pictures=overlays, max_rows=max_rows)
     return Shown(explanation, overlays, page)

@@ -17,7 +17,12 @@ from camlens.render._image import as_numpy, to_rgb_float
 if TYPE_CHECKING:
     from matplotlib.colors import Colormap
 
-__all__ = ["colorize", "map_at_size", "overlay"]
+__all__ = ["OUTSIDE_BRIGHTNESS", "colorize", "grey_out", "map_at_size", "overlay", "region_at_size"]
+
+#: Brightness of the grey that pixels outside a region get in overlays: their luma times this.
+OUTSIDE_BRIGHTNESS = 0.5
+#: ITU-R BT.601 luma weights of R, G, B (what PIL's ``convert("L")`` uses).
+LUMA = (0.299, 0.587, 0.114)
 
 
 def colorize(
@@ -48,12 +53,20 @@ def colorize(
     return _to_uint8(_apply_colormap(unit, get_colormap(cmap)))
 
 
-def overlay(image: Any, cam_map: Any, *, cmap: str = "jet", alpha: float = 0.5) -> Image.Image:
+def overlay(
+    image: Any,
+    cam_map: Any,
+    *,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    region: Any = None,
+) -> Image.Image:
     """Blend a coloured heatmap over an image.
 
     The image is brought to float RGB in [0, 1] (see `to_rgb_float`), the map is clipped to
     [0, 1] and, if its size differs, resized bilinearly to the image's; then
-    ``(1 - alpha) * image + alpha * colormap(map)`` is rounded to 8-bit RGB.
+    ``(1 - alpha) * image + alpha * colormap(map)`` is rounded to 8-bit RGB. Outside a
+    ``region`` the pixels are the image greyed out instead (:func:`grey_out`: no heat colour).
 
     Args:
         image: One image: ``(H, W)``, ``(H, W, C)`` or ``(C, H, W)``, uint8 or float in any range,
@@ -61,19 +74,56 @@ def overlay(image: Any, cam_map: Any, *, cmap: str = "jet", alpha: float = 0.5) 
         cam_map: One ``(h, w)`` map with values in [0, 1], e.g. ``explanation.maps[i]``.
         cmap: Name of a colormap in matplotlib's registry.
         alpha: Weight of the heatmap, in [0, 1]: 0 returns the image, 1 the coloured map.
+        region: Optional ``(h, w)`` bool mask, True inside (e.g. ``explanation.region[i]``),
+            resized to the image with nearest neighbours if its size differs.
 
     Returns:
         An RGB PIL image of the image's size.
 
     Raises:
-        BadInputError: If the image or map is unusable, ``alpha`` is outside [0, 1] or the
-            colormap name is unknown.
+        BadInputError: If the image, map or region is unusable, ``alpha`` is outside [0, 1]
+            or the colormap name is unknown.
     """
     rgb = to_rgb_float(image)
     colormap = get_colormap(cmap)
     check_alpha(alpha)
-    unit_map = map_at_size(cam_map, (rgb.shape[0], rgb.shape[1]))
-    return Image.fromarray(blend(rgb, unit_map, colormap, alpha))
+    size = (rgb.shape[0], rgb.shape[1])
+    unit_map = map_at_size(cam_map, size)
+    pixels = blend(rgb, unit_map, colormap, alpha)
+    if region is not None:
+        outside = ~region_at_size(region, size)
+        pixels[outside] = grey_out(rgb[outside])
+    return Image.fromarray(pixels)
+
+
+def grey_out(rgb: FloatArray) -> npt.NDArray[np.uint8]:
+    """Return float RGB pixels in [0, 1] (``(..., 3)``) desaturated and darkened, as uint8.
+
+    Each pixel becomes the grey of its luma (:data:`LUMA`) times :data:`OUTSIDE_BRIGHTNESS`:
+    what overlays show outside a region of interest.
+    """
+    luma = np.asarray(rgb, dtype=np.float64) @ np.asarray(LUMA)
+    grey = np.repeat((OUTSIDE_BRIGHTNESS * luma)[..., None], 3, axis=-1)
+    return _to_uint8(grey, in_place=True)
+
+
+def region_at_size(region: Any, size: Size) -> npt.NDArray[np.bool_]:
+    """Return one ``(h, w)`` bool region resized to ``size`` ``(H, W)`` by nearest neighbours.
+
+    Raises:
+        BadInputError: If the region is not a 2-D bool mask.
+    """
+    mask = as_numpy(region)
+    if mask.dtype != np.bool_ or mask.ndim != 2 or mask.size == 0:
+        raise BadInputError(
+            f"a region must be a 2-D bool mask (True inside); got {mask.dtype} {mask.shape}"
+        )
+    if mask.shape == tuple(size):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        (size[1], size[0]), Image.Resampling.NEAREST
+    )
+    return np.asarray(resized) > 127
 
 
 def get_colormap(name: str) -> Colormap:

@@ -1,4 +1,4 @@
-"""An HTML report of a `camlens explain` output folder: settings, one row per image, failures.
+"""An HTML report of a `camlens explain` output folder: settings, images, summaries, cohort.
 
 >>> camlens.report.write_report("camlens-out")      # writes camlens-out/index.html
 """
@@ -22,8 +22,13 @@ def write_report(folder: str | os.PathLike[str], *, title: str | None = None) ->
 
     The page shows the run settings (model, layer, target, preprocessing, camlens version, date)
     with a colour bar of the colormap; a grid with one row per image (thumbnail, file name,
-    prediction) and one column per method (overlay, explained unit and score, metric values if
-    computed); the images that failed; and ``compare.json``'s method table if present. A search
+    prediction: a class, or a regressor's value) and one column per method (overlay, explained
+    unit and score, metric values if computed); a summary per method (its maps, how many are
+    near-flat or empty, each metric's mean and standard deviation); the images that failed;
+    ``compare.json``'s method table if present; and, once `camlens cohort` has run on the
+    folder (``cohort.json``), a cohort section: the groups' mean maps on one colour scale with
+    its range, the region table and the stability figures. Image paths are shown from the
+    input they came from on (``run.json``'s ``inputs``), never as absolute paths. A search
     box filters rows by image or class name and a menu sorts them by name, prediction, score or
     any metric. The page is self-contained: its styles and script are inline and every link is
     relative, so the folder can be moved, zipped or opened offline.
@@ -34,7 +39,7 @@ def write_report(folder: str | os.PathLike[str], *, title: str | None = None) ->
 
     Args:
         folder: The output folder (holding ``run.json``, ``results.jsonl`` and optionally
-            ``failures.jsonl`` and ``compare.json``).
+            ``failures.jsonl``, ``compare.json`` and ``cohort.json``).
         title: The page's title; "camlens report" by default.
 
     Returns:

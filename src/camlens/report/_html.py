@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -13,9 +14,12 @@ import jinja2
 import numpy as np
 
 from camlens.errors import CamlensError
+from camlens.io import PRESETS
 from camlens.render import colorize
+from camlens.report._paths import ShownPaths
 from camlens.report._read import RunFolder
 from camlens.report._records import Prediction, ResultRecord
+from camlens.report._summary import cohort_view, method_summaries
 
 __all__ = ["render_html"]
 
@@ -70,8 +74,19 @@ def render_html(folder: RunFolder, title: str | None) -> str:
     run = folder.run
     methods = _methods(run, folder.results)
     metric_names = _unique(name for row in folder.results for name in row.metrics or {})
-    sort_keys = _sort_keys(methods, metric_names)
-    rows = _image_rows(folder, methods, metric_names)
+    regression = _all_regressions(folder.results)
+    sort_keys = _sort_keys(methods, metric_names, regression)
+    shown = ShownPaths(
+        run.get("inputs"),
+        [_text(r.image) for r in folder.results] + [_text(f.image) for f in folder.failures],
+    )
+    rows = _image_rows(folder, methods, metric_names, shown, regression)
+    notes = list(folder.notes)
+    cohort = None
+    if folder.cohort is not None:
+        cohort = cohort_view(
+            folder.cohort, folder.results, lambda p: _relative_url(folder.path, p), notes
+        )
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("camlens.report", "templates"),
         autoescape=True,
@@ -80,6 +95,8 @@ def render_html(folder: RunFolder, title: str | None) -> str:
         lstrip_blocks=True,
     )
     env.filters["number"] = _number
+    env.filters["percent"] = _percent
+    env.filters["exact"] = _exact
     template = env.get_template("report.html.j2")
     return template.render(
         title=title or "camlens report",
@@ -92,9 +109,13 @@ def render_html(folder: RunFolder, title: str | None) -> str:
         sort_keys=sort_keys,
         rows=rows,
         map_count=len(folder.results),
-        failures=[(_text(f.image), _text(f.error)) for f in folder.failures],
+        failures=[(shown(_text(f.image)), _text(f.error)) for f in folder.failures],
         compare=folder.compare,
-        notes=folder.notes,
+        summaries=method_summaries(folder.results, methods, metric_names),
+        metric_labels=[_metric_label(name) for name in metric_names],
+        cohort=cohort,
+        cohort_colorbar=None if cohort is None else _colorbar(cohort.cmap),
+        notes=notes,
     )
 
 
@@ -104,11 +125,15 @@ def _methods(run: dict[str, Any], results: list[ResultRecord]) -> list[str]:
     return _unique([*declared, *(str(row.method) for row in results)])
 
 
-def _sort_keys(methods: list[str], metric_names: list[str]) -> list[SortKey]:
+def _sort_keys(methods: list[str], metric_names: list[str], regression: bool) -> list[SortKey]:
     keys = [
         SortKey("Run order", numeric=True, descending=False),
         SortKey("Image name", numeric=False, descending=False),
-        SortKey("Prediction", numeric=False, descending=False),
+        (
+            SortKey("Predicted value", numeric=True, descending=True)
+            if regression
+            else SortKey("Prediction", numeric=False, descending=False)
+        ),
         SortKey("Probability", numeric=True, descending=True),
     ]
     for method in methods:
@@ -120,8 +145,18 @@ def _sort_keys(methods: list[str], metric_names: list[str]) -> list[SortKey]:
     return keys
 
 
-def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> list[ImageRow]:
-    """Group the result rows by image, in the order the images were first written."""
+def _image_rows(
+    folder: RunFolder,
+    methods: list[str],
+    metrics: list[str],
+    shown: ShownPaths,
+    regression: bool,
+) -> list[ImageRow]:
+    """Group the result rows by image, in the order the images were first written.
+
+    Image paths are shown relative to the inputs given (``shown``); with ``regression`` (every
+    prediction a regressor's value) the prediction sort key is the value, not its text.
+    """
     by_image: dict[str, list[ResultRecord]] = {}
     for row in folder.results:
         by_image.setdefault(_text(row.image_id), []).append(row)
@@ -141,13 +176,12 @@ def _image_rows(folder: RunFolder, methods: list[str], metrics: list[str]) -> li
             )
             for m in methods
         ]
-        image = _text(first.image)
-        sort_values: list[str | None] = [
-            str(order),
-            image.lower(),
-            pred_name.lower() if prediction else None,
-            _repr(probability),
-        ]
+        image = shown(_text(first.image))
+        if regression:
+            predicted = _repr(None if prediction is None else _finite(prediction.value))
+        else:
+            predicted = pred_name.lower() if prediction else None
+        sort_values: list[str | None] = [str(order), image.lower(), predicted, _repr(probability)]
         for m in methods:
             top = next((r for r in results if r.method == m and r.rank in (0, None)), None)
             sort_values.append(_repr(_finite(None if top is None else top.score)))
@@ -194,7 +228,7 @@ def _target(folder: Path, row: ResultRecord, metric_names: list[str]) -> Target:
         rank=row.rank,
         overlay=_relative_url(folder, row.overlay),
         map=_relative_url(folder, row.map),
-        label=_unit_label(row.unit_name, row.unit),
+        label=_unit_label(row.unit_name, row.unit, output=_is_regression(row.prediction)),
         target=_text(row.target),
         score="" if score is None else f"{kind} {_number(score)}",
         metrics=[
@@ -213,6 +247,11 @@ _STRENGTH_LABELS = {
 }
 
 
+#: The folders in front of a file name in a model's description (a ``path/to/file.py:build``
+#: factory): the report shows the file's name, as it does for the model file itself.
+_FOLDERS_OF_A_FILE = re.compile(r"(?<!\S)(?:[A-Za-z]:)?[^\s:]*[/\\](?=[^\s/\\]+\.py:)")
+
+
 _SCALING = {
     "minmax": "min-max (each map over the whole colour scale)",
     "max": "divided by the maximum",
@@ -228,31 +267,89 @@ def _settings(
     resolved = _unique(row.layer for row in results if row.layer)
     if resolved and resolved != [layer]:  # e.g. "auto" and the layer it picked
         layer = f"{layer} → {', '.join(resolved)}"
-    pre = _dict(run.get("preprocess"))
-    size = _list(pre.get("size"))
-    parts = [_text(pre.get("preset"), "")]
-    if len(size) == 2:
-        parts.append(f"{size[0]}x{size[1]}")
-    if pre.get("layout"):
-        parts.append(_text(pre.get("layout")))
-    for name in ("mean", "std"):
-        values = _list(pre.get(name))
-        if values:
-            parts.append(f"{name} " + ", ".join(_number(v) for v in values))
     framework = {"torch": "PyTorch", "keras": "Keras"}.get(str(run.get("framework")), "")
     settings = [
-        ("Model", _text(run.get("model"))),
+        ("Model", _FOLDERS_OF_A_FILE.sub("", _text(run.get("model")))),
         ("Framework", framework or _text(run.get("framework"))),
         ("Layer", layer),
         ("Target", _text(run.get("target"))),
         ("Methods", ", ".join(methods) or "—"),
-        ("Preprocessing", " · ".join(p for p in parts if p) or "—"),
+        ("Preprocessing", _preprocessing(_dict(run.get("preprocess")))),
         ("Overlay", f"{_text(run.get('cmap'))}, alpha {_number(run.get('alpha'))}"),
         ("Scaling", _SCALING.get(str(run.get("normalize", "minmax")), _text(run.get("normalize")))),
+        ("Region", _region(run.get("region"))),
         ("camlens", _text(run.get("camlens_version"))),
         ("Started", _date(run.get("started"))),
     ]
     return settings
+
+
+def _region(region: Any) -> str:
+    """Return how the run's region of interest is described in the header."""
+    if region is None:
+        return "whole images"
+    if region == "auto-fov":
+        return "auto-fov (each image's circular field of view; grey outside)"
+    return f"mask {_text(region)} (grey outside)"
+
+
+def _preprocessing(pre: dict[str, Any]) -> str:
+    """Return the preprocessing as text: the preset and what its inputs are, size, layout.
+
+    A preset with its own mean and std is described by what the model gets (``tf``: "RGB in
+    [-1, 1]"), not by those numbers, which are in the preset's scaled units (``tf``'s mean 1,
+    std 1 are of pixels scaled to [0, 2]). A mean or std of the user's own is shown with the
+    input range it gives, where every channel has the same.
+    """
+    preset = pre.get("preset")
+    known = PRESETS.get(preset) if isinstance(preset, str) else None
+    mean, std = _floats(pre.get("mean")), _floats(pre.get("std"))
+    parts = [_text(preset, "")]
+    if known is not None and _same(mean, known.mean) and _same(std, known.std):
+        parts.append(known.summary)
+    elif mean or std:
+        scale = _finite(_float_or_none(pre.get("scale")))
+        if scale is None and known is not None:
+            scale = known.scale
+        default_mean, default_std = (known.mean, known.std) if known else ((0.0,), (1.0,))
+        bounds = _input_range(scale, mean or list(default_mean), std or list(default_std))
+        if bounds is not None:
+            parts.append(f"inputs in [{_number(bounds[0])}, {_number(bounds[1])}]")
+        for name, values in (("mean", mean), ("std", std)):
+            if values:
+                parts.append(f"{name} " + ", ".join(_number(v) for v in values))
+    order = pre.get("channel_order")
+    if known is not None and isinstance(order, str) and order != known.order:
+        parts.append(order)
+    size = _list(pre.get("size"))
+    if len(size) == 2:
+        parts.append(f"{size[0]}x{size[1]}")
+    if pre.get("layout"):
+        parts.append(_text(pre.get("layout")))
+    return " · ".join(p for p in parts if p) or "—"
+
+
+def _same(values: list[float] | None, preset: tuple[float, ...]) -> bool:
+    """Return whether recorded values are a preset's (one value: the preset's channel mean)."""
+    if values is None:
+        return True  # not recorded: the preset's
+    expected = [sum(preset) / len(preset)] if len(values) == 1 else list(preset)
+    return len(values) == len(expected) and bool(np.allclose(values, expected, rtol=1e-6))
+
+
+def _input_range(
+    scale: float | None, mean: list[float], std: list[float]
+) -> tuple[float, float] | None:
+    """Return the model input's range for pixels 0..255, where every channel has the same."""
+    if scale is None or (len(mean) != len(std) and 1 not in (len(mean), len(std))):
+        return None
+    m, s = np.broadcast_arrays(np.asarray(mean), np.asarray(std))
+    if (s == 0).any():
+        return None
+    ends = np.sort(np.stack([(0.0 - m) / s, (255.0 * scale - m) / s]), axis=0)
+    if not (np.allclose(ends[0], ends[0][0]) and np.allclose(ends[1], ends[1][0])):
+        return None
+    return float(ends[0][0]), float(ends[1][0])
 
 
 def _colorbar(cmap: Any) -> str | None:
@@ -286,17 +383,36 @@ def _relative_url(folder: Path, path: str | None) -> str | None:
     return quote(posix.as_posix())
 
 
+def _is_regression(prediction: Prediction | None) -> bool:
+    """Return whether a prediction is a regressor's: a value with no class probability."""
+    return (
+        prediction is not None and prediction.probability is None and prediction.value is not None
+    )
+
+
+def _all_regressions(results: list[ResultRecord]) -> bool:
+    """Return whether every recorded prediction is a regressor's (and there is one)."""
+    predictions = [row.prediction for row in results if row.prediction is not None]
+    return bool(predictions) and all(_is_regression(p) for p in predictions)
+
+
 def _prediction_label(prediction: Prediction) -> str:
-    """Return a classifier's class, or a regressor's value (no probability) as a number."""
-    if prediction.probability is None and prediction.name is None and prediction.value is not None:
-        return f"value {prediction.value:.4g}"
+    """Return a classifier's class, or a regressor's value in its units (its output's name).
+
+    A regressor's output named ``age (years)`` (a classes file naming output 0) predicting 57.25
+    reads ``age (years): 57.25``; unnamed, ``value 57.25``. Never ``unit 0``.
+    """
+    if _is_regression(prediction):
+        value = _number(prediction.value)
+        return f"{prediction.name}: {value}" if prediction.name else f"value {value}"
     return _unit_label(prediction.name, prediction.unit)
 
 
-def _unit_label(name: str | None, unit: int | None) -> str:
+def _unit_label(name: str | None, unit: int | None, *, output: bool = False) -> str:
+    """Return the unit's name, else ``unit I`` (``output I`` for a regressor's output)."""
     if name:
         return name
-    return "—" if unit is None else f"unit {unit}"
+    return "—" if unit is None else f"{'output' if output else 'unit'} {unit}"
 
 
 def _metric_label(name: str) -> str:
@@ -323,6 +439,31 @@ def _number(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     return f"{value:.4g}" if math.isfinite(value) else "—"
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _floats(value: Any) -> list[float] | None:
+    """Return a list of numbers as floats; None where it is missing or holds anything else."""
+    items = _list(value)
+    numbers = [_float_or_none(v) for v in items]
+    if not items or any(n is None for n in numbers):
+        return None
+    return [float(n) for n in numbers if n is not None]
+
+
+def _percent(value: float | None) -> str:
+    """Format a share as a percentage with one decimal (None as a dash)."""
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def _exact(value: float | None) -> str:
+    """Return a number's shortest exact text for a data attribute ("" for None)."""
+    return "" if value is None else repr(value)
 
 
 def _finite(value: float | None) -> float | None:

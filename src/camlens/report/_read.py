@@ -16,6 +16,9 @@ RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"
 COMPARE_FILE = "compare.json"
+COHORT_FILE = "cohort.json"
+#: The subfolder of the cohort's tiles (each shown group's mean map, on one colour scale).
+COHORT_TILES = "cohort"
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class RunFolder:
             (image, method, rank) dropped in favour of the last one written.
         failures: One record per image that could not be explained (``failures.jsonl``).
         compare: The ``compare.json`` table (``{"columns": [...], "rows": [[...]]}``), if any.
+        cohort: What ``camlens cohort`` wrote (``cohort.json``), if any, as plain JSON values.
         notes: Human-readable remarks about lines or files that were skipped.
     """
 
@@ -37,11 +41,12 @@ class RunFolder:
     results: list[ResultRecord]
     failures: list[Failure]
     compare: dict[str, Any] | None
+    cohort: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def read_folder(folder: Path) -> RunFolder:
-    """Read ``folder``'s run settings, results, failures and comparison table.
+    """Read ``folder``'s run settings, results, failures, comparison table and cohort.
 
     Lines of a JSONL file that are not a complete JSON object (a run interrupted mid-line, or a
     line being written right now) are skipped and counted in `RunFolder.notes`.
@@ -73,7 +78,8 @@ def read_folder(folder: Path) -> RunFolder:
             lines = "line" if skipped == 1 else "lines"
             notes.append(f"{skipped} incomplete or unreadable {lines} in {name} skipped")
     compare = _read_compare(folder / COMPARE_FILE, notes)
-    return RunFolder(folder, run, _latest_per_result(results), failures, compare, notes)
+    cohort = _read_cohort(folder / COHORT_FILE, notes)
+    return RunFolder(folder, run, _latest_per_result(results), failures, compare, cohort, notes)
 
 
 def _latest_per_result(rows: list[ResultRecord]) -> list[ResultRecord]:
@@ -102,3 +108,22 @@ def _read_compare(path: Path, notes: list[str]) -> dict[str, Any] | None:
         notes.append(f"{path.name} is not a {{columns, rows}} table; comparison table left out")
         return None
     return table
+
+
+def _read_cohort(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """Return ``cohort.json``'s object, or None (with a note if the file exists but is unusable).
+
+    Only its shape is checked here (an object with an ``overall`` object); the report reads each
+    figure tolerantly, so an older file shows what it holds.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        notes.append(f"{path.name} is unreadable; cohort section left out")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
+        notes.append(f"{path.name} is not what `camlens cohort` writes; cohort section left out")
+        return None
+    return data

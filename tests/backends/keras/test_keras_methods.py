@@ -24,12 +24,17 @@ from torch import nn  # noqa: E402
 
 import camlens  # noqa: E402
 
+#: Methods that read attention maps: refused on Keras (test_keras_layouts.py).
+ATTENTION = {
+    cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "reads_attention", False)
+}
 GRADIENT_METHODS = sorted(
     {
         cls.name
         for cls in camlens.methods.REGISTRY.values()
         if not issubclass(cls, camlens.methods.PerturbationMethod)
     }
+    - ATTENTION
 )
 #: Methods defined only where a global average pool reads the layer.
 NEEDS_POOLED_LAYER = {"cam"}
@@ -192,7 +197,7 @@ def test_a_multi_layer_method_at_two_layers_gives_the_same_maps(
     np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
 
 
-ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()})
+ALL_METHODS = sorted({cls.name for cls in camlens.methods.REGISTRY.values()} - ATTENTION)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -209,3 +214,35 @@ def test_every_method_leaves_the_keras_model_as_found(method: str, images: np.nd
     assert [layer.trainable for layer in model.layers] == flags
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("layer", ["trunk", "two-layers"])
+def test_shapleycam_through_a_softmax_gives_the_same_maps(
+    layer: str, twins: tuple[TorchNet, keras.Model, bool], images: np.ndarray
+) -> None:
+    # The probability is curved in the layer's output, so H A is not zero: each backend's
+    # second backward pass (nested tape, jvp of the vjp, double backward) must agree.
+    net, model, _ = twins
+    probabilities = nn.Sequential(net, nn.Softmax(dim=-1)).eval()
+    keras_probabilities = keras.Model(model.inputs, layers.Softmax()(model.outputs[0]))
+    torch_layers, keras_layers = (
+        (["0.trunk"], ["trunk"])
+        if layer == "trunk"
+        else (["0.trunk.1", "0.trunk"], ["c1", "trunk"])
+    )
+    options = {"method": "shapleycam", "target": [[1, 3], [0, 1]], "relu": False}
+    t = camlens.explain(probabilities, images, layer=torch_layers, **options)
+    k = camlens.explain(
+        keras_probabilities,
+        images.transpose(0, 2, 3, 1),
+        layer=keras_layers,
+        logits=False,
+        **options,
+    )
+    assert k.score_kind == "softmax probability"
+    np.testing.assert_allclose(k.scores, t.scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(k.raw, t.raw, rtol=1e-4, atol=1e-5 * np.abs(t.raw).max())
+    grad = camlens.explain(
+        probabilities, images, layer=torch_layers, **{**options, "method": "gradcam"}
+    )
+    assert np.abs(grad.raw - t.raw).max() > 1e-3 * np.abs(t.raw).max()

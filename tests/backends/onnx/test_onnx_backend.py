@@ -20,9 +20,14 @@ from camlens.io import load_model  # noqa: E402
 from nets import ChannelsLast, MiniResNet, TrunkHead, export_onnx  # noqa: E402
 
 GRADIENT_FREE = ("scorecam", "ablationcam", "eigencam")
-#: Every method camlens has that needs no gradient (the list grows with the registry).
+#: Every method camlens has that needs no gradient (the list grows with the registry), but
+#: those that read attention maps, which an ONNX model does not give (refused, tested below).
 EVERY_GRADIENT_FREE = sorted(
-    {cls.name for cls in camlens.methods.REGISTRY.values() if not cls.needs_gradients}
+    {
+        cls.name
+        for cls in camlens.methods.REGISTRY.values()
+        if not cls.needs_gradients and not getattr(cls, "reads_attention", False)
+    }
 )
 
 
@@ -172,7 +177,9 @@ def test_the_automatic_layer_is_the_last_feature_map(tmp_path: Path) -> None:
     assert camlens.explain(model, x, method="eigencam").layers == (RESNET_LAYERS[0][1],)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "eigengradcam"])
+@pytest.mark.parametrize(
+    "method", ["gradcam", "gradcam++", "layercam", "eigengradcam", "shapleycam"]
+)
 def test_gradient_methods_are_refused_naming_those_that_work(method: str, tmp_path: Path) -> None:
     x = _images()
     model = _exported(TrunkHead(), x, tmp_path)
@@ -182,6 +189,25 @@ def test_gradient_methods_are_refused_naming_those_that_work(method: str, tmp_pa
     assert "needs gradients" in text
     for name in ("scorecam", "ablationcam", "eigencam", "sscam", "iscam"):
         assert name in text
+    assert "attentionrollout" not in text  # gradient-free, but no attention maps from ONNX
+
+
+@pytest.mark.parametrize("method", ["legrad", "attentionrollout"])
+def test_attention_methods_are_refused_in_words(method: str, tmp_path: Path) -> None:
+    x = _images()
+    model = _exported(TrunkHead(), x, tmp_path)
+    with pytest.raises(camlens.errors.MethodError, match="no attention maps from onnx models"):
+        camlens.explain(model, x, method=method)
+
+
+def test_the_probe_refuses_hessian_vector_products(tmp_path: Path) -> None:
+    x = _images()
+    backend = OnnxBackend(_exported(TrunkHead(), x, tmp_path))
+    inputs = backend.prepare(x)
+    with pytest.raises(camlens.errors.MethodError, match="no Hessian-vector products"):
+        backend.probe(
+            inputs, [backend.auto_layer(inputs)], camlens.Class(0), gradients=False, hessian=True
+        )
 
 
 def test_input_selection_is_refused_for_a_graph_of_one_input(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ def _full_forwards(model: torch.nn.Module, name: str) -> Tail:
     return Tail(model, model.get_submodule(name), None, "forced by the test")
 
 
+# The test compares raw maps: whether a random network's 2x2 map is near-flat is beside the point.
+@pytest.mark.filterwarnings("ignore::camlens.errors.MapStrengthWarning")
 @pytest.mark.parametrize(
     ("net", "layer", "size"),
     [
@@ -27,6 +29,7 @@ def _full_forwards(model: torch.nn.Module, name: str) -> Tail:
     ],
 )
 def test_tail_only_equals_full_forwards(monkeypatch, net, layer: str, size: int) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
     model = net().eval()
     x = torch.randn(2, 3, size, size)
     cam = camlens.AblationCAM(model, layer, relu=False)

@@ -22,7 +22,12 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
-from camlens.backends._common import check_finite, check_host_batch, prepare_inputs
+from camlens.backends._common import (
+    check_finite,
+    check_host_batch,
+    no_attention,
+    prepare_inputs,
+)
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import (
     Copies,
@@ -74,6 +79,9 @@ class KerasBackend:
     ``model(inputs)``, as Keras models with several inputs are)."""
 
     gradients = True
+    #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
+    attention = False
+    hessians = True
 
     def __init__(
         self,
@@ -232,16 +240,40 @@ class KerasBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the compiled probe for these inputs, layers and target (``guided``: guided
-        backward pass at every ReLU)."""
+        backward pass at every ReLU; ``hessian``: the Hessian-vector products ``H A`` too)."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         probe, layouts = self._prober.probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, guided=guided
+            inputs,
+            layers,
+            target,
+            n_units,
+            gradients=gradients,
+            spec=self.layout,
+            guided=guided,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(image_of(inputs).shape)] = layout
         return probe
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""

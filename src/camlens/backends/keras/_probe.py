@@ -33,6 +33,7 @@ from camlens.backends.base import (
 from camlens.backends.keras import _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
+from camlens.errors import MethodError
 from camlens.targets import Target
 
 __all__ = ["MAX_COMPILED", "Prober"]
@@ -77,9 +78,16 @@ class Prober:
         gradients: bool,
         spec: LayoutSpec,
         guided: bool = False,
+        hessian: bool = False,
     ) -> tuple[Probe, list[Layout]]:
         """Run the compiled probe for these inputs, layers and target; return it with the
-        layers' layouts (activations and gradients leave on the grid, ``(M, K, h, w)``)."""
+        layers' layouts (activations, gradients and Hessian-vector products ``H A`` leave on
+        the grid, ``(M, K, h, w)``)."""
+        if hessian and (guided or not gradients):
+            raise MethodError(
+                "Hessian-vector products come with the model's own gradients: ask for "
+                "gradients, and not for a guided backward pass"
+            )
         image = image_of(inputs)
         explained = inputs.key if isinstance(inputs, Inputs) else None
         units, signs = _targets.plan(target, int(image.shape[0]), n_units)
@@ -90,6 +98,7 @@ class Prober:
             units.shape,
             gradients,
             guided,
+            hessian,
         )
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -102,14 +111,16 @@ class Prober:
                 key=explained,
             )
             picker = _targets.Picker(target)
-            compiled = self._impl.compile_probe(forward, picker, gradients=gradients)
+            compiled = self._impl.compile_probe(
+                forward, picker, gradients=gradients, hessian=hessian
+            )
             self._compiled[key] = compiled
             self._traces += 1
             if len(self._compiled) > MAX_COMPILED:
                 self._compiled.popitem(last=False)
         else:
             self._compiled.move_to_end(key)
-        acts, picked, used, flat, grads = compiled(
+        acts, picked, used, flat, grads, products = compiled(
             model_inputs(inputs), ops.convert_to_tensor(units), signs
         )
         t = int(picked.shape[1])
@@ -127,16 +138,23 @@ class Prober:
         rows = [
             self._on_grid(a, lay, ref, t) for a, lay, ref in zip(acts, layouts, layers, strict=True)
         ]
-        grad_rows = (
-            None
-            if grads is None
-            else [
+
+        def on_grid(found: list[Any] | None) -> list[Array] | None:
+            if found is None:
+                return None
+            return [
                 self._on_grid(g, lay, ref, 1)
-                for g, lay, ref in zip(grads, layouts, layers, strict=True)
+                for g, lay, ref in zip(found, layouts, layers, strict=True)
             ]
-        )
+
         outputs = np.asarray(ops.convert_to_numpy(flat), dtype=np.float32)
-        probe = Probe(activations=rows, gradients=grad_rows, resolved=resolved, outputs=outputs)
+        probe = Probe(
+            activations=rows,
+            gradients=on_grid(grads),
+            resolved=resolved,
+            outputs=outputs,
+            hessian_products=on_grid(products),
+        )
         return probe, layouts
 
     def _on_grid(self, a: Any, layout: Layout, ref: LayerRef, repeat: int) -> Array:

@@ -18,11 +18,15 @@ import keras
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._targets import Picker
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
+Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
+Compiled = Callable[[Any, Any, Any], Outputs]
 
 
-def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
-    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients)``."""
+def compile_probe(
+    forward: Forward, scores: Picker, *, gradients: bool, hessian: bool = False
+) -> Compiled:
+    """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients,
+    hessian_products)``; ``hessian``: the products ``H A`` of each row's score, else ``None``."""
     variables = list(forward.model.variables)
 
     def stateless(values: list[Any], fn: Callable[[], Any]) -> Any:
@@ -40,13 +44,11 @@ def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compi
         return out, acts
 
     @jax.jit
-    def probe(
-        values: list[Any], x: Any, units: Any, signs: Any
-    ) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
+    def probe(values: list[Any], x: Any, units: Any, signs: Any) -> Outputs:
         if not gradients:
             out, acts = run(values, x, None)
             _, picked, used, flat = scores(out, units, signs)
-            return acts, picked, used, flat, None
+            return acts, picked, used, flat, None, None
         shapes = jax.eval_shape(lambda: run(values, x, None)[1])
         zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
 
@@ -55,19 +57,37 @@ def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compi
             signed, picked, used, flat = scores(out, units, signs)
             return signed, (acts, picked, used, flat)
 
-        signed, pullback, (acts, picked, used, flat) = jax.vjp(signed_scores, zeros, has_aux=True)
-        t = signed.shape[1]
-        cotangents = jnp.broadcast_to(
-            jnp.eye(t, dtype=signed.dtype)[:, None, :], (t, *signed.shape)
-        )
-        (per_target,) = jax.vmap(pullback)(cotangents)  # per layer (T, N, ...)
-        grads = [jnp.reshape(jnp.swapaxes(g, 0, 1), (-1, *g.shape[2:])) for g in per_target]
-        return acts, picked, used, flat, grads
+        def gradient(deltas: list[Any]) -> tuple[list[Any], tuple[list[Any], Any, Any, Any]]:
+            signed, pullback, aux = jax.vjp(signed_scores, deltas, has_aux=True)
+            t = signed.shape[1]
+            cotangents = jnp.broadcast_to(
+                jnp.eye(t, dtype=signed.dtype)[:, None, :], (t, *signed.shape)
+            )
+            (per_target,) = jax.vmap(pullback)(cotangents)  # per layer (T, N, ...)
+            return per_target, aux
 
-    def call(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
+        per_target, (acts, picked, used, flat) = gradient(zeros)
+        if not hessian:
+            return acts, picked, used, flat, _rows(per_target), None
+        # One jvp per layer, along its activations only: H_ii A_i, not the cross terms of
+        # nested layers.
+        directions = [jax.lax.stop_gradient(a) for a in acts]
+        products = []
+        for i, direction in enumerate(directions):
+            tangent = [direction if k == i else jnp.zeros_like(z) for k, z in enumerate(zeros)]
+            _, along, _ = jax.jvp(gradient, (zeros,), (tangent,), has_aux=True)
+            products.append(along[i])
+        return acts, picked, used, flat, _rows(per_target), _rows(products)
+
+    def call(x: Any, units: Any, signs: Any) -> Outputs:
         return probe([v.value for v in variables], x, units, signs)  # type: ignore[no-any-return]
 
     return call
+
+
+def _rows(per_target: list[Any]) -> list[Any]:
+    """Return ``(T, N, ...)`` per layer as ``(N * T, ...)``, image-major rows."""
+    return [jnp.reshape(jnp.swapaxes(g, 0, 1), (-1, *g.shape[2:])) for g in per_target]
 
 
 def for_maths(x: Any) -> Any:

@@ -1,7 +1,9 @@
 """Gradients for Keras on PyTorch: eager autograd, the graph starting at the target layers.
 
 The forward runs without autograd until the first target layer, where recording starts on a
-detached copy of its output; ``torch.autograd.grad`` asks only for the activations' gradients.
+detached copy of its output; ``torch.autograd.grad`` asks only for the activations' gradients
+(and, for Hessian-vector products, differentiates them again: the PyTorch backend's
+``hessian_products``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import torch
 from camlens.backends.base import LayerRef
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._targets import Picker
-from camlens.backends.torch import batched_gradients
+from camlens.backends.torch import batched_gradients, hessian_products
 
-Compiled = Callable[[Any, Any, Any], tuple[list[Any], Any, Any, Any, list[Any] | None]]
+Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
+Compiled = Callable[[Any, Any, Any], Outputs]
 
 
-def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compiled:
-    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients)`` (eager)."""
+def compile_probe(
+    forward: Forward, scores: Picker, *, gradients: bool, hessian: bool = False
+) -> Compiled:
+    """Return ``(x, units, signs) -> (activations, picked, units, outputs, gradients,
+    hessian_products)`` (eager); ``hessian``: the products ``H A``, else ``None``."""
     layers: list[LayerRef] = list(forward.layers)
 
-    def probe(x: Any, units: Any, signs: Any) -> tuple[list[Any], Any, Any, Any, list[Any] | None]:
+    def probe(x: Any, units: Any, signs: Any) -> Outputs:
         acts: list[Any] = []
 
         def tap(i: int, a: Any) -> Any:
@@ -37,8 +43,13 @@ def compile_probe(forward: Forward, scores: Picker, *, gradients: bool) -> Compi
         with torch.inference_mode(False), torch.no_grad():
             out = forward(x, tap)
             signed, picked, used, flat = scores(out, units, signs)
-            grads = batched_gradients(signed, acts, layers) if gradients else None
-        return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads
+            products = None
+            grads: list[Any] | None
+            if hessian:
+                grads, products = hessian_products(signed, acts, layers)
+            else:
+                grads = batched_gradients(signed, acts, layers) if gradients else None
+        return [a.detach() for a in acts], picked.detach(), used, flat.detach(), grads, products
 
     return probe
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from camlens._types import Array, Size
-from camlens.backends._common import check_finite, check_host_batch, to_host
+from camlens.backends._common import check_finite, check_host_batch, no_attention, to_host
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.onnx import _layers, _perturb
 from camlens.backends.onnx._forward import run
@@ -38,6 +38,9 @@ class OnnxBackend:
 
     framework = "onnx"
     gradients = False
+    #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
+    attention = False
+    hessians = False
 
     def __init__(
         self, model: OnnxModel, *, output: OutputSelector = None, logits: bool = True
@@ -149,8 +152,16 @@ class OnnxBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
-        """Run the model once with the layers' tensors as extra outputs."""
+        """Run the model once with the layers' tensors as extra outputs (no gradients, no
+        Hessian-vector products: ``gradients``, ``guided`` or ``hessian`` is refused)."""
+        if hessian:
+            raise MethodError(
+                "ONNX models give no Hessian-vector products (nor gradients) here, so "
+                "ShapleyCAM cannot run on them; explain the PyTorch or Keras model, or use a "
+                "gradient-free method (scorecam, sscam, iscam, ablationcam, eigencam)"
+            )
         if gradients or guided:
             raise MethodError(
                 "ONNX models give no gradients here; use a gradient-free method (scorecam, "
@@ -185,6 +196,22 @@ class OnnxBackend:
             resolved=resolved,
             outputs=out.astype(np.float32).reshape(out.shape[0], -1),
         )
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""

@@ -24,15 +24,15 @@ from camlens.backends.base import (
     Scoring,
     image_of,
 )
-from camlens.backends.torch import _layers, _perturb, _probe
+from camlens.backends.torch import _attention, _layers, _perturb, _probe
 from camlens.backends.torch._arrays import namespace
-from camlens.backends.torch._probe import batched_gradients
+from camlens.backends.torch._probe import batched_gradients, hessian_products
 from camlens.backends.torch._randomise import TorchCopies
 from camlens.backends.torch._tail import Tail, make_tail
 from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target
 
-__all__ = ["TorchBackend", "batched_gradients"]
+__all__ = ["TorchBackend", "batched_gradients", "hessian_products"]
 
 
 def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -65,6 +65,8 @@ class TorchBackend:
     score_kind = "model output"
     channels_last = False
     gradients = True
+    attention = True
+    hessians = True
 
     def __init__(
         self,
@@ -191,9 +193,11 @@ class TorchBackend:
         *,
         gradients: bool,
         guided: bool = False,
+        hessian: bool = False,
     ) -> Probe:
         """Run the model once, capturing activations, scores and (if asked) gradients, each
-        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs."""
+        layer's on its grid, ``(M, K, h, w)``; ``guided`` guides the backward pass at ReLUs;
+        ``hessian`` adds the Hessian-vector products ``H A`` (a double backward)."""
         probe, layouts = _probe.probe(
             self.model,
             inputs,
@@ -203,10 +207,38 @@ class TorchBackend:
             gradients=gradients,
             spec=self.layout,
             guided=guided,
+            hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(image_of(inputs).shape)] = layout
         return probe
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Return every module whose output holds attention probabilities, in running order."""
+        return _attention.attention_layers(self.model, inputs)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Run the model once, capturing the layers' attention maps ``(M, heads, L, L)`` and
+        (if asked) their gradients, of each block's own score where ``head`` is given;
+        ``Probe.tokens`` is their tokens' layout."""
+        return _attention.probe(
+            self.model,
+            inputs,
+            layers,
+            target,
+            self.output,
+            gradients=gradients,
+            spec=self.layout,
+            head=head,
+        )
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a tensor (or a NumPy array a method returned) to a NumPy array on the host."""

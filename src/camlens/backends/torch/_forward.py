@@ -32,6 +32,11 @@ def call_model(model: torch.nn.Module, inputs: torch.Tensor | Inputs) -> Any:
         ) from exc
 
 
+def usable(x: Any) -> Any:
+    """Return an input that can enter autograd: a copy of an inference tensor, else itself."""
+    return x.clone() if isinstance(x, torch.Tensor) and x.is_inference() else x
+
+
 def expanded(inputs: torch.Tensor | Inputs, count: int) -> Any:
     """Return one row of inputs (of each of several) repeated ``count`` times, as views."""
     if isinstance(inputs, Inputs):

@@ -28,7 +28,7 @@ from camlens.backends.base import (
     with_image,
 )
 from camlens.backends.torch._arrays import namespace, to_numpy
-from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._forward import call_model, this_thread, usable
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import detection_scores, resolve
@@ -154,6 +154,60 @@ def batched_gradients(
     return [g for g in grads if g is not None]
 
 
+def _product(gradient: torch.Tensor, act: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Return ``d(gradient . direction) / d act``, zero where the gradient is constant in it."""
+    if not gradient.requires_grad:
+        return torch.zeros_like(direction)
+    (found,) = torch.autograd.grad(
+        gradient, act, grad_outputs=direction, retain_graph=True, allow_unused=True
+    )
+    return torch.zeros_like(direction) if found is None else found
+
+
+def hessian_products(
+    scores: torch.Tensor, acts: list[torch.Tensor], layers: Sequence[LayerRef]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Return each row's gradient and Hessian-vector product ``H A`` per layer, ``(N * T, ...)``.
+
+    Per target, one backward with ``create_graph=True`` gives the gradients as functions of the
+    activations, and per layer a second backward of its gradient, with its activations
+    (constant) as cotangents, gives ``sum_j d2y / dA_i dA_j A_j`` within that layer (not the
+    cross terms between nested layers). A gradient that does not depend on the activations (the
+    score is linear in them) has a zero product. Images are independent, as for the gradients.
+    """
+    t = scores.shape[1]
+    if not scores.requires_grad:
+        raise LayerError(
+            f"the target score does not depend on layer(s) {[ref.name for ref in layers]}; "
+            "pick a layer on the path to the explained output"
+        )
+    directions = [a.detach() for a in acts]
+    grads: list[list[torch.Tensor]] = []
+    products: list[list[torch.Tensor]] = []
+    for j in range(t):
+        first = torch.autograd.grad(scores[:, j].sum(), acts, create_graph=True, allow_unused=True)
+        unused = [ref.name for ref, g in zip(layers, first, strict=True) if g is None]
+        if unused:
+            raise LayerError(
+                f"the target score does not depend on layer(s) {unused}; pick a layer on the "
+                "path to the explained output"
+            )
+        g = [x for x in first if x is not None]
+        # One second backward per layer: H_ii A_i alone, not the cross terms of nested layers.
+        products.append([_product(gi, a, d) for gi, a, d in zip(g, acts, directions, strict=True)])
+        grads.append([x.detach() for x in g])
+
+    def rows(per_target: list[list[torch.Tensor]], i: int) -> torch.Tensor:
+        # (T, N, ...) -> (N * T, ...), image-major rows.
+        stacked = torch.stack([p[i] for p in per_target], dim=1)
+        return stacked.reshape(-1, *stacked.shape[2:])
+
+    return (
+        [rows(grads, i) for i in range(len(acts))],
+        [rows(products, i) for i in range(len(acts))],
+    )
+
+
 def probe(
     model: torch.nn.Module,
     inputs: torch.Tensor | Inputs,
@@ -164,14 +218,21 @@ def probe(
     gradients: bool,
     spec: LayoutSpec,
     guided: bool = False,
+    hessian: bool = False,
 ) -> tuple[Probe, list[Layout]]:
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
 
     A layer that is :data:`INPUT` captures the input batch itself (the explained one of
     several); ``guided`` guides the backward pass at every ``ReLU``/``ReLU6`` module (hooks
-    for this call only).
+    for this call only); ``hessian`` also takes the Hessian-vector products ``H A``
+    (:func:`hessian_products`).
     """
+    if hessian and (guided or not gradients):
+        raise MethodError(
+            "Hessian-vector products come with the model's own gradients: ask for gradients, "
+            "and not for a guided backward pass"
+        )
     slots: list[list[Any]] = [[None, None] for _ in layers]
     at_input = [ref.handle is INPUT.handle for ref in layers]
     guides = _guided_modules(model) if guided else []
@@ -209,8 +270,8 @@ def probe(
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
                 if isinstance(inputs, Inputs):
-                    inputs = inputs.map(_usable)
-                x = _usable(image)
+                    inputs = inputs.map(usable)
+                x = usable(image)
                 if any(at_input):
                     x = x.detach().requires_grad_(gradients)
                     torch.set_grad_enabled(gradients)
@@ -230,7 +291,12 @@ def probe(
                 if missing:
                     raise LayerError(f"layer(s) {missing} did not run in the model's forward pass")
                 acts = [slot[0] for slot in slots if slot[0] is not None]
-                grads = batched_gradients(scores, acts, layers) if gradients else None
+                products: list[torch.Tensor] | None = None
+                grads: list[torch.Tensor] | None
+                if hessian:
+                    grads, products = hessian_products(scores, acts, layers)
+                else:
+                    grads = batched_gradients(scores, acts, layers) if gradients else None
         finally:
             for handle in handles:
                 handle.remove()
@@ -249,18 +315,22 @@ def probe(
             lay.to_grid(g, xp, ref.name) for g, lay, ref in zip(grads, layouts, layers, strict=True)
         ]
     )
+    grid_products = (
+        None
+        if products is None
+        else [
+            _float(lay.to_grid(h, xp, ref.name))
+            for h, lay, ref in zip(products, layouts, layers, strict=True)
+        ]
+    )
     probe = Probe(
         activations=[_float(a) for a in rows],
         gradients=None if grid_grads is None else [_float(g) for g in grid_grads],
         resolved=resolved,
         outputs=to_numpy(out.float()).reshape(out.shape[0], -1),
+        hessian_products=grid_products,
     )
     return probe, layouts
-
-
-def _usable(x: Any) -> Any:
-    """Return an input that can enter autograd: a copy of an inference tensor, else itself."""
-    return x.clone() if isinstance(x, torch.Tensor) and x.is_inference() else x
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
