@@ -146,6 +146,7 @@ def test_scorecam_masks_the_image_input_only(net, batch) -> None:  # type: ignor
     [
         ("gradcam", {}),
         ("gradcam++", {}),
+        ("shapleycam", {}),
         ("scorecam", {}),
         ("ablationcam", {}),
         ("reciprocam", {}),
