@@ -20,7 +20,16 @@ from keras import ops
 
 from camlens._types import Array
 from camlens.backends._layout import Layout, LayoutSpec
-from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
+from camlens.backends.base import (
+    INPUT,
+    Inputs,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    image_of,
+    model_inputs,
+    signature,
+)
 from camlens.backends.keras import _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
@@ -79,10 +88,11 @@ class Prober:
                 "Hessian-vector products come with the model's own gradients: ask for "
                 "gradients, and not for a guided backward pass"
             )
-        units, signs = _targets.plan(target, int(inputs.shape[0]), n_units)
+        image = image_of(inputs)
+        explained = inputs.key if isinstance(inputs, Inputs) else None
+        units, signs = _targets.plan(target, int(image.shape[0]), n_units)
         key = (
-            tuple(inputs.shape),
-            str(inputs.dtype),
+            signature(inputs),
             tuple(id(ref.handle) for ref in layers),
             _targets.trace_key(target),
             units.shape,
@@ -93,7 +103,12 @@ class Prober:
         compiled = self._compiled.get(key)
         if compiled is None:
             forward = Forward(
-                self._model(), list(layers), self._replacements, self._output, guided=guided
+                self._model(),
+                list(layers),
+                self._replacements,
+                self._output,
+                guided=guided,
+                key=explained,
             )
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(
@@ -106,12 +121,12 @@ class Prober:
         else:
             self._compiled.move_to_end(key)
         acts, picked, used, flat, grads, products = compiled(
-            inputs, ops.convert_to_tensor(units), signs
+            model_inputs(inputs), ops.convert_to_tensor(units), signs
         )
         t = int(picked.shape[1])
         resolved = _targets.record(target, picked, used, signs)
-        size = _layers.input_size(tuple(int(d) for d in inputs.shape))
-        batch = int(inputs.shape[0])
+        size = _layers.input_size(tuple(int(d) for d in image.shape))
+        batch = int(image.shape[0])
         layouts = [
             Layout(_layers.convention(), grid=size)
             if ref.handle is INPUT.handle

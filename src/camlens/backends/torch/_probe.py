@@ -18,9 +18,17 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import Layout, LayoutSpec, layout_for
-from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
+from camlens.backends.base import (
+    INPUT,
+    Inputs,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    image_of,
+    with_image,
+)
 from camlens.backends.torch._arrays import namespace, to_numpy
-from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._forward import call_model, this_thread, usable
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import detection_scores, resolve
@@ -202,7 +210,7 @@ def hessian_products(
 
 def probe(
     model: torch.nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     layers: Sequence[LayerRef],
     target: Target,
     output: OutputSelector,
@@ -215,9 +223,10 @@ def probe(
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
 
-    A layer that is :data:`INPUT` captures the input batch itself; ``guided`` guides the
-    backward pass at every ``ReLU``/``ReLU6`` module (hooks for this call only); ``hessian``
-    also takes the Hessian-vector products ``H A`` (:func:`hessian_products`).
+    A layer that is :data:`INPUT` captures the input batch itself (the explained one of
+    several); ``guided`` guides the backward pass at every ``ReLU``/``ReLU6`` module (hooks
+    for this call only); ``hessian`` also takes the Hessian-vector products ``H A``
+    (:func:`hessian_products`).
     """
     if hessian and (guided or not gradients):
         raise MethodError(
@@ -227,13 +236,14 @@ def probe(
     slots: list[list[Any]] = [[None, None] for _ in layers]
     at_input = [ref.handle is INPUT.handle for ref in layers]
     guides = _guided_modules(model) if guided else []
-    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    image = image_of(inputs)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
 
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
         return layout_for(
             ref.name,
             shape,
-            int(inputs.shape[0]),
+            int(image.shape[0]),
             size,
             spec,
             evidence(ref.handle),
@@ -259,14 +269,16 @@ def probe(
             )
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
-                x = inputs.clone() if inputs.is_inference() else inputs
+                if isinstance(inputs, Inputs):
+                    inputs = inputs.map(usable)
+                x = usable(image)
                 if any(at_input):
                     x = x.detach().requires_grad_(gradients)
                     torch.set_grad_enabled(gradients)
                     for slot, is_input in zip(slots, at_input, strict=True):
                         if is_input:
                             slot[0], slot[1] = x, Layout("nchw")
-                raw = call_model(model, x)
+                raw = call_model(model, with_image(inputs, x))
                 if isinstance(target, Detection):  # reads the detector's structured output
                     scores, resolved = detection_scores(target, raw)
                     out = scores.detach()
