@@ -138,3 +138,26 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean(dim=(1, 2)))
+
+
+class ImageAndMeta(nn.Module):
+    """Two inputs: an image and a side vector (age, sex...), fused before the head.
+
+    ``conv`` (3x3, same size) -> ``relu`` -> global mean, gated by ``tanh(side(meta))`` per
+    channel, -> ``head``; so the side input changes the gradients at the image's layers. Every
+    call's inputs are recorded in ``calls`` (copies), for tests that check what the model saw.
+    """
+
+    def __init__(self, seed: int = 3, channels: int = 4, meta: int = 2, classes: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.side = nn.Linear(meta, channels)
+        self.head = nn.Linear(channels, classes)
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+        self.calls.append((image.detach().clone(), meta.detach().clone()))
+        pooled = self.relu(self.conv(image)).mean(dim=(2, 3))
+        return self.head(pooled * torch.tanh(self.side(meta)))

@@ -12,9 +12,9 @@ from camlens._checks import positive_int
 from camlens._locks import model_lock
 from camlens._types import Array, Size
 from camlens._version import __version__
-from camlens.backends import OutputSelector, backend_for
+from camlens.backends import InputSelector, OutputSelector, backend_for
 from camlens.backends._common import namespace
-from camlens.backends.base import Scoring
+from camlens.backends.base import Scoring, rows
 from camlens.errors import BadInputError
 from camlens.explanation import _freeze
 from camlens.methods.dff import nmf
@@ -77,6 +77,7 @@ def factorize(
     scores: bool = True,
     output: OutputSelector = None,
     logits: bool = True,
+    input: InputSelector = None,
 ) -> Factorization:
     """Find ``k`` concepts in a batch's activations at one layer (Collins et al., ECCV 2018).
 
@@ -100,11 +101,12 @@ def factorize(
         iterations: NMF updates.
         seed: Seed of NMF's initialisation.
         scores: Score each concept with the network after the layer.
-        output, logits: As for :class:`camlens.Explainer`.
+        output, logits, input: As for :class:`camlens.Explainer` (``input`` picks the image
+            of several inputs).
     """
     k = positive_int(k, "k")
     iterations = positive_int(iterations, "iterations")
-    backend = backend_for(model, output=output, logits=logits)
+    backend = backend_for(model, output=output, logits=logits, input=input)
     with model_lock(model):
         x = backend.prepare(inputs)
         ref = backend.resolve_layer(layer) if layer is not None else backend.auto_layer(x)
@@ -151,5 +153,5 @@ def _concept_scores(
         return vectors[:, :, None, None] * ones
 
     scoring = Scoring(units=units, probabilities=False, batch_size=64, on_batch=lambda _: None)
-    (result,) = backend.replaced_scores(x[:1], ref, make, [k], scoring)
+    (result,) = backend.replaced_scores(rows(x, 0, 1), ref, make, [k], scoring)
     return np.asarray(result, dtype=np.float32)

@@ -13,10 +13,18 @@ from camlens._forwards import BoundForwards
 from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
-from camlens.backends import LayerRef, LayoutSpec, OutputSelector, backend_for
+from camlens.backends import InputSelector, LayerRef, LayoutSpec, OutputSelector, backend_for
 from camlens.backends._common import host_labels, namespace, no_attention, to_host
 from camlens.backends._layout import LayoutName
-from camlens.backends.base import INPUT, Probe, Resolved, reads_probabilities
+from camlens.backends.base import (
+    INPUT,
+    Inputs,
+    Probe,
+    Resolved,
+    image_of,
+    reads_probabilities,
+    with_image,
+)
 from camlens.errors import (
     BadInputError,
     BadTargetError,
@@ -91,6 +99,12 @@ class Explainer:
             object; subclasses such as :class:`GradCAM` fix it.
         output: Which output to explain when the model returns a tuple, list or dict: an index,
             a key, or a function of the raw output.
+        input: Which input is the explained image when the model takes several (the call's
+            inputs a tuple, list or dict): an index or a key. ``None`` takes the only 4-D
+            array among them (and raises, asking for ``input=``, where there are several or
+            none). The others reach the model unchanged: a torch model is called
+            ``model(*inputs)`` for a tuple or list and ``model(**inputs)`` for a dict, a Keras
+            model ``model(inputs)``.
         relu: Rectify maps before normalising (the papers' form). ``False`` keeps the sign:
             maps are then scaled to ``[-1, 1]``.
         logits: For a Keras classifier that ends in a softmax, explain the pre-softmax score
@@ -133,6 +147,7 @@ class Explainer:
         *,
         method: str | Method | type[Method] | None = None,
         output: OutputSelector = None,
+        input: InputSelector = None,
         relu: bool = True,
         logits: bool = True,
         eigen_smooth: bool = False,
@@ -165,7 +180,9 @@ class Explainer:
         self.relu = bool(relu)
         self.normalize: Normalize = check_normalize(normalize)
         spec = LayoutSpec(layout=layout, grid=grid, reshape=reshape)
-        self._backend = backend_for(model, output=output, logits=logits, layout=spec)
+        if isinstance(input, bool) or not isinstance(input, (int, str, type(None))):
+            raise BadInputError(f"input= is the index or key of the explained input; got {input!r}")
+        self._backend = backend_for(model, output=output, logits=logits, layout=spec, input=input)
         if _reads_attention(self.method) and not self._backend.attention:
             raise no_attention(self._backend.framework)
         if self.method.needs_gradients and not self._backend.gradients:
@@ -215,7 +232,8 @@ class Explainer:
 
         Args:
             inputs: The model's own input batch, ``(N, C, H, W)`` (a tensor or a NumPy array,
-                already preprocessed as the model expects).
+                already preprocessed as the model expects); for a model with several inputs, a
+                tuple, list or dict of them, one row per image in each (see ``input=``).
             target: ``None`` (each image's top-1 class), a class index, one index per image
                 (a list, or an integer label array or tensor of any framework: a data
                 loader's labels), :class:`camlens.Class`, :class:`camlens.Output`,
@@ -255,7 +273,7 @@ class Explainer:
             self.method,
             probabilities=probabilities,
             input_size=self._backend.input_size(x),
-            item_bytes=4 * int(np.prod(tuple(x.shape[1:]))),
+            item_bytes=4 * int(np.prod(tuple(image_of(x).shape[1:]))),
         )
 
     def _automatic_layers(self, x: Any) -> tuple[LayerRef, ...]:
@@ -266,6 +284,12 @@ class Explainer:
             return backend.attention_layers(x)
         if not hasattr(self.method, "fuse_layers"):
             return (backend.auto_layer(x),)
+        if isinstance(x, Inputs):
+            raise LayerError(
+                f"{self.method.name} picks one layer per resolution stage from a pass of the "
+                "image alone, and this model takes several inputs: pass layer= a list of its "
+                "layers, coarse to fine or in any order"
+            )
         channels = int(x.shape[-1] if backend.channels_last else x.shape[1])
         names = stage_layers(backend.summarize(backend.input_size(x), channels))
         if not names:
@@ -337,7 +361,7 @@ class Explainer:
         """
         backend = self._backend
         fixed = _fixed(target, probe)
-        host = np.asarray(backend.to_numpy(x))
+        host = np.asarray(backend.to_numpy(image_of(x)))
         width = 2 if backend.channels_last else 3
         size = backend.input_size(x)
         all_maps, all_raw = [maps], [raw]
@@ -345,7 +369,8 @@ class Explainer:
             if (flip, factor) == (False, 1.0):
                 continue
             changed = host * np.asarray(factor, dtype=host.dtype)
-            augmented = backend.prepare(np.flip(changed, axis=width).copy() if flip else changed)
+            flipped = np.flip(changed, axis=width).copy() if flip else changed
+            augmented = backend.prepare(with_image(x, flipped))
             cams = self._cams(augmented, self._probe(augmented, fixed)[0], fixed, stacklevel=None)
             m, r, _ = finish(
                 cams,
@@ -448,7 +473,7 @@ class Explainer:
         assert self._layers is not None
         backend = self._backend
         fixed = _fixed(target, probe)
-        host = np.asarray(backend.to_numpy(x))
+        host = np.asarray(backend.to_numpy(image_of(x)))
         chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
         out = []
         scale = method.noise_scale(host) if hasattr(method, "noise_scale") else 1.0
@@ -456,7 +481,9 @@ class Explainer:
             noise = method.noise(chw, sample)  # type: ignore[attr-defined]
             if backend.channels_last:
                 noise = noise.transpose(1, 2, 0)
-            noisy = backend.prepare((host + scale * noise[None]).astype(host.dtype, copy=False))
+            noisy = backend.prepare(
+                with_image(x, (host + scale * noise[None]).astype(host.dtype, copy=False))
+            )
             grads = backend.probe(
                 noisy,
                 self._layers,
@@ -478,7 +505,7 @@ class Explainer:
         (a top-k is not re-ranked); a function target (one row per image) is used as it is.
         """
         backend = self._backend
-        host = np.asarray(backend.to_numpy(x))
+        host = np.asarray(backend.to_numpy(image_of(x)))
         units = probe.resolved.units
         t = units.shape[1]
         if t == 1:
@@ -492,10 +519,19 @@ class Explainer:
             fixed = Class(units.reshape(-1).tolist())
         rows = np.repeat(host, t, axis=0)
         first = np.moveaxis(rows, -1, 1) if backend.channels_last else rows
+        # Of several inputs, the others' rows beside each image's repeated rows (on the host,
+        # values and dtypes unchanged; prepared again with the masked image).
+        beside = (
+            x.others(lambda v: np.repeat(backend.to_numpy(v), t, axis=0))
+            if isinstance(x, Inputs) and t > 1
+            else x
+        )
 
         def gradient(masks: np.ndarray) -> np.ndarray:
             shaped = masks[..., None] if backend.channels_last else masks[:, None]
-            masked = backend.prepare((rows * shaped).astype(host.dtype, copy=False))
+            masked = backend.prepare(
+                with_image(beside, (rows * shaped).astype(host.dtype, copy=False))
+            )
             grads = backend.probe(masked, (INPUT,), fixed, gradients=True).gradients
             assert grads is not None
             g = np.asarray(backend.to_numpy(grads[0]), dtype=np.float64)
@@ -565,14 +601,14 @@ class Explainer:
         if region is None:
             return None
         backend = self._backend
-        count, size = int(x.shape[0]), backend.input_size(x)
+        count, size = int(image_of(x).shape[0]), backend.input_size(x)
         if isinstance(region, str):
             if region != AUTO_FOV:
                 raise BadInputError(
                     f"region must be a bool mask, one per image or for all, or {AUTO_FOV!r}; "
                     f"got {region!r}"
                 )
-            host = np.asarray(backend.to_numpy(x))
+            host = np.asarray(backend.to_numpy(image_of(x)))
             return fov_masks(host, channels_last=backend.channels_last)
         return explain_region(to_host(region), count, size)
 
@@ -686,6 +722,7 @@ def explain(
     target: TargetLike = None,
     *,
     output: OutputSelector = None,
+    input: InputSelector = None,
     relu: bool = True,
     logits: bool = True,
     eigen_smooth: bool = False,
@@ -708,6 +745,7 @@ def explain(
         layer,
         method=method,
         output=output,
+        input=input,
         relu=relu,
         logits=logits,
         eigen_smooth=eigen_smooth,

@@ -12,12 +12,23 @@ from types import ModuleType
 from typing import Any, Literal
 
 from camlens.backends._layout import LayoutSpec
-from camlens.backends.base import Backend, Copies, LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends.base import (
+    Backend,
+    Copies,
+    Inputs,
+    InputSelector,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    Scoring,
+)
 from camlens.errors import ModelLoadError, UnsupportedModelError
 
 __all__ = [
     "Backend",
     "Copies",
+    "InputSelector",
+    "Inputs",
     "LayerRef",
     "LayoutSpec",
     "OutputSelector",
@@ -34,18 +45,20 @@ def backend_for(
     output: OutputSelector = None,
     logits: bool = True,
     layout: LayoutSpec | None = None,
+    input: InputSelector = None,
 ) -> Backend:
     """Return the backend for ``model``.
 
     Keras is checked before torch, since Keras-on-torch layers are also torch modules.
     ``layout`` says how the explained layers' outputs lie on the image grid (default: each
-    layer's is found from what it is and its shape).
+    layer's is found from what it is and its shape); ``input`` which of several inputs (a
+    tuple, list or dict) is the explained image (default: the only 4-D one).
     """
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, getattr(keras, "Model", ())):
         from camlens.backends.keras import KerasBackend
 
-        return KerasBackend(model, output=output, logits=logits, layout=layout)
+        return KerasBackend(model, output=output, logits=logits, layout=layout, input=input)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         if isinstance(model, torch.jit.ScriptModule):
@@ -56,7 +69,7 @@ def backend_for(
             )
         from camlens.backends.torch import TorchBackend
 
-        return TorchBackend(model, output=output, layout=layout)
+        return TorchBackend(model, output=output, layout=layout, input=input)
     onnx_backend = sys.modules.get("camlens.backends.onnx")
     if onnx_backend is not None and isinstance(model, onnx_backend.OnnxModel):
         if layout is not None and layout != LayoutSpec():
@@ -64,6 +77,11 @@ def backend_for(
                 "an ONNX graph's layers are read in the layout the model declares (NCHW or "
                 "NHWC, OnnxModel(layout=...)); layout=, grid= and reshape= apply to torch and "
                 "Keras models: drop them for this model"
+            )
+        if input is not None:
+            raise UnsupportedModelError(
+                "camlens explains ONNX graphs with one image input; input= picks one of several "
+                "inputs of a torch or Keras model: drop it for this model"
             )
         return onnx_backend.OnnxBackend(model, output=output, logits=logits)  # type: ignore[no-any-return]
     onnx = sys.modules.get("onnx")

@@ -4,6 +4,7 @@
   host copies. What differs by library lives in the backends: a torch tensor is handled by
   ``backends/torch/_arrays.py``, reached only once such a tensor exists (so torch is already
   imported); everything else goes through ``array_api_compat`` and ``numpy.asarray``.
+- Normalising a model's inputs once: one array, or several with the explained one picked out.
 - Picking the tensor to explain from a model's raw output.
 - Listing layers: the automatic pick and ``camlens layers``, from one recorded pass, with
   each layer's layout on the image grid (``_layout.py``).
@@ -22,7 +23,15 @@ from array_api_compat import array_namespace
 
 from camlens._types import Array
 from camlens.backends._layout import Layout
-from camlens.backends.base import LayerInfo, LayerRef, OutputSelector
+from camlens.backends.base import (
+    InputKey,
+    Inputs,
+    InputSelector,
+    LayerInfo,
+    LayerRef,
+    OutputSelector,
+    keys_of,
+)
 from camlens.errors import BadInputError, LayerError, MethodError, UnsupportedModelError
 
 __all__ = [
@@ -32,6 +41,7 @@ __all__ = [
     "auto_pick",
     "describe_layers",
     "namespace",
+    "prepare_inputs",
     "select_output",
     "to_host",
 ]
@@ -121,6 +131,102 @@ def host_labels(target: Any) -> Any:
     if callable(getattr(target, "numpy", None)):  # TensorFlow
         return np.asarray(target.numpy())
     return target  # JAX and other arrays convert through __array__
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    """Return an array's or tensor's shape (of any library), ``None`` for anything else."""
+    shape = getattr(value, "shape", None)
+    if shape is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        return tuple(int(d) for d in shape)
+    except TypeError:  # an unknown dimension
+        return None
+
+
+def _listing(entries: Any) -> str:
+    """Describe several inputs for a message: each key with its shape or type."""
+    described = []
+    for key in keys_of(entries):
+        shape = _shape(entries[key])
+        described.append(f"{key!r}: {shape if shape is not None else type(entries[key]).__name__}")
+    return ", ".join(described)
+
+
+def _explained_key(entries: Any, selector: InputSelector) -> InputKey:
+    """Return the key of the explained input: ``selector``, else the only 4-D array."""
+    kind = type(entries).__name__
+    keys = keys_of(entries)
+    if not keys:
+        raise BadInputError(f"the inputs are an empty {kind}; pass the model's input batch")
+    if selector is None:
+        images = [k for k in keys if len(_shape(entries[k]) or ()) == 4]
+        if len(images) == 1:
+            return images[0]
+        found = "none is" if not images else f"{len(images)} are"
+        hint = "" if images else " (a list of single images is not a batch: stack them)"
+        raise BadInputError(
+            f"the inputs are a {kind} of {len(keys)} inputs ({_listing(entries)}) and {found} "
+            "a 4-D image batch: pass input= with the index or key of the image input to "
+            f"explain{hint}"
+        )
+    if isinstance(selector, bool) or selector not in keys:
+        what = "an index" if not isinstance(entries, dict) else "a key"
+        raise BadInputError(
+            f"input={selector!r} is not {what} of the inputs, a {kind} of {len(keys)} inputs "
+            f"({_listing(entries)}); pass one of {keys}"
+        )
+    return selector
+
+
+def prepare_inputs(
+    inputs: Any,
+    selector: InputSelector,
+    image: Callable[[Any, InputKey | None], Any],
+    other: Callable[[InputKey, Any], Any],
+) -> Any:
+    """Normalise a model's inputs once, at a backend's ``prepare``.
+
+    One array or tensor (or a nested list of numbers) is prepared by ``image(inputs, None)``
+    and returned as it is. A tuple, list or dict of arrays (or an :class:`Inputs` prepared
+    before, whose image was rebuilt on the host) becomes an :class:`Inputs`: the explained
+    entry (``selector``, else the only 4-D array) prepared by ``image(value, key)``, every
+    other by ``other(key, value)``, which passes it on unchanged but for its placement. Every
+    array entry must have the image's batch size.
+    """
+    if isinstance(inputs, Inputs):
+        entries: Any = inputs.entries
+        key: InputKey = inputs.key
+    elif isinstance(inputs, Mapping) or (
+        isinstance(inputs, (tuple, list)) and any(_shape(v) is not None for v in inputs)
+    ):
+        entries = dict(inputs) if isinstance(inputs, Mapping) else inputs
+        key = _explained_key(entries, selector)
+    else:
+        if selector is not None:
+            raise BadInputError(
+                f"input={selector!r} picks one of several inputs, and the inputs are a single "
+                f"{type(inputs).__name__}; pass the model's inputs as a tuple, list or dict, "
+                "or drop input="
+            )
+        return image(inputs, None)
+    prepared = {
+        k: image(entries[k], key) if k == key else other(k, entries[k]) for k in keys_of(entries)
+    }
+    structure: Any = prepared
+    if not isinstance(entries, dict):
+        values = [prepared[k] for k in keys_of(entries)]
+        structure = tuple(values) if isinstance(entries, tuple) else values
+    shapes = {k: shape for k in keys_of(entries) if (shape := _shape(prepared[k]))}
+    n = shapes[key][0]
+    for k, shape in shapes.items():
+        if shape[0] != n:
+            raise BadInputError(
+                f"input {k!r} has shape {shape}, batch size {shape[0]}, and the explained input "
+                f"{key!r} has {n} images: every input needs one row per image"
+            )
+    batched = frozenset(shapes)
+    return Inputs(structure, key, batched)
 
 
 def _describe(raw: Any, is_tensor: Callable[[Any], bool]) -> str:

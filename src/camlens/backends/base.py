@@ -74,8 +74,111 @@ class _Input:
 
 
 #: The model's input as a pseudo-layer: pixel-level methods (Saliency, Guided Backprop) read
-#: their "activations" (the input batch) and gradients there, ``(N, C, H, W)``.
+#: their "activations" (the input batch) and gradients there, ``(N, C, H, W)``; for a model
+#: with several inputs, the explained one (:class:`Inputs`).
 INPUT = LayerRef(name="input", handle=_Input())
+
+#: Which of a model's several inputs is the explained image: an index into a tuple or list of
+#: inputs, or a key of a dict of them; ``None`` picks the only 4-D array.
+InputSelector: TypeAlias = "int | str | None"
+
+#: A key of one of several inputs: an index into a tuple or list, or a dict's key.
+InputKey: TypeAlias = "int | str"
+
+
+def keys_of(entries: tuple[Any, ...] | list[Any] | dict[str, Any]) -> list[InputKey]:
+    """Return the keys of a tuple, list or dict of inputs, in order."""
+    return list(entries) if isinstance(entries, dict) else list(range(len(entries)))
+
+
+def replaced(entries: Any, key: InputKey, value: Any) -> Any:
+    """Return a copy of a tuple, list or dict of inputs with the entry ``key`` set to ``value``."""
+    if isinstance(entries, dict):
+        return {**entries, key: value}
+    items = list(entries)
+    items[key] = value  # type: ignore[index]
+    return tuple(items) if isinstance(entries, tuple) else items
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """A model's several inputs, prepared, with the explained image picked out.
+
+    A backend's ``prepare`` returns this for a tuple, list or dict of inputs (and the tensor
+    itself for a single input). Only the explained input is the image camlens reads sizes
+    from, masks, perturbs and takes pixel gradients of; the others reach the model unchanged
+    (put on its device), with each row of them beside its image's row.
+
+    Attributes:
+        entries: The inputs as the model takes them: a tuple, list or dict of the same keys as
+            given, the explained one prepared as a single input is.
+        key: The index or key of the explained input in ``entries``.
+        batched: The keys of the entries with a batch axis (arrays and tensors, one row per
+            image); any other entry (``None``, a flag) is passed as it is to every call.
+    """
+
+    entries: tuple[Any, ...] | list[Any] | dict[str, Any]
+    key: InputKey
+    batched: frozenset[InputKey]
+
+    @property
+    def image(self) -> Any:
+        """Return the explained input, ``(N, C, H, W)`` (or channels-last)."""
+        return self.entries[self.key]  # type: ignore[index]
+
+    def with_image(self, image: Any) -> Inputs:
+        """Return these inputs with the explained one replaced (the others as they are)."""
+        return Inputs(replaced(self.entries, self.key, image), self.key, self.batched)
+
+    def map(self, fn: Callable[[Any], Any]) -> Inputs:
+        """Return these inputs with ``fn`` applied to every batched entry, the image included."""
+        entries = self.entries
+        for key in keys_of(entries):
+            if key in self.batched:
+                entries = replaced(entries, key, fn(entries[key]))  # type: ignore[index]
+        return Inputs(entries, self.key, self.batched)
+
+    def others(self, fn: Callable[[Any], Any]) -> Inputs:
+        """Return these inputs with ``fn`` applied to every batched entry but the image."""
+        image = self.image
+        return self.map(fn).with_image(image)
+
+
+def image_of(inputs: Any) -> Any:
+    """Return the explained image of prepared inputs: itself, or an :class:`Inputs`' image."""
+    return inputs.image if isinstance(inputs, Inputs) else inputs
+
+
+def with_image(inputs: Any, image: Any) -> Any:
+    """Return prepared inputs with their explained image replaced by ``image``."""
+    return inputs.with_image(image) if isinstance(inputs, Inputs) else image
+
+
+def model_inputs(inputs: Any) -> Any:
+    """Return prepared inputs as the model takes them: the tensor, or several's entries."""
+    return inputs.entries if isinstance(inputs, Inputs) else inputs
+
+
+def rows(inputs: Any, start: int, stop: int) -> Any:
+    """Return rows ``start..stop`` of prepared inputs (of every batched entry of several)."""
+    if isinstance(inputs, Inputs):
+        return inputs.map(lambda v: v[start:stop])
+    return inputs[start:stop]
+
+
+def signature(inputs: Any) -> tuple[Any, ...]:
+    """Return what a compiled function of prepared inputs depends on: each batched entry's
+    shape and dtype, and for several inputs their keys and which one is explained."""
+    if not isinstance(inputs, Inputs):
+        return (tuple(inputs.shape), str(inputs.dtype))
+    return (
+        type(inputs.entries).__name__,
+        inputs.key,
+        tuple(
+            (k, tuple(v.shape), str(v.dtype)) if k in inputs.batched else (k, repr(v))
+            for k, v in ((k, inputs.entries[k]) for k in keys_of(inputs.entries))  # type: ignore[index]
+        ),
+    )
 
 
 #: How the outputs of perturbed inputs are read: ``"probability"`` (softmax over the output
@@ -217,11 +320,13 @@ class Backend(Protocol):
         ...
 
     def prepare(self, inputs: Any) -> Any:
-        """Validate the inputs and return them as the model's own tensor, on its device."""
+        """Validate the inputs and return them as the model's own tensor, on its device; a
+        tuple, list or dict of several inputs as an :class:`Inputs` (an :class:`Inputs` with
+        its image rebuilt on the host is prepared again, the same input explained)."""
         ...
 
     def input_size(self, inputs: Any) -> Size:
-        """Return the spatial size ``(H, W)`` of prepared inputs."""
+        """Return the spatial size ``(H, W)`` of prepared inputs (of the explained image)."""
         ...
 
     def probe(

@@ -11,7 +11,7 @@ from camlens._checks import positive_int
 from camlens._forwards import auto_batch_size
 from camlens._locks import model_lock
 from camlens.backends import OutputSelector, Scoring, backend_for
-from camlens.backends.base import ScoreMode, reads_probabilities
+from camlens.backends.base import Inputs, ScoreMode, reads_probabilities
 from camlens.errors import BadInputError, BadTargetError
 from camlens.explanation import Explanation
 from camlens.methods.perturbation import Progress
@@ -51,6 +51,13 @@ class Scorer:
             )
         backend = backend_for(model, output=output, logits=logits)
         x = backend.prepare(inputs)
+        if isinstance(x, Inputs):
+            raise BadInputError(
+                "the metrics score perturbed images with models of one input, and these "
+                f"inputs are a {type(x.entries).__name__} of several: the explainers take "
+                "them (input= picks the image), the metrics do not yet; pass the image alone "
+                "to a model that takes it"
+            )
         images = np.asarray(backend.to_numpy(x), dtype=np.float32)
         if backend.channels_last:
             images = images.transpose(0, 3, 1, 2)

@@ -210,6 +210,13 @@ def test_the_probe_refuses_hessian_vector_products(tmp_path: Path) -> None:
         )
 
 
+def test_input_selection_is_refused_for_a_graph_of_one_input(tmp_path: Path) -> None:
+    x = _images()
+    model = _exported(TrunkHead(), x, tmp_path)
+    with pytest.raises(camlens.UnsupportedModelError, match="input= picks one of several"):
+        camlens.ScoreCAM(model, input=0)
+
+
 def test_a_final_softmax_is_read_before_it_is_applied(tmp_path: Path) -> None:
     net = TrunkHead().eval()
     with_softmax = torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval()

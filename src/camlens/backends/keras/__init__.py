@@ -22,9 +22,27 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
-from camlens.backends._common import check_finite, check_host_batch, no_attention
+from camlens.backends._common import (
+    check_finite,
+    check_host_batch,
+    no_attention,
+    prepare_inputs,
+)
 from camlens.backends._layout import Layout, LayoutSpec
-from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends.base import (
+    Copies,
+    InputKey,
+    InputSelector,
+    LayerInfo,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    Scoring,
+    image_of,
+    model_inputs,
+    rows,
+    signature,
+)
 from camlens.backends.keras import _layers, _perturb, _probe
 from camlens.backends.keras._forward import Forward, softmax_replacements
 from camlens.backends.keras._graph import graph_of
@@ -46,7 +64,7 @@ class _Shared:
     compiled probes and the automatic layer pick per input shape."""
 
     prober: _probe.Prober
-    auto_layers: dict[tuple[int, ...], LayerRef] = field(default_factory=dict)
+    auto_layers: dict[tuple[Any, ...], LayerRef] = field(default_factory=dict)
     forward: Callable[[Any], Any] | None = None  # compiled, for perturbed inputs
 
 
@@ -56,7 +74,9 @@ _SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakK
 
 
 class KerasBackend:
-    """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default)."""
+    """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default),
+    or a list, tuple or dict of inputs holding such an image batch (the model is called
+    ``model(inputs)``, as Keras models with several inputs are)."""
 
     gradients = True
     #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
@@ -70,9 +90,11 @@ class KerasBackend:
         output: OutputSelector = None,
         logits: bool = True,
         layout: LayoutSpec | None = None,
+        input: InputSelector = None,
     ) -> None:
         """Wrap a built model; with ``logits`` a final softmax is read before it is applied;
-        ``layout`` says how the explained layers' outputs lie on the image grid."""
+        ``layout`` says how the explained layers' outputs lie on the image grid, ``input``
+        which of several inputs is the explained image."""
         if not model.built:
             raise UnsupportedModelError(
                 f"model {model.name!r} is not built; call it once on a batch, or build it with "
@@ -80,6 +102,7 @@ class KerasBackend:
             )
         self.model = model
         self.output = output
+        self.input = input
         self.layout = layout or LayoutSpec()
         # The layouts the last probe found, per (layer, input shape), for Ablation-CAM.
         self._layouts: dict[tuple[int, tuple[int, ...]], Layout] = {}
@@ -100,7 +123,7 @@ class KerasBackend:
         self._shared = shared[key]
         self._prober = self._shared.prober
         self._tails: dict[int, Any] = {}
-        self._units_by_shape: dict[tuple[int, ...], int] = {}
+        self._units_by_shape: dict[tuple[Any, ...], int] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer given by a bare name, an ``outer/inner`` path or a layer object."""
@@ -109,7 +132,7 @@ class KerasBackend:
     def auto_layer(self, inputs: Any) -> LayerRef:
         """Return the last layer whose output is a spatial feature map (found once per input
         shape and model: a Keras model's graph is fixed once built)."""
-        shape = tuple(int(d) for d in inputs.shape[1:])
+        shape = signature(rows(inputs, 0, 1))
         picks = self._shared.auto_layers
         if shape not in picks:
             picks[shape] = _layers.auto_layer(self.model, inputs)
@@ -118,14 +141,34 @@ class KerasBackend:
     def summarize(self, input_size: Size | None, channels: int) -> list[LayerInfo]:
         """Describe every layer from one image of zeros (the sizes the model fixes win)."""
         sample = _layers.sample_input(self.model, input_size, channels)
-        return _layers.summarize(self.model, self.prepare(sample))
+        return _layers.summarize(self.model, self._prepare_image(sample))
 
     def copies(self) -> Copies:
         """Return the maker of randomised copies of the model (for the sanity check)."""
         return KerasCopies(self.model)
 
     def prepare(self, inputs: Any) -> Any:
-        """Validate ``inputs`` and return them as a tensor of the model's dtype."""
+        """Validate ``inputs`` and return them as a tensor of the model's dtype.
+
+        A tuple, list or dict of inputs becomes an :class:`Inputs` (see
+        ``_common.prepare_inputs``): the explained image validated against its own model
+        input, the others converted to tensors (of their model input's dtype, as Keras does).
+        """
+        return prepare_inputs(inputs, self.input, self._prepare_image, self._prepare_other)
+
+    def _prepare_other(self, key: InputKey, value: Any) -> Any:
+        """Return an input beside the explained image as a tensor of the backend."""
+        try:
+            array = np.asarray(ops.convert_to_numpy(value))
+        except Exception as exc:
+            raise BadInputError(
+                f"input {key!r} must be an array or tensor; got {type(value).__name__} ({exc})"
+            ) from exc
+        spec = self._graph_input(key)
+        return ops.convert_to_tensor(array, dtype=array.dtype if spec is None else spec.dtype)
+
+    def _prepare_image(self, inputs: Any, key: InputKey | None = None) -> Any:
+        """Validate an image batch and return it as a tensor of its model input's dtype."""
         try:
             array = np.asarray(ops.convert_to_numpy(inputs))
         except Exception as exc:
@@ -133,7 +176,8 @@ class KerasBackend:
                 f"inputs must be an array or tensor of shape (N, H, W, C); got "
                 f"{type(inputs).__name__} ({exc})"
             ) from exc
-        expected = self._input_shape()
+        spec = self._graph_input(key)
+        expected = None if spec is None else tuple(spec.shape)
         check_host_batch(array, "(N, H, W, C)", batchless=expected is None or len(expected) == 4)
         shape = array.shape
         if expected is not None and any(
@@ -144,17 +188,26 @@ class KerasBackend:
             )
         check_finite(array)
         dtype = self.model.inputs[0].dtype if graph_of(self.model) is not None else "float32"
-        return ops.convert_to_tensor(array, dtype=dtype)
+        return ops.convert_to_tensor(array, dtype=dtype if spec is None else spec.dtype)
 
-    def _input_shape(self) -> tuple[Any, ...] | None:
+    def _graph_input(self, key: InputKey | None) -> Any:
+        """Return the functional graph's input for ``key`` (``None``: the only input), or
+        ``None`` where the model has no graph or no such input."""
         graph = graph_of(self.model)
-        if graph is None or len(graph.inputs) != 1:
+        if graph is None:
             return None
-        return tuple(graph.inputs[0].shape)
+        if key is None:
+            return graph.inputs[0] if len(graph.inputs) == 1 else None
+        struct = getattr(graph, "_inputs_struct", None)
+        if isinstance(struct, dict):
+            return struct.get(key)
+        if isinstance(struct, (list, tuple)) and isinstance(key, int) and key < len(struct):
+            return struct[key]
+        return None
 
     def input_size(self, inputs: Any) -> Size:
-        """Return ``(H, W)`` of the inputs."""
-        shape = tuple(inputs.shape)
+        """Return ``(H, W)`` of the inputs (of the explained one of several)."""
+        shape = tuple(image_of(inputs).shape)
         return (
             (int(shape[1]), int(shape[2]))
             if self._channels_last
@@ -171,9 +224,11 @@ class KerasBackend:
             shape = graph.outputs[0].shape[1:]
             if all(d is not None for d in shape):
                 return int(np.prod(shape))
-        key = tuple(inputs.shape[1:])
+        first = rows(inputs, 0, 1)
+        key = signature(first)
         if key not in self._units_by_shape:
-            out = Forward(self.model, [], self._replacements, self.output)(inputs[:1], _identity)
+            forward = Forward(self.model, [], self._replacements, self.output)
+            out = forward(model_inputs(first), _identity)
             self._units_by_shape[key] = int(np.prod(out.shape[1:]))
         return self._units_by_shape[key]
 
@@ -204,7 +259,7 @@ class KerasBackend:
             hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
-            self._layouts[id(ref.handle), tuple(inputs.shape)] = layout
+            self._layouts[id(ref.handle), tuple(image_of(inputs).shape)] = layout
         return probe
 
     def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
@@ -301,7 +356,7 @@ class KerasBackend:
         """Return the function putting ``(B, K, h, w)`` grids back in the layer's own layout
         (the one the last probe found for these inputs)."""
         default = Layout("nhwc" if self._channels_last else "nchw")
-        layout = self._layouts.get((id(layer.handle), tuple(inputs.shape)), default)
+        layout = self._layouts.get((id(layer.handle), tuple(image_of(inputs).shape)), default)
 
         def to_layer(grid: np.ndarray) -> np.ndarray:
             return np.asarray(layout.from_grid(grid, array_namespace(grid), layer.name))

@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from camlens.backends._common import select_output
-from camlens.backends.base import INPUT, LayerRef, OutputSelector
+from camlens.backends.base import INPUT, InputKey, LayerRef, OutputSelector, replaced
 from camlens.backends.keras._graph import Replacement, iter_layers, run
 from camlens.errors import LayerError, MethodError
 
@@ -38,10 +38,13 @@ class Forward:
         output: OutputSelector,
         *,
         guided: bool = False,
+        key: InputKey | None = None,
     ) -> None:
-        """Bind the model (weakly), the tapped layers (:data:`INPUT` taps the input itself)
-        and how the output is read; ``guided`` guides the backward pass at every ReLU."""
+        """Bind the model (weakly), the tapped layers (:data:`INPUT` taps the input itself:
+        of several inputs, the one at ``key``) and how the output is read; ``guided`` guides
+        the backward pass at every ReLU."""
         self._model = weakref.ref(model)
+        self.key = key
         self.layers = layers
         self.replacements = replacements
         self.output = output
@@ -53,10 +56,14 @@ class Forward:
         return self._model()
 
     def __call__(self, inputs: Any, tap: LayerTap) -> Any:
-        """Run the model on ``inputs``; return the tensor to explain."""
+        """Run the model on ``inputs`` (a tensor, or a list, tuple or dict of several); return
+        the tensor to explain."""
         for i, ref in enumerate(self.layers):
             if ref.handle is INPUT.handle:
-                inputs = tap(i, inputs)
+                if self.key is None:
+                    inputs = tap(i, inputs)
+                else:
+                    inputs = replaced(inputs, self.key, tap(i, inputs[self.key]))
         taps = {
             id(ref.handle): _checked(ref, i, tap)
             for i, ref in enumerate(self.layers)

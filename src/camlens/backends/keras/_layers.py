@@ -10,7 +10,7 @@ import numpy as np
 
 from camlens.backends._common import LayerRules, auto_pick, describe_layers
 from camlens.backends._layout import Layout, LayoutName, LayoutSpec, layout_for
-from camlens.backends.base import LayerInfo, LayerRef
+from camlens.backends.base import LayerInfo, LayerRef, image_of, model_inputs, rows
 from camlens.backends.keras._graph import graph_of, iter_layers, run
 from camlens.errors import LayerError, LayerNotFoundError
 
@@ -75,7 +75,7 @@ def record(
         return tap
 
     taps = {id(layer): make_tap(path, layer) for path, layer in paths}
-    run(model, inputs[:1], taps, once=False)
+    run(model, model_inputs(rows(inputs, 0, 1)), taps, once=False)
     return finished, counts
 
 
@@ -138,12 +138,12 @@ def auto_layer(model: Any, inputs: Any) -> LayerRef:
     transformer, the first norm of the last block (a nested model or layer holding two norms).
     """
     finished, counts = record(model, inputs)
-    rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
+    rules = _rules(counts, input_size(tuple(image_of(inputs).shape)), _output_layers(model))
     picked = auto_pick(finished, rules)
     if picked is None:
         raise LayerError(
             f"found no layer of model {model.name!r} with a spatial output (a feature map or "
-            f"tokens on a grid) for inputs of shape {tuple(inputs.shape)}; pass layer= "
+            f"tokens on a grid) for inputs of shape {tuple(image_of(inputs).shape)}; pass layer= "
             "explicitly (with layout=, grid= or reshape= where camlens cannot tell its layout)"
         )
     return picked
@@ -162,7 +162,7 @@ def _output_layers(model: Any) -> set[str]:
 def summarize(model: Any, inputs: Any) -> list[LayerInfo]:
     """Describe every layer, nested ones included, from one forward pass of one image."""
     finished, counts = record(model, inputs)
-    rules = _rules(counts, input_size(tuple(inputs.shape)), _output_layers(model))
+    rules = _rules(counts, input_size(tuple(image_of(inputs).shape)), _output_layers(model))
     return describe_layers(iter_layers(model), finished, rules)
 
 

@@ -11,7 +11,15 @@ from keras import ops
 
 from camlens._types import Array
 from camlens.backends._common import select_output
-from camlens.backends.base import OutputSelector, Scoring
+from camlens.backends.base import (
+    Inputs,
+    OutputSelector,
+    Scoring,
+    image_of,
+    model_inputs,
+    rows,
+    with_image,
+)
 from camlens.backends.keras._forward import is_tensor
 
 __all__ = ["ablated_scores", "masked_scores", "perturbed_scores", "replaced_scores"]
@@ -33,7 +41,7 @@ def _score(
     """
 
     def outputs(n: int, start: int, stop: int) -> np.ndarray:
-        x = None if inputs is None else inputs[n : n + 1]
+        x = None if inputs is None else rows(inputs, n, n + 1)
         out = select_output(evaluate(x, n, start, stop), output, is_tensor)
         return np.asarray(ops.convert_to_numpy(out))
 
@@ -51,17 +59,28 @@ def masked_scores(
 ) -> list[np.ndarray]:
     """Score masked inputs with the compiled ``forward``, at most ``batch_size`` at a time.
 
-    Batches are padded to a power of two, so the compiled forward sees few shapes.
+    Batches are padded to a power of two, so the compiled forward sees few shapes. Of several
+    inputs only the explained image is masked; the others' row is repeated beside it.
     """
 
-    def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
+    def evaluate(row: Any, n: int, start: int, stop: int) -> Any:
+        x = image_of(row)
         m = ops.convert_to_tensor(masks(n, start, stop), dtype=x.dtype)
         padded = min(scoring.batch_size, 1 << (stop - start - 1).bit_length())
         if padded > stop - start:
             m = ops.pad(m, [(0, padded - (stop - start)), (0, 0), (0, 0)])
-        return forward(x * (m[..., None] if channels_last else m[:, None]))
+        masked = x * (m[..., None] if channels_last else m[:, None])
+        return forward(model_inputs(with_image(repeated(row, int(m.shape[0])), masked)))
 
     return _score(output, inputs, counts, scoring, evaluate)
+
+
+def repeated(inputs: Any, count: int) -> Any:
+    """Return one row of several inputs with the others than the image repeated ``count``
+    times (the image broadcasts); one input as it is."""
+    if isinstance(inputs, Inputs):
+        return inputs.others(lambda v: ops.repeat(v, count, axis=0))
+    return inputs
 
 
 def perturbed_scores(
@@ -104,7 +123,7 @@ def ablated_scores(
         chunk = channels[n][start:stop]
         batch = np.repeat(acts[n][None], len(chunk), axis=0)
         batch[np.arange(len(chunk)), chunk] = 0
-        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=x.dtype))
+        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=image_of(x).dtype))
 
     return _score(output, inputs, [len(c) for c in channels], scoring, evaluate)
 
@@ -123,6 +142,6 @@ def replaced_scores(
 
     def evaluate(x: Any, n: int, start: int, stop: int) -> Any:
         batch = np.asarray(ops.convert_to_numpy(make(n, start, stop)))
-        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=x.dtype))
+        return tail(x, ops.convert_to_tensor(to_layer(batch), dtype=image_of(x).dtype))
 
     return _score(output, inputs, counts, scoring, evaluate)

@@ -20,7 +20,17 @@ from keras import ops
 
 from camlens._types import Array
 from camlens.backends._layout import Layout, LayoutSpec
-from camlens.backends.base import INPUT, LayerRef, OutputSelector, Probe
+from camlens.backends.base import (
+    INPUT,
+    Inputs,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    image_of,
+    model_inputs,
+    signature,
+)
+from camlens.backends.base import rows as input_rows
 from camlens.backends.keras import _biases, _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
@@ -54,7 +64,7 @@ class Prober:
         self._compiled: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
         self._traces = 0
         # The layers with a bias, in the order they run, per input shape (FullGrad).
-        self._bias_layers: dict[tuple[int, ...], list[LayerRef]] = {}
+        self._bias_layers: dict[tuple[Any, ...], list[LayerRef]] = {}
 
     @property
     def traces(self) -> int:
@@ -88,10 +98,11 @@ class Prober:
             )
         extra = self._biased(inputs, layers, gradients=gradients) if biases else []
         tapped = [*layers, *extra]
-        units, signs = _targets.plan(target, int(inputs.shape[0]), n_units)
+        image = image_of(inputs)
+        explained = inputs.key if isinstance(inputs, Inputs) else None
+        units, signs = _targets.plan(target, int(image.shape[0]), n_units)
         key = (
-            tuple(inputs.shape),
-            str(inputs.dtype),
+            signature(inputs),
             tuple(id(ref.handle) for ref in tapped),
             _targets.trace_key(target),
             units.shape,
@@ -102,8 +113,14 @@ class Prober:
         )
         compiled = self._compiled.get(key)
         if compiled is None:
-            model = self._model()
-            forward = Forward(model, tapped, self._replacements, self._output, guided=guided)
+            forward = Forward(
+                self._model(),
+                tapped,
+                self._replacements,
+                self._output,
+                guided=guided,
+                key=explained,
+            )
             picker = _targets.Picker(target)
             compiled = self._impl.compile_probe(
                 forward, picker, gradients=gradients, required=len(layers), hessian=hessian
@@ -115,7 +132,7 @@ class Prober:
         else:
             self._compiled.move_to_end(key)
         acts, picked, used, flat, grads, products = compiled(
-            inputs, ops.convert_to_tensor(units), signs
+            model_inputs(inputs), ops.convert_to_tensor(units), signs
         )
         t = int(picked.shape[1])
         bias_terms = None
@@ -125,15 +142,15 @@ class Prober:
                 extra,
                 acts[k:],
                 grads[k:],
-                int(inputs.shape[0]),
+                int(image.shape[0]),
                 t,
                 set(self._replacements),
                 self._impl.for_maths,
             )
             acts, grads = acts[:k], grads[:k]
         resolved = _targets.record(target, picked, used, signs)
-        size = _layers.input_size(tuple(int(d) for d in inputs.shape))
-        batch = int(inputs.shape[0])
+        size = _layers.input_size(tuple(int(d) for d in image.shape))
+        batch = int(image.shape[0])
         layouts = [
             Layout(_layers.convention(), grid=size)
             if ref.handle is INPUT.handle
@@ -173,7 +190,7 @@ class Prober:
                 "bias-gradients are taken along with the input's gradient: probe [INPUT] with "
                 "gradients=True"
             )
-        shape = tuple(int(d) for d in inputs.shape[1:])
+        shape = signature(input_rows(inputs, 0, 1))
         if shape not in self._bias_layers:
             refs = _biases.bias_layers(*_layers.record(self._model(), inputs))
             _biases.check_activations(refs, set(self._replacements))

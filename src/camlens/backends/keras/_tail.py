@@ -24,6 +24,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from camlens.backends.base import Inputs, image_of, model_inputs
 from camlens.backends.keras._graph import (
     Replacement,
     _unpack,
@@ -91,27 +92,34 @@ class Tail:
         """Return the model's output for each replacement of the layer's output.
 
         Args:
-            image: One input batch of shape ``(1, H, W, C)``, a tensor of the Keras backend.
+            image: One input batch of shape ``(1, H, W, C)``, a tensor of the Keras backend; or
+                one row of several inputs (:class:`Inputs`), for which the whole model runs.
             replacements: ``(B, h, w, K)`` activations used in place of the layer's output.
 
         Returns:
             The output ``model(image repeated B times, training=False)`` would give if the layer
             had output ``replacements``, shaped and structured as the model's output.
         """
-        if int(image.shape[0]) != 1:
+        first = image_of(image)
+        if int(first.shape[0]) != 1:
             raise BadInputError(
                 f"the tail takes one image at a time, shape (1, H, W, C); got shape "
-                f"{tuple(image.shape)}: call it once per image"
+                f"{tuple(first.shape)}: call it once per image"
             )
         with _no_grad():
-            if self.levels is None:
+            if self.levels is None or isinstance(image, Inputs):
                 return self._whole_model(image, replacements)
             return _run_tail(self.levels, image, replacements, self.replacements)
 
     def _whole_model(self, image: Any, replacements: Any) -> Any:
-        batch = ops.broadcast_to(image, (int(replacements.shape[0]), *image.shape[1:]))
+        count = int(replacements.shape[0])
+
+        def broadcast(v: Any) -> Any:
+            return ops.broadcast_to(v, (count, *v.shape[1:]))
+
+        batch = image.map(broadcast) if isinstance(image, Inputs) else broadcast(image)
         taps = {id(self.layer): lambda out: replacements}
-        return run(self.model, batch, taps, self.replacements)
+        return run(self.model, model_inputs(batch), taps, self.replacements)
 
 
 def make_tail(model: Any, layer: Any, replacements: dict[int, Replacement] | None = None) -> Tail:

@@ -10,9 +10,20 @@ import numpy as np
 import torch
 
 from camlens._types import Array, Size
-from camlens.backends._common import to_host
+from camlens.backends._common import prepare_inputs, to_host
 from camlens.backends._layout import Layout, LayoutSpec
-from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
+from camlens.backends.base import (
+    Copies,
+    InputKey,
+    Inputs,
+    InputSelector,
+    LayerInfo,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    Scoring,
+    image_of,
+)
 from camlens.backends.torch import _attention, _layers, _perturb, _probe
 from camlens.backends.torch._arrays import namespace
 from camlens.backends.torch._probe import batched_gradients, hessian_products
@@ -46,7 +57,9 @@ def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 class TorchBackend:
-    """Explain a ``torch.nn.Module``. Inputs are ``(N, C, H, W)`` tensors or NumPy arrays."""
+    """Explain a ``torch.nn.Module``. Inputs are ``(N, C, H, W)`` tensors or NumPy arrays, or a
+    tuple or list of inputs (the model is called as ``model(*inputs)``) or a dict of them
+    (``model(**inputs)``) holding such an image batch."""
 
     framework = "torch"
     score_kind = "model output"
@@ -61,11 +74,14 @@ class TorchBackend:
         *,
         output: OutputSelector = None,
         layout: LayoutSpec | None = None,
+        input: InputSelector = None,
     ) -> None:
         """Wrap ``model``; ``output`` picks the tensor to explain from a tuple/dict output,
-        ``layout`` says how the explained layers' outputs lie on the image grid."""
+        ``layout`` says how the explained layers' outputs lie on the image grid, ``input``
+        which of several inputs is the explained image."""
         self.model = model
         self.output = output
+        self.input = input
         self.layout = layout or LayoutSpec()
         self._tails: dict[str, Tail] = {}
         # The layouts the last probe found, per (layer, input shape): Ablation-CAM's rebuilt
@@ -85,7 +101,7 @@ class TorchBackend:
         unless ``input_size`` is given)."""
         h, w = input_size if input_size is not None else (224, 224)
         zeros = np.zeros((1, channels, h, w), dtype=np.float32)
-        return _layers.summarize(self.model, self.prepare(zeros))
+        return _layers.summarize(self.model, self._prepare_image(zeros))
 
     def copies(self) -> Copies:
         """Return the maker of randomised copies of the model (for the sanity check)."""
@@ -102,8 +118,25 @@ class TorchBackend:
             )
         return dev, dtype
 
-    def prepare(self, inputs: Any) -> torch.Tensor:
-        """Validate ``inputs`` and return them on the model's device, in its float dtype."""
+    def prepare(self, inputs: Any) -> Any:
+        """Validate ``inputs`` and return them on the model's device, in its float dtype.
+
+        A tuple, list or dict of inputs becomes an :class:`Inputs` (see
+        ``_common.prepare_inputs``): the explained image prepared so, the others only put on
+        the model's device (NumPy arrays as tensors, dtypes and values unchanged).
+        """
+        return prepare_inputs(inputs, self.input, self._prepare_image, self._prepare_other)
+
+    def _prepare_other(self, key: InputKey, value: Any) -> Any:
+        """Return an input beside the explained image on the model's device, else as it is."""
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(device=self._placement()[0])
+        return value
+
+    def _prepare_image(self, inputs: Any, key: InputKey | None = None) -> torch.Tensor:
+        """Validate an image batch and return it on the model's device, in its float dtype."""
         if isinstance(inputs, torch.Tensor):
             x = inputs.detach()
         elif isinstance(inputs, np.ndarray):
@@ -148,8 +181,9 @@ class TorchBackend:
         return x
 
     def input_size(self, inputs: Any) -> Size:
-        """Return ``(H, W)`` of ``(N, C, H, W)`` inputs."""
-        return int(inputs.shape[-2]), int(inputs.shape[-1])
+        """Return ``(H, W)`` of ``(N, C, H, W)`` inputs (of the explained one of several)."""
+        image = image_of(inputs)
+        return int(image.shape[-2]), int(image.shape[-1])
 
     def probe(
         self,
@@ -179,7 +213,7 @@ class TorchBackend:
             hessian=hessian,
         )
         for ref, layout in zip(layers, layouts, strict=True):
-            self._layouts[ref.name, tuple(inputs.shape)] = layout
+            self._layouts[ref.name, tuple(image_of(inputs).shape)] = layout
         return probe
 
     def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
@@ -245,7 +279,7 @@ class TorchBackend:
         return _perturb.ablated_scores(
             self.model,
             self.output,
-            self._tail(layer),
+            self._tail(layer, inputs),
             inputs,
             activations,
             channels,
@@ -265,7 +299,7 @@ class TorchBackend:
         return _perturb.replaced_scores(
             self.model,
             self.output,
-            self._tail(layer),
+            self._tail(layer, inputs),
             inputs,
             make,
             counts,
@@ -273,18 +307,22 @@ class TorchBackend:
             self._to_layer(layer, inputs),
         )
 
-    def _tail(self, layer: LayerRef) -> Tail:
-        """Return the layer's tail, built on first use and kept (see ``_tail.py``)."""
+    def _tail(self, layer: LayerRef, inputs: Any) -> Tail:
+        """Return the layer's tail, built on first use and kept (see ``_tail.py``).
+
+        For several inputs the whole model runs (the ``torch.fx`` split takes one input), and
+        the model is not traced at all.
+        """
+        if isinstance(inputs, Inputs):
+            return Tail(self.model, self.model.get_submodule(layer.name), None, "several inputs")
         if layer.name not in self._tails:
             self._tails[layer.name] = make_tail(self.model, layer.name)
         return self._tails[layer.name]
 
-    def _to_layer(
-        self, layer: LayerRef, inputs: torch.Tensor
-    ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _to_layer(self, layer: LayerRef, inputs: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         """Return the function putting ``(B, K, h, w)`` grids back in the layer's own layout
         (the one the last probe found for these inputs)."""
-        layout = self._layouts.get((layer.name, tuple(inputs.shape)), Layout("nchw"))
+        layout = self._layouts.get((layer.name, tuple(image_of(inputs).shape)), Layout("nchw"))
         xp = namespace()
 
         def to_layer(grid: torch.Tensor) -> torch.Tensor:

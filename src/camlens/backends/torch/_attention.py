@@ -27,9 +27,9 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import LayoutSpec, attention_layout
-from camlens.backends.base import LayerRef, OutputSelector, Probe
+from camlens.backends.base import Inputs, LayerRef, OutputSelector, Probe, image_of, rows
 from camlens.backends.torch._arrays import to_numpy
-from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._forward import call_model, this_thread, usable
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
 from camlens.errors import BadInputError, BadTargetError, CamlensError, LayerError
@@ -138,7 +138,7 @@ def _looks_like_probabilities(t: torch.Tensor) -> bool:
         return bool(t.min() >= 0) and bool(((rows - 1).abs() <= ROW_TOLERANCE).all())
 
 
-def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[LayerRef, ...]:
+def attention_layers(model: torch.nn.Module, inputs: Any) -> tuple[LayerRef, ...]:
     """Return every module whose output holds attention probabilities, in the order they run.
 
     One image runs through the model with a hook on every submodule (the model is left as
@@ -177,7 +177,7 @@ def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[Laye
                     module.register_forward_pre_hook(this_thread(per_head.before), with_kwargs=True)
                 )
                 handles.append(module.register_forward_hook(this_thread(make_hook(name))))
-            call_model(model, inputs[:1])
+            call_model(model, rows(inputs, 0, 1))
         finally:
             for handle in handles:
                 handle.remove()
@@ -192,7 +192,7 @@ def attention_layers(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[Laye
 
 def probe(
     model: torch.nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     layers: Sequence[LayerRef],
     target: Target,
     output: OutputSelector,
@@ -274,7 +274,7 @@ def probe(
                 torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
             )
             with leave, torch.set_grad_enabled(False):
-                x = inputs.clone() if inputs.is_inference() else inputs
+                x = inputs.map(usable) if isinstance(inputs, Inputs) else usable(inputs)
                 raw = call_model(model, x)
                 out = select_output(raw, output, torch.is_tensor)
                 scores, resolved = resolve(target, out)
@@ -314,8 +314,9 @@ def probe(
         finally:
             for handle in handles:
                 handle.remove()
-    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
-    batch = int(inputs.shape[0])
+    image = image_of(inputs)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
+    batch = int(image.shape[0])
     layouts = [
         attention_layout(ref.name, tuple(a.shape), batch, size, spec)
         for ref, a in zip(layers, maps, strict=True)

@@ -9,21 +9,53 @@ from typing import Any
 
 import torch
 
+from camlens.backends.base import Inputs, keys_of
 from camlens.errors import BadInputError, CamlensError
 
 
-def call_model(model: torch.nn.Module, inputs: torch.Tensor) -> Any:
-    """Run ``model(inputs)``; an exception from the model becomes a :class:`BadInputError`."""
+def call_model(model: torch.nn.Module, inputs: torch.Tensor | Inputs) -> Any:
+    """Run ``model(inputs)``, or for several inputs ``model(*inputs)`` (a tuple or list) or
+    ``model(**inputs)`` (a dict); an exception from the model becomes a
+    :class:`BadInputError`."""
     try:
-        return model(inputs)
+        if not isinstance(inputs, Inputs):
+            return model(inputs)
+        if isinstance(inputs.entries, dict):
+            return model(**inputs.entries)
+        return model(*inputs.entries)
     except CamlensError:
         raise
     except Exception as exc:
         raise BadInputError(
-            f"the model raised {type(exc).__name__} on inputs of shape {tuple(inputs.shape)} "
-            f"({inputs.dtype}): {exc}. Check that the inputs are preprocessed and shaped as the "
-            "model expects"
+            f"the model raised {type(exc).__name__} on inputs {_described(inputs)}: {exc}. "
+            "Check that the inputs are preprocessed and shaped as the model expects"
         ) from exc
+
+
+def usable(x: Any) -> Any:
+    """Return an input that can enter autograd: a copy of an inference tensor, else itself."""
+    return x.clone() if isinstance(x, torch.Tensor) and x.is_inference() else x
+
+
+def expanded(inputs: torch.Tensor | Inputs, count: int) -> Any:
+    """Return one row of inputs (of each of several) repeated ``count`` times, as views."""
+    if isinstance(inputs, Inputs):
+        return inputs.map(lambda v: v.expand(count, *v.shape[1:]))
+    return inputs.expand(count, *inputs.shape[1:])
+
+
+def _described(inputs: torch.Tensor | Inputs) -> str:
+    """Describe inputs for a message: shapes and dtypes (of each of several)."""
+
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"of shape {tuple(value.shape)} ({value.dtype})"
+        return type(value).__name__
+
+    if not isinstance(inputs, Inputs):
+        return one(inputs)
+    entries = inputs.entries
+    return ", ".join(f"{k!r} {one(entries[k])}" for k in keys_of(entries))  # type: ignore[index]
 
 
 #: A forward hook: ``hook(module, args, output)`` returns a replacement output or ``None``.

@@ -13,7 +13,7 @@ import torch
 from camlens._types import Size
 from camlens.backends._common import LayerRules, auto_pick, describe_layers
 from camlens.backends._layout import Layout, LayoutName, LayoutSpec, layout_for
-from camlens.backends.base import LayerInfo, LayerRef
+from camlens.backends.base import LayerInfo, LayerRef, image_of, rows
 from camlens.backends.torch._forward import call_model, this_thread
 from camlens.backends.torch._state import inference_state
 from camlens.errors import LayerError, LayerNotFoundError
@@ -58,7 +58,7 @@ def resolve_layer(model: torch.nn.Module, layer: Any) -> LayerRef:
 
 
 def _record(
-    model: torch.nn.Module, inputs: torch.Tensor
+    model: torch.nn.Module, inputs: Any
 ) -> tuple[list[tuple[str, torch.nn.Module, tuple[int, ...] | None]], Counter[str], set[str]]:
     """Run one image with a hook on every submodule; the model is left as found.
 
@@ -88,7 +88,7 @@ def _record(
                 if name:
                     handles.append(module.register_forward_hook(this_thread(make_hook(name))))
             with torch.no_grad():
-                result = call_model(model, inputs[:1])
+                result = call_model(model, rows(inputs, 0, 1))
         finally:
             for handle in handles:
                 handle.remove()
@@ -198,7 +198,7 @@ def _rules(
     )
 
 
-def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
+def auto_layer(model: torch.nn.Module, inputs: Any) -> LayerRef:
     """Return the layer camlens explains when none is given (see ``_common.auto_pick``).
 
     One image is run through the model with a hook on every submodule. On a convolutional
@@ -208,12 +208,13 @@ def auto_layer(model: torch.nn.Module, inputs: torch.Tensor) -> LayerRef:
     first norm.
     """
     finished, calls, final = _record(model, inputs)
-    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    image = image_of(inputs)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
     picked = auto_pick(finished, _rules(model, calls, size, final))
     if picked is None:
         raise LayerError(
             f"found no layer of {type(model).__name__} with a spatial output (a feature map or "
-            f"tokens on a grid) for inputs of shape {tuple(inputs.shape)}; pass layer= "
+            f"tokens on a grid) for inputs of shape {tuple(image.shape)}; pass layer= "
             "explicitly (with layout=, grid= or reshape= where camlens cannot tell its layout)"
         )
     return picked

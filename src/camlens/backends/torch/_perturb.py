@@ -14,8 +14,8 @@ import torch
 
 from camlens._types import Array
 from camlens.backends._common import select_output
-from camlens.backends.base import OutputSelector, Scoring
-from camlens.backends.torch._forward import call_model
+from camlens.backends.base import Inputs, OutputSelector, Scoring, image_of, rows, with_image
+from camlens.backends.torch._forward import call_model, expanded
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._tail import Tail
 
@@ -52,17 +52,22 @@ def _score(
 def masked_scores(
     model: torch.nn.Module,
     output: OutputSelector,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     masks: Callable[[int, int, int], Array],
     counts: Sequence[int],
     scoring: Scoring,
 ) -> list[np.ndarray]:
-    """Return, per image, the target units' scores on ``inputs[n] * mask`` for each mask."""
+    """Return, per image, the target units' scores on ``inputs[n] * mask`` for each mask.
+
+    Of several inputs only the explained image is masked; the others' row ``n`` is repeated
+    beside each masked image (a view, not a copy).
+    """
 
     def evaluate(n: int, start: int, stop: int) -> Any:
-        x = inputs[n : n + 1]
+        row = rows(inputs, n, n + 1)
+        x = image_of(row)
         m = torch.as_tensor(masks(n, start, stop), device=x.device, dtype=x.dtype)
-        return call_model(model, x * m[:, None])
+        return call_model(model, with_image(expanded(row, len(m)), x * m[:, None]))
 
     return _score(model, output, counts, scoring, evaluate)
 
@@ -71,7 +76,7 @@ def ablated_scores(
     model: torch.nn.Module,
     output: OutputSelector,
     tail: Tail,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     activations: Sequence[Any],
     channels: Sequence[np.ndarray],
     scoring: Scoring,
@@ -84,12 +89,13 @@ def ablated_scores(
     """
 
     def evaluate(n: int, start: int, stop: int) -> Any:
-        x = inputs[n : n + 1]
+        row = rows(inputs, n, n + 1)
+        x = image_of(row)
         act = torch.as_tensor(activations[n], device=x.device).to(x.dtype)
         chunk = torch.as_tensor(channels[n][start:stop], device=x.device)
         batch = act.expand(len(chunk), *act.shape).clone()
         batch[torch.arange(len(chunk), device=x.device), chunk] = 0
-        return tail(x, to_layer(batch))
+        return tail(row, to_layer(batch))
 
     return _score(model, output, [len(c) for c in channels], scoring, evaluate)
 
@@ -98,7 +104,7 @@ def replaced_scores(
     model: torch.nn.Module,
     output: OutputSelector,
     tail: Tail,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     make: Callable[[int, int, int], Array],
     counts: Sequence[int],
     scoring: Scoring,
@@ -109,9 +115,10 @@ def replaced_scores(
     layer's own layout."""
 
     def evaluate(n: int, start: int, stop: int) -> Any:
-        x = inputs[n : n + 1]
+        row = rows(inputs, n, n + 1)
+        x = image_of(row)
         batch = torch.as_tensor(make(n, start, stop), device=x.device).to(x.dtype)
-        return tail(x, to_layer(batch))
+        return tail(row, to_layer(batch))
 
     return _score(model, output, counts, scoring, evaluate)
 

@@ -18,10 +18,19 @@ import torch
 
 from camlens.backends._common import select_output
 from camlens.backends._layout import Layout, LayoutSpec, layout_for
-from camlens.backends.base import INPUT, BiasGradients, LayerRef, OutputSelector, Probe
+from camlens.backends.base import (
+    INPUT,
+    BiasGradients,
+    Inputs,
+    LayerRef,
+    OutputSelector,
+    Probe,
+    image_of,
+    with_image,
+)
 from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._biases import BiasCapture
-from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.torch._forward import call_model, this_thread, usable
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import detection_scores, resolve
@@ -212,7 +221,7 @@ def hessian_products(
 
 def probe(
     model: torch.nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Inputs,
     layers: Sequence[LayerRef],
     target: Target,
     output: OutputSelector,
@@ -226,10 +235,11 @@ def probe(
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
 
-    A layer that is :data:`INPUT` captures the input batch itself; ``guided`` guides the
-    backward pass at every ``ReLU``/``ReLU6`` module; ``biases`` captures the output of every
-    module with a bias for its bias-gradient (``_biases.py``); ``hessian`` also takes the
-    Hessian-vector products ``H A`` (:func:`hessian_products`). Hooks live for this call only.
+    A layer that is :data:`INPUT` captures the input batch itself (the explained one of
+    several); ``guided`` guides the backward pass at every ``ReLU``/``ReLU6`` module;
+    ``biases`` captures the output of every module with a bias for its bias-gradient
+    (``_biases.py``); ``hessian`` also takes the Hessian-vector products ``H A``
+    (:func:`hessian_products`). Hooks live for this call only.
     """
     if hessian and (guided or biases or not gradients):
         raise MethodError(
@@ -246,13 +256,14 @@ def probe(
         )
     capture = BiasCapture(model) if biases else None
     bias_terms: BiasGradients | None = None
-    size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+    image = image_of(inputs)
+    size = (int(image.shape[-2]), int(image.shape[-1]))
 
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
         return layout_for(
             ref.name,
             shape,
-            int(inputs.shape[0]),
+            int(image.shape[0]),
             size,
             spec,
             evidence(ref.handle),
@@ -280,14 +291,16 @@ def probe(
             )
             with leave, torch.set_grad_enabled(False):
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
-                x = inputs.clone() if inputs.is_inference() else inputs
+                if isinstance(inputs, Inputs):
+                    inputs = inputs.map(usable)
+                x = usable(image)
                 if any(at_input):
                     x = x.detach().requires_grad_(gradients)
                     torch.set_grad_enabled(gradients)
                     for slot, is_input in zip(slots, at_input, strict=True):
                         if is_input:
                             slot[0], slot[1] = x, Layout("nchw")
-                raw = call_model(model, x)
+                raw = call_model(model, with_image(inputs, x))
                 if isinstance(target, Detection):  # reads the detector's structured output
                     scores, resolved = detection_scores(target, raw)
                     out = scores.detach()

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import fx
 
-from camlens.backends.torch._forward import call_model, this_thread
+from camlens.backends.base import Inputs, image_of
+from camlens.backends.torch._forward import call_model, expanded, this_thread
 from camlens.errors import BadInputError
 
 __all__ = ["Tail", "make_tail"]
@@ -125,31 +126,34 @@ class Tail:
         self.exact_tail_only = split is not None
         self.reason = reason
 
-    def __call__(self, image: torch.Tensor, replacements: torch.Tensor) -> Any:
+    def __call__(self, image: torch.Tensor | Inputs, replacements: torch.Tensor) -> Any:
         """Return the model's output with the layer's output replaced, one row per replacement.
 
         A call on the ``torch.fx`` path runs the full model instead if an upstream value turns
         out not to broadcast (see :meth:`_Split.arguments`).
 
         Args:
-            image: One prepared input, ``(1, C, H, W)``, on the model's device.
+            image: One prepared input, ``(1, C, H, W)``, on the model's device; or one row of
+                several inputs (:class:`Inputs`), for which the whole model runs.
             replacements: ``(B, K, h, w)`` activations to use in place of the layer's output.
 
         Returns:
             The model's raw output (tensor, tuple, dict) for the batch of B, as
             ``model(image.expand(B, ...))`` gives it when the layer outputs ``replacements``.
         """
-        if image.ndim == 0 or image.shape[0] != 1:
-            raise BadInputError(f"Tail takes one image, shape (1, ...); got {tuple(image.shape)}")
+        first = image_of(image)
+        if first.ndim == 0 or first.shape[0] != 1:
+            raise BadInputError(f"Tail takes one image, shape (1, ...); got {tuple(first.shape)}")
         with torch.inference_mode():
-            if self._split is not None:
+            if self._split is not None and isinstance(image, torch.Tensor):
                 args = self._split.arguments(image, replacements)
                 if args is not None:
                     return self._split.tail(*args)
             return self._full(image, replacements)
 
-    def _full(self, image: torch.Tensor, replacements: torch.Tensor) -> Any:
-        """Run the whole model on the expanded image, the layer's output swapped by a hook."""
+    def _full(self, image: torch.Tensor | Inputs, replacements: torch.Tensor) -> Any:
+        """Run the whole model on the expanded image (and the other inputs beside it), the
+        layer's output swapped by a hook."""
 
         def swap(module: torch.nn.Module, args: Any, out: Any) -> torch.Tensor:
             # A copy: in-place ops after the layer (ReLU(inplace=True)) must not write into
@@ -158,7 +162,7 @@ class Tail:
 
         handle = self._layer.register_forward_hook(this_thread(swap))
         try:
-            return call_model(self._model, image.expand(replacements.shape[0], *image.shape[1:]))
+            return call_model(self._model, expanded(image, replacements.shape[0]))
         finally:
             handle.remove()
 
