@@ -166,6 +166,7 @@ MODEL_REFERENCES = {
     "legrad",  # test_attention_methods.py: read attention maps
     "attentionrollout",
     "shapleycam",  # test_shapleycam.py (second derivatives)
+    "fullgrad",  # test_fullgrad.py (every layer's bias-gradient)
     # test_pixel_methods.py:
     "saliency",
     "smoothgrad",
