@@ -207,3 +207,24 @@ def test_recipro_cam_feeds_its_masked_maps_back_in_the_layers_own_layout() -> No
                 logits = model.head(model.act(kept[None]).mean(dim=(1, 2)))
                 ref[i, j] = float(torch.softmax(logits, dim=-1)[0, 2])
     np.testing.assert_allclose(exp.raw[0], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_a_layers_declared_layout_is_read_once_per_explainer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a layer's modules say of its layout walks every module inside it (209 in
+    # MobileNetV2's `features`): an explainer reads it once, and its later calls give the
+    # same maps as a fresh explainer's.
+    from camlens.backends.torch import _probe
+
+    walks: list[str] = []
+    real = _probe.evidence
+    monkeypatch.setattr(_probe, "evidence", lambda module: walks.append("walk") or real(module))
+    model = TinyViT(prefix=1).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    cam = camlens.GradCAM(model, "blocks.1.norm1")
+    first, second, third = (cam(x).raw for _ in range(3))
+    assert walks == ["walk"]
+    np.testing.assert_array_equal(first, third)
+    np.testing.assert_allclose(camlens.GradCAM(model, "blocks.1.norm1")(x).raw, second)
+    assert walks == ["walk", "walk"]

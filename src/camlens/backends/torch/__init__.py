@@ -11,7 +11,7 @@ import torch
 
 from camlens._types import Array, Size
 from camlens.backends._common import prepare_inputs, to_host
-from camlens.backends._layout import Layout, LayoutSpec
+from camlens.backends._layout import Layout, LayoutName, LayoutSpec
 from camlens.backends.base import (
     Copies,
     InputKey,
@@ -87,6 +87,8 @@ class TorchBackend:
         # The layouts the last probe found, per (layer, input shape): Ablation-CAM's rebuilt
         # layer outputs take them (derived from shapes, never a result).
         self._layouts: dict[tuple[str, tuple[int, ...]], Layout] = {}
+        #: Per layer name, the layout its modules declare (``_probe.probe``'s ``declared``).
+        self._declared: dict[str, tuple[LayoutName | None, LayoutName | None]] = {}
 
     def resolve_layer(self, layer: Any) -> LayerRef:
         """Return the layer given by a dotted name or a module object."""
@@ -211,6 +213,7 @@ class TorchBackend:
             guided=guided,
             biases=biases,
             hessian=hessian,
+            declared=self._declared,
         )
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[ref.name, tuple(image_of(inputs).shape)] = layout

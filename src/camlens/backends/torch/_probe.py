@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from camlens.backends._common import select_output
-from camlens.backends._layout import Layout, LayoutSpec, layout_for
+from camlens.backends._layout import Layout, LayoutName, LayoutSpec, layout_for
 from camlens.backends.base import (
     INPUT,
     BiasGradients,
@@ -231,9 +231,14 @@ def probe(
     guided: bool = False,
     biases: bool = False,
     hessian: bool = False,
+    declared: dict[str, tuple[LayoutName | None, LayoutName | None]] | None = None,
 ) -> tuple[Probe, list[Layout]]:
     """Run the model once and return what the layers and the target give, and the layers'
     layouts (the activations and gradients are on the grid, ``(M, K, h, w)``).
+
+    ``declared`` keeps, per layer name, what the layer's modules say of its layout (its
+    :func:`evidence` and :func:`hint`, which walk the modules inside it): a backend passes
+    the same dict on every call, so the walk is done once per resolved layer.
 
     A layer that is :data:`INPUT` captures the input batch itself (the explained one of
     several); ``guided`` guides the backward pass at every ``ReLU``/``ReLU6`` module;
@@ -259,16 +264,13 @@ def probe(
     image = image_of(inputs)
     size = (int(image.shape[-2]), int(image.shape[-1]))
 
+    known = {} if declared is None else declared
+
     def find_layout(ref: LayerRef, shape: tuple[int, ...]) -> Layout:
-        return layout_for(
-            ref.name,
-            shape,
-            int(image.shape[0]),
-            size,
-            spec,
-            evidence(ref.handle),
-            hint(model, ref.name),
-        )
+        if ref.name not in known:
+            known[ref.name] = (evidence(ref.handle), hint(model, ref.name))
+        said, nearby = known[ref.name]
+        return layout_for(ref.name, shape, int(image.shape[0]), size, spec, said, nearby)
 
     handles = []
     with inference_state(model):
