@@ -30,14 +30,17 @@ from camlens.backends.base import (
     LayerInfo,
     LayerRef,
     OutputSelector,
+    Probe,
     keys_of,
 )
 from camlens.errors import BadInputError, LayerError, MethodError, UnsupportedModelError
+from camlens.targets import Target
 
 __all__ = [
     "Finished",
     "LayerRules",
     "LayoutOf",
+    "NoAttention",
     "auto_pick",
     "describe_layers",
     "namespace",
@@ -119,6 +122,31 @@ def no_attention(framework: str) -> MethodError:
         f"probabilities, and {reason}; explain a PyTorch transformer (transformers models in "
         "eager attention), or use a layer method (gradcam, layercam, eigencam) on a token layer"
     )
+
+
+class NoAttention:
+    """The attention part of the backend contract, for a backend that captures no attention
+    maps: :attr:`attention` is False and both calls refuse with :func:`no_attention` (the
+    explainer refuses an attention method before it gets here)."""
+
+    framework: str
+    attention = False
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Refuse: attention maps are captured from PyTorch models only."""
+        raise no_attention(self.framework)
 
 
 def host_labels(target: Any) -> Any:

@@ -23,9 +23,9 @@ from keras import ops
 
 from camlens._types import Array, Size
 from camlens.backends._common import (
+    NoAttention,
     check_finite,
     check_host_batch,
-    no_attention,
     prepare_inputs,
 )
 from camlens.backends._layout import Layout, LayoutSpec
@@ -73,14 +73,12 @@ class _Shared:
 _SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakKeyDictionary()
 
 
-class KerasBackend:
+class KerasBackend(NoAttention):
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default),
     or a list, tuple or dict of inputs holding such an image batch (the model is called
     ``model(inputs)``, as Keras models with several inputs are)."""
 
     gradients = True
-    #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
-    attention = False
     hessians = True
 
     def __init__(
@@ -261,22 +259,6 @@ class KerasBackend:
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(image_of(inputs).shape)] = layout
         return probe
-
-    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
-        """Refuse: attention maps are captured from PyTorch models only."""
-        raise no_attention(self.framework)
-
-    def attention_probe(
-        self,
-        inputs: Any,
-        layers: Sequence[LayerRef],
-        target: Target,
-        *,
-        gradients: bool,
-        head: Callable[[Any], Any] | None = None,
-    ) -> Probe:
-        """Refuse: attention maps are captured from PyTorch models only."""
-        raise no_attention(self.framework)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from camlens._types import Array, Size
-from camlens.backends._common import check_finite, check_host_batch, no_attention, to_host
+from camlens.backends._common import NoAttention, check_finite, check_host_batch, to_host
 from camlens.backends.base import Copies, LayerInfo, LayerRef, OutputSelector, Probe, Scoring
 from camlens.backends.onnx import _layers, _perturb
 from camlens.backends.onnx._forward import run
@@ -33,13 +33,11 @@ __all__ = ["OnnxBackend", "OnnxModel"]
 _DTYPES = {1: np.float32, 10: np.float16, 11: np.float64}
 
 
-class OnnxBackend:
+class OnnxBackend(NoAttention):
     """Explain an :class:`OnnxModel`. Inputs are NumPy arrays in the model's own layout."""
 
     framework = "onnx"
     gradients = False
-    #: Attention maps are captured from PyTorch models only (see ``_common.no_attention``).
-    attention = False
     hessians = False
 
     def __init__(
@@ -198,22 +196,6 @@ class OnnxBackend:
             resolved=resolved,
             outputs=out.astype(np.float32).reshape(out.shape[0], -1),
         )
-
-    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
-        """Refuse: attention maps are captured from PyTorch models only."""
-        raise no_attention(self.framework)
-
-    def attention_probe(
-        self,
-        inputs: Any,
-        layers: Sequence[LayerRef],
-        target: Target,
-        *,
-        gradients: bool,
-        head: Callable[[Any], Any] | None = None,
-    ) -> Probe:
-        """Refuse: attention maps are captured from PyTorch models only."""
-        raise no_attention(self.framework)
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""
