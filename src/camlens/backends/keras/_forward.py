@@ -16,6 +16,11 @@ from camlens.errors import LayerError, MethodError
 
 #: ``tap(i, activation) -> what the network receives instead``.
 LayerTap = Callable[[int, Any], Any]
+#: What each framework module's ``compile_probe`` returns for ``(x, units, signs)``: the
+#: activations, the picked scores, the units, the flat outputs, the gradients and the
+#: Hessian-vector products (``None`` when not asked for).
+Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
+Compiled = Callable[[Any, Any, Any], Outputs]
 
 
 def is_tensor(x: Any) -> bool:

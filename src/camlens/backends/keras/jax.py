@@ -15,11 +15,8 @@ import jax
 import jax.numpy as jnp
 import keras
 
-from camlens.backends.keras._forward import Forward, ordered
+from camlens.backends.keras._forward import Compiled, Forward, Outputs, ordered
 from camlens.backends.keras._targets import Picker
-
-Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
-Compiled = Callable[[Any, Any, Any], Outputs]
 
 
 def compile_probe(

@@ -14,12 +14,9 @@ from typing import Any
 import torch
 
 from camlens.backends.base import LayerRef
-from camlens.backends.keras._forward import Forward, ordered
+from camlens.backends.keras._forward import Compiled, Forward, Outputs, ordered
 from camlens.backends.keras._targets import Picker
 from camlens.backends.torch import batched_gradients, hessian_products
-
-Outputs = tuple[list[Any], Any, Any, Any, list[Any] | None, list[Any] | None]
-Compiled = Callable[[Any, Any, Any], Outputs]
 
 
 def compile_probe(
