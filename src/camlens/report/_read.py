@@ -90,14 +90,26 @@ def _latest_per_result(rows: list[ResultRecord]) -> list[ResultRecord]:
     return list(latest.values())
 
 
+#: What :func:`_read_json` returns for a file that is absent or unreadable (a file may hold null).
+_NOTHING = object()
+
+
+def _read_json(path: Path, notes: list[str], part: str) -> Any:
+    """Return a JSON file's value, or :data:`_NOTHING`: absent, or unreadable (then with a note
+    that the report's ``part`` is left out)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return _NOTHING
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        notes.append(f"{path.name} is unreadable; {part} left out")
+        return _NOTHING
+
+
 def _read_compare(path: Path, notes: list[str]) -> dict[str, Any] | None:
     """Return the comparison table, or None (with a note if the file exists but is unusable)."""
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        notes.append(f"{path.name} is unreadable; comparison table left out")
+    table = _read_json(path, notes, "comparison table")
+    if table is _NOTHING:
         return None
     if (
         not isinstance(table, dict)
@@ -116,12 +128,8 @@ def _read_cohort(path: Path, notes: list[str]) -> dict[str, Any] | None:
     Only its shape is checked here (an object with an ``overall`` object); the report reads each
     figure tolerantly, so an older file shows what it holds.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        notes.append(f"{path.name} is unreadable; cohort section left out")
+    data = _read_json(path, notes, "cohort section")
+    if data is _NOTHING:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("overall"), dict):
         notes.append(f"{path.name} is not what `camlens cohort` writes; cohort section left out")
