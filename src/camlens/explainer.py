@@ -14,7 +14,7 @@ from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
 from camlens.backends import InputSelector, LayerRef, LayoutSpec, OutputSelector, backend_for
-from camlens.backends._common import host_labels, namespace, no_attention, to_host
+from camlens.backends._common import host_labels, no_attention, to_host
 from camlens.backends._layout import LayoutName
 from camlens.backends.base import (
     INPUT,
@@ -36,7 +36,7 @@ from camlens.errors import (
 )
 from camlens.explanation import Explanation
 from camlens.methods import Method, get_method
-from camlens.methods.perturbation import PerturbationMethod, weighted_terms
+from camlens.methods.perturbation import PerturbationMethod, weighted_sum, weighted_terms
 from camlens.methods.smoothing import eigen_smooth, weight_based
 from camlens.postprocess import FLAT_CONTRAST, Normalize, check_normalize, finish, normalise
 from camlens.region import AUTO_FOV, explain_region, fov_masks
@@ -443,11 +443,10 @@ class Explainer:
                 cam = self.method.cam_from_samples(acts, [s[i] for s in samples])  # type: ignore[attr-defined]
             elif product is not None:
                 weights = self.method.hessian_weights(acts, grad, product)  # type: ignore[attr-defined]
-                terms = weights[:, :, None, None] * acts
                 cam = (
-                    eigen_smooth(terms)
+                    eigen_smooth(weighted_terms(weights, acts))
                     if self.eigen_smooth
-                    else namespace(terms).sum(terms, axis=1)
+                    else weighted_sum(weights, acts)
                 )
             elif self.eigen_smooth:
                 cam = eigen_smooth(self.method.weighted(acts, grad))

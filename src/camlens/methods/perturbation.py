@@ -148,14 +148,16 @@ def constant_channels(activations: Array) -> np.ndarray:
     return np.asarray(to_host(same), dtype=bool)
 
 
-def weighted_terms(weights: np.ndarray, activations: Array) -> Array:
-    """Return ``w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
+def weighted_terms(weights: np.ndarray | Array, activations: Array) -> Array:
+    """Return ``w_k A^k`` for rows: ``weights (M, K)`` (NumPy, or the activations' own kind),
+    ``activations (M, K, h, w)``."""
     xp = namespace(activations)
     w = xp.asarray(weights, dtype=activations.dtype, device=device(activations))
     return w[:, :, None, None] * activations
 
 
-def weighted_sum(weights: np.ndarray, activations: Array) -> Array:
-    """Return ``sum_k w_k A^k`` for rows: ``weights (M, K)`` NumPy, ``activations (M, K, h, w)``."""
+def weighted_sum(weights: np.ndarray | Array, activations: Array) -> Array:
+    """Return ``sum_k w_k A^k`` for rows: ``weights (M, K)`` (NumPy, or the activations' own
+    kind), ``activations (M, K, h, w)``."""
     xp = namespace(activations)
     return xp.sum(weighted_terms(weights, activations), axis=1)
