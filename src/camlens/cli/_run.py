@@ -112,7 +112,8 @@ class Job:
         except camlens.CamlensError as exc:
             raise click.BadParameter(str(exc), param_hint="--cmap") from exc
         region = read_region(self.region, preprocess.size)
-        return Prepared(self, loaded, preprocess, explainers, parsed_target, region)
+        chosen = {name: options for name, options in hyper.items() if options}
+        return Prepared(self, loaded, preprocess, explainers, parsed_target, region, chosen)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class Prepared:
     target: Any
     #: The explainers' ``region=``: an ``(H, W)`` bool mask, ``"auto-fov"``, or None.
     region: np.ndarray | str | None = None
+    #: The hyper-parameters given with --method-option, by method (those given any).
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def settings(self) -> dict[str, Any]:
         """Return the settings the run records in ``run.json``."""
@@ -144,13 +147,7 @@ class Prepared:
             grid=job.grid,
             region=job.region,
             metrics=["deletion_auc", "insertion_auc"] if job.with_metrics else [],
-            method_options={
-                name: options
-                for name, options in _common.method_arguments(
-                    list(self.explainers), job.method_options
-                ).items()
-                if options
-            },
+            method_options=self.method_options,
             aug_smooth=job.aug_smooth,
             eigen_smooth=job.eigen_smooth,
         )
