@@ -16,6 +16,7 @@ import numpy as np
 from camlens.errors import CamlensError
 from camlens.io import PRESETS
 from camlens.render import colorize
+from camlens.report._fields import as_dict, as_float, as_list
 from camlens.report._paths import ShownPaths
 from camlens.report._read import RunFolder
 from camlens.report._records import Prediction, ResultRecord
@@ -101,7 +102,7 @@ def render_html(folder: RunFolder, title: str | None) -> str:
     return template.render(
         title=title or "camlens report",
         settings=_settings(run, methods, folder.results),
-        command=" ".join(str(arg) for arg in _list(run.get("command"))),
+        command=" ".join(str(arg) for arg in as_list(run.get("command"))),
         colorbar=_colorbar(run.get("cmap")),
         cmap=_text(run.get("cmap")),
         version=_text(run.get("camlens_version")),
@@ -121,7 +122,7 @@ def render_html(folder: RunFolder, title: str | None) -> str:
 
 def _methods(run: dict[str, Any], results: list[ResultRecord]) -> list[str]:
     """Return the run's methods in its order, then any others the results hold."""
-    declared = [str(m) for m in _list(run.get("methods"))]
+    declared = [str(m) for m in as_list(run.get("methods"))]
     return _unique([*declared, *(str(row.method) for row in results)])
 
 
@@ -274,7 +275,7 @@ def _settings(
         ("Layer", layer),
         ("Target", _text(run.get("target"))),
         ("Methods", ", ".join(methods) or "—"),
-        ("Preprocessing", _preprocessing(_dict(run.get("preprocess")))),
+        ("Preprocessing", _preprocessing(as_dict(run.get("preprocess")))),
         ("Overlay", f"{_text(run.get('cmap'))}, alpha {_number(run.get('alpha'))}"),
         ("Scaling", _SCALING.get(str(run.get("normalize", "minmax")), _text(run.get("normalize")))),
         ("Region", _region(run.get("region"))),
@@ -308,7 +309,7 @@ def _preprocessing(pre: dict[str, Any]) -> str:
     if known is not None and _same(mean, known.mean) and _same(std, known.std):
         parts.append(known.summary)
     elif mean or std:
-        scale = _finite(_float_or_none(pre.get("scale")))
+        scale = _finite(as_float(pre.get("scale")))
         if scale is None and known is not None:
             scale = known.scale
         default_mean, default_std = (known.mean, known.std) if known else ((0.0,), (1.0,))
@@ -321,7 +322,7 @@ def _preprocessing(pre: dict[str, Any]) -> str:
     order = pre.get("channel_order")
     if known is not None and isinstance(order, str) and order != known.order:
         parts.append(order)
-    size = _list(pre.get("size"))
+    size = as_list(pre.get("size"))
     if len(size) == 2:
         parts.append(f"{size[0]}x{size[1]}")
     if pre.get("layout"):
@@ -441,16 +442,10 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if math.isfinite(value) else "—"
 
 
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
-
-
 def _floats(value: Any) -> list[float] | None:
     """Return a list of numbers as floats; None where it is missing or holds anything else."""
-    items = _list(value)
-    numbers = [_float_or_none(v) for v in items]
+    items = as_list(value)
+    numbers = [as_float(v) for v in items]
     if not items or any(n is None for n in numbers):
         return None
     return [float(n) for n in numbers if n is not None]
@@ -480,14 +475,6 @@ def _positive(value: int | None) -> int | None:
 
 def _text(value: Any, default: str = "—") -> str:
     return default if value is None or value == "" else str(value)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _unique(items: Any) -> list[str]:

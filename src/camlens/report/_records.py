@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from camlens.report._fields import as_float, as_int
+
 __all__ = ["CSV_COLUMNS", "Failure", "Prediction", "ResultRecord", "read_records"]
 
 #: The columns of ``results.csv``, one row per result record.
@@ -74,10 +76,10 @@ class Prediction:
         if not isinstance(data, dict) or not data:
             return None
         return cls(
-            unit=_int(data.get("unit")),
+            unit=as_int(data.get("unit")),
             name=_str(data.get("name")),
-            value=_float(data.get("value")),
-            probability=_float(data.get("probability")),
+            value=as_float(data.get("value")),
+            probability=as_float(data.get("probability")),
         )
 
 
@@ -179,29 +181,29 @@ class ResultRecord:
             method=_str(data.get("method")),
             layer=_str(data.get("layer")),
             target=_str(data.get("target")),
-            rank=_int(data.get("rank")),
-            targets=_int(data.get("targets")),
-            unit=_int(data.get("unit")),
+            rank=as_int(data.get("rank")),
+            targets=as_int(data.get("targets")),
+            unit=as_int(data.get("unit")),
             unit_name=_str(data.get("unit_name")),
-            score=_float(data.get("score")),
+            score=as_float(data.get("score")),
             score_kind=_str(data.get("score_kind")),
-            sign=_int(data.get("sign")),
+            sign=as_int(data.get("sign")),
             prediction=Prediction.from_json(data.get("prediction")),
             image_file=_str(data.get("image_file")),
             overlay=_str(data.get("overlay")),
             map=_str(data.get("map")),
             arrays=_str(data.get("arrays")),
             peak=_pair(peak),
-            height=_int(data.get("height")),
-            width=_int(data.get("width")),
-            seconds=_float(data.get("seconds")),
+            height=as_int(data.get("height")),
+            width=as_int(data.get("width")),
+            seconds=as_float(data.get("seconds")),
             status=_str(data.get("status")),
-            contrast=_float(data.get("contrast")),
-            raw_min=_float(data.get("raw_min")),
-            raw_max=_float(data.get("raw_max")),
-            positive_share=_float(data.get("positive_share")),
+            contrast=as_float(data.get("contrast")),
+            raw_min=as_float(data.get("raw_min")),
+            raw_max=as_float(data.get("raw_max")),
+            positive_share=as_float(data.get("positive_share")),
             metrics=(
-                {str(name): _float(value) for name, value in metrics.items()}
+                {str(name): as_float(value) for name, value in metrics.items()}
                 if isinstance(metrics, dict)
                 else None
             ),
@@ -292,17 +294,8 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return float(value) if ok else None
-
-
 def _pair(value: Any) -> tuple[int, int] | None:
     if not isinstance(value, list) or len(value) != 2:
         return None
-    y, x = (_int(v) for v in value)
+    y, x = (as_int(v) for v in value)
     return None if y is None or x is None else (y, x)

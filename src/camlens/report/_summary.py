@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from camlens.report._fields import as_dict, as_finite, as_int, as_list
 from camlens.report._records import ResultRecord
 
 __all__ = [
@@ -185,24 +186,24 @@ def cohort_view(
             missing or outside the folder.
         notes: The page's notes, appended to.
     """
-    overall = _dict(data.get("overall"))
-    groups = [_dict(g) for g in _list(data.get("groups"))]
+    overall = as_dict(data.get("overall"))
+    groups = [as_dict(g) for g in as_list(data.get("groups"))]
     shown = groups or [overall]
-    grid = _dict(data.get("grid"))
-    images = _list(grid.get("images"))
+    grid = as_dict(data.get("grid"))
+    images = as_list(grid.get("images"))
     tiles = tuple(
         Tile(
             label=_label(g),
-            count=_int(g.get("count")),
+            count=as_int(g.get("count")),
             image=url(images[i]) if i < len(images) and isinstance(images[i], str) else None,
         )
         for i, g in enumerate(shown)
     )
-    scale = _list(grid.get("scale"))
-    low = _float(scale[0]) if len(scale) == 2 else None
-    high = _float(scale[1]) if len(scale) == 2 else None
+    scale = as_list(grid.get("scale"))
+    low = as_finite(scale[0]) if len(scale) == 2 else None
+    high = as_finite(scale[1]) if len(scale) == 2 else None
     method = data.get("method") if isinstance(data.get("method"), str) else None
-    count = _int(overall.get("count"))
+    count = as_int(overall.get("count"))
     if method is not None and count is not None:
         now = sum(1 for r in results if r.method == method and (r.rank or 0) == 0 and r.arrays)
         if now != count:
@@ -210,7 +211,7 @@ def cohort_view(
                 f"the cohort section covers {count} {method} maps but the folder now holds "
                 f"{now}: run `camlens cohort` again"
             )
-    shape = _list(data.get("shape"))
+    shape = as_list(data.get("shape"))
     return CohortView(
         method=method,
         by=data.get("by") if isinstance(data.get("by"), str) else None,
@@ -225,22 +226,22 @@ def cohort_view(
             RegionRow(
                 group=_label(g),
                 region=str(r.get("name", "—")),
-                mass_share=_float(r.get("mass_share")),
+                mass_share=as_finite(r.get("mass_share")),
                 mass_ci=_pair(r.get("mass_ci")),
-                mean_value=_float(r.get("mean_value")),
+                mean_value=as_finite(r.get("mean_value")),
                 mean_ci=_pair(r.get("mean_ci")),
-                area_share=_float(r.get("area_share")),
+                area_share=as_finite(r.get("area_share")),
             )
             for g in shown
-            for r in (_dict(item) for item in _list(g.get("regions")))
+            for r in (as_dict(item) for item in as_list(g.get("regions")))
         ),
         stability=tuple(
             StabilityRow(
                 group=_label(g),
-                count=_int(g.get("count")),
-                mean_std=_float(g.get("mean_std")),
-                max_std=_float(g.get("max_std")),
-                rank_correlation=_float(g.get("rank_correlation")),
+                count=as_int(g.get("count")),
+                mean_std=as_finite(g.get("mean_std")),
+                max_std=as_finite(g.get("max_std")),
+                rank_correlation=as_finite(g.get("rank_correlation")),
             )
             for g in ([overall, *groups] if groups else [overall])
         ),
@@ -252,31 +253,13 @@ def _label(group: dict[str, Any]) -> str:
     return "—" if label is None else str(label)
 
 
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _ints(values: list[Any]) -> bool:
-    return all(_int(v) is not None for v in values)
+    return all(as_int(v) is not None for v in values)
 
 
 def _pair(value: Any) -> tuple[float, float] | None:
-    items = _list(value)
+    items = as_list(value)
     if len(items) != 2:
         return None
-    low, high = _float(items[0]), _float(items[1])
+    low, high = as_finite(items[0]), as_finite(items[1])
     return None if low is None or high is None else (low, high)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
