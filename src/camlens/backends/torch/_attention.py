@@ -20,7 +20,6 @@ from __future__ import annotations
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from camlens.backends._common import select_output
 from camlens.backends._layout import LayoutSpec, attention_layout
 from camlens.backends.base import Inputs, LayerRef, OutputSelector, Probe, image_of, rows
 from camlens.backends.torch._arrays import to_numpy
-from camlens.backends.torch._forward import call_model, this_thread, usable
+from camlens.backends.torch._forward import call_model, recordable, this_thread, usable
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import resolve
 from camlens.errors import BadInputError, BadTargetError, CamlensError, LayerError
@@ -270,10 +269,7 @@ def probe(
             for name in dict.fromkeys(n for chain in blocks for n, _ in chain):
                 module = model.get_submodule(name)
                 handles.append(module.register_forward_hook(this_thread(keep(name))))
-            leave = (
-                torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
-            )
-            with leave, torch.set_grad_enabled(False):
+            with recordable():
                 x = inputs.map(usable) if isinstance(inputs, Inputs) else usable(inputs)
                 raw = call_model(model, x)
                 out = select_output(raw, output, torch.is_tensor)

@@ -4,13 +4,25 @@ calling thread."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 
 from camlens.backends.base import Inputs, keys_of
 from camlens.errors import BadInputError, CamlensError
+
+
+@contextmanager
+def recordable() -> Iterator[None]:
+    """Run a probe's forward pass where hooks can start recording a graph: a caller's inference
+    mode left (an inference tensor cannot enter autograd), gradients off until a hook turns
+    them on; both restored on exit. Inference mode is left only when it is on: entering
+    ``inference_mode(False)`` anyway is a measurable cost per call."""
+    leave = torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
+    with leave, torch.set_grad_enabled(False):
+        yield
 
 
 def call_model(model: torch.nn.Module, inputs: torch.Tensor | Inputs) -> Any:

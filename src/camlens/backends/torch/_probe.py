@@ -11,7 +11,6 @@ calling thread.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ from camlens.backends.base import (
 )
 from camlens.backends.torch._arrays import namespace, to_numpy
 from camlens.backends.torch._biases import BiasCapture
-from camlens.backends.torch._forward import call_model, this_thread, usable
+from camlens.backends.torch._forward import call_model, recordable, this_thread, usable
 from camlens.backends.torch._layers import evidence, hint
 from camlens.backends.torch._state import inference_state
 from camlens.backends.torch._targets import detection_scores, resolve
@@ -286,12 +285,7 @@ def probe(
             handles.extend(m.register_forward_hook(this_thread(_guide_hook)) for m in guides)
             if capture is not None:
                 handles.extend(capture.register())
-            # A caller's inference mode must be left for the head to record its graph; when it
-            # is off, entering ``inference_mode(False)`` anyway is a measurable cost per call.
-            leave = (
-                torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext()
-            )
-            with leave, torch.set_grad_enabled(False):
+            with recordable():  # the head records its graph from the hooks on
                 # ``prepare`` detached the inputs; an inference tensor cannot enter autograd.
                 if isinstance(inputs, Inputs):
                     inputs = inputs.map(usable)
