@@ -22,6 +22,9 @@ from camlens.methods.perturbation import (
 MEMORY_BUDGET = 512 * 2**20
 ACTIVATION_FACTOR = 32
 MAX_AUTO_BATCH = 256
+#: A pass that keeps its graph for a backward pass holds every layer's output until then: its
+#: inputs count this many times over in :func:`auto_batch_size` (noisy copies, SmoothGrad).
+GRADIENT_FACTOR = 4
 
 
 def auto_batch_size(item_bytes: int) -> int:

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from camlens import methods
-from camlens._forwards import BoundForwards
+from camlens._forwards import GRADIENT_FACTOR, BoundForwards, auto_batch_size
 from camlens._layers import stage_layers
 from camlens._locks import model_lock
 from camlens._version import __version__
@@ -465,6 +465,10 @@ class Explainer:
         """For a method that reads noisy copies of the input, their gradients per layer.
 
         Each copy explains the units the input's own pass resolved (a top-k is not re-ranked).
+        Copies are stacked into batches of up to the method's ``batch_size`` (``None``: as many
+        as the memory budget allows) where the target can be repeated row by row (class and
+        output targets) and the model takes one input; otherwise one copy per pass. Copy ``m``
+        gets the same noise either way, so the maps do not depend on the batching.
         """
         method = self.method
         if not getattr(method, "noise_samples", False):
@@ -473,25 +477,34 @@ class Explainer:
         backend = self._backend
         fixed = _fixed(target, probe)
         host = np.asarray(backend.to_numpy(image_of(x)))
+        n = host.shape[0]
         chw = (host.shape[3], *host.shape[1:3]) if backend.channels_last else host.shape[1:]
-        out = []
         scale = method.noise_scale(host) if hasattr(method, "noise_scale") else 1.0
-        for sample in range(method.samples):  # type: ignore[attr-defined]
-            noise = method.noise(chw, sample)  # type: ignore[attr-defined]
-            if backend.channels_last:
-                noise = noise.transpose(1, 2, 0)
-            noisy = backend.prepare(
-                with_image(x, (host + scale * noise[None]).astype(host.dtype, copy=False))
-            )
+        samples: int = method.samples  # type: ignore[attr-defined]
+        per_pass = 1
+        if not isinstance(x, Inputs) and _repeatable(fixed):
+            chosen = getattr(method, "batch_size", None)
+            per_pass = chosen or max(1, auto_batch_size(GRADIENT_FACTOR * host[0].nbytes) // n)
+        out: list[list[Any]] = []
+        for start in range(0, samples, per_pass):
+            copies = range(start, min(samples, start + per_pass))
+            noisy = []
+            for sample in copies:
+                noise = method.noise(chw, sample)  # type: ignore[attr-defined]
+                if backend.channels_last:
+                    noise = noise.transpose(1, 2, 0)
+                noisy.append((host + scale * noise[None]).astype(host.dtype, copy=False))
+            stacked = noisy[0] if len(noisy) == 1 else np.concatenate(noisy)
             grads = backend.probe(
-                noisy,
+                backend.prepare(with_image(x, stacked)),
                 self._layers,
-                fixed,
+                _repeated(fixed, len(noisy)),
                 gradients=True,
                 guided=self._guided,
             ).gradients
             assert grads is not None
-            out.append(grads)
+            rows = grads[0].shape[0] // len(noisy)
+            out.extend([g[i * rows : (i + 1) * rows] for g in grads] for i in range(len(noisy)))
         return out
 
     def _mask_gradient(
@@ -679,6 +692,21 @@ def _fixed(target: Target, probe: Probe) -> Target:
     """Return the target a further pass explains: the units the input's own pass resolved
     (a top-k is not re-ranked on an augmented, noisy or guided pass)."""
     return Class(probe.resolved.units.tolist()) if isinstance(target, TopK) else target
+
+
+def _repeatable(target: Target) -> bool:
+    """Whether ``target`` can be repeated for a batch of copies of the images (see
+    :func:`_repeated`): a class or output target, whose units are fixed per row."""
+    return isinstance(target, (Class, Output))
+
+
+def _repeated(target: Target, copies: int) -> Target:
+    """Return a class or output target for ``copies`` copies of the batch, stacked copy by copy
+    (one unit for all images stays as it is; per-image units are repeated)."""
+    if copies == 1 or not isinstance(target, Class) or np.ndim(target.index) == 0:
+        return target
+    index = np.asarray(target.index, dtype=np.int64)
+    return Class(np.tile(index, (copies,) + (1,) * (index.ndim - 1)).tolist())
 
 
 def _warn_weak_maps(exp: Explanation, *, stacklevel: int) -> None:

@@ -134,6 +134,49 @@ def test_smoothgrad_averages_gradients_of_noisy_copies_then_takes_the_magnitude(
     np.testing.assert_allclose(exp.raw, want, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "target",
+    [1, [0, 2, 3], camlens.TopK(2), camlens.Output(2, sign=-1)],
+    ids=["one-class", "class-per-image", "top2", "output-down"],
+)
+@pytest.mark.parametrize("method", ["smoothgrad", "smoothgradcam++"])
+def test_noisy_copies_batched_give_the_maps_of_one_copy_per_pass(
+    method: str, target: object
+) -> None:
+    net = _convnet(9)
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    layer = None if method == "smoothgrad" else "2"
+    raws = [
+        camlens.explain(
+            net,
+            x,
+            method=method,
+            layer=layer,
+            samples=5,
+            batch_size=b,
+            target=target,
+            normalize="none",
+        ).raw
+        for b in (1, 2, 5, None)
+    ]
+    assert np.abs(raws[0]).max() > 0
+    for raw in raws[1:]:
+        np.testing.assert_allclose(raw, raws[0], rtol=1e-5, atol=1e-7)
+
+
+def test_noisy_copies_are_stacked_into_one_pass_up_to_batch_size() -> None:
+    net = _convnet(10)
+    calls: list[int] = []
+    handle = net.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    try:
+        x = torch.randn(2, 3, 8, 8)
+        camlens.explain(net, x, method="smoothgrad", samples=5, batch_size=3, target=[1, 2])
+    finally:
+        handle.remove()
+    # The input's own pass, then copies 0-2 and 3-4 of both images.
+    assert calls == [2, 6, 4]
+
+
 def test_smoothgrad_equals_saliency_where_the_gradient_is_constant() -> None:
     # A linear model's input gradient is the same at every point: noise cannot change it.
     torch.manual_seed(8)

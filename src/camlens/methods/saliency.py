@@ -56,13 +56,22 @@ class SmoothGrad(Saliency):
         samples: Noisy copies (the paper's 50).
         noise_level: Noise standard deviation over each image's value range (the paper: 0.15).
         seed: Seed of the noise.
+        batch_size: Noisy copies per forward and backward pass; ``None`` picks as many as the
+            memory budget allows (the maps do not depend on it).
     """
 
     name = "smoothgrad"
     #: The explainer gives :meth:`cam_from_samples` the gradients of noisy copies of the input.
     noise_samples: ClassVar[bool] = True
 
-    def __init__(self, *, samples: int = 50, noise_level: float = 0.15, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        samples: int = 50,
+        noise_level: float = 0.15,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> None:
         """Validate and keep the hyper-parameters."""
         self.samples = positive_int(samples, "samples")
         if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
@@ -73,6 +82,7 @@ class SmoothGrad(Saliency):
             raise BadInputError(f"seed must be an int; got {seed!r}")
         self.noise_level = float(noise_level)
         self.seed = int(seed)
+        self.batch_size = positive_int(batch_size, "batch_size", optional=True)
 
     def noise(self, shape: tuple[int, ...], sample: int) -> np.ndarray:
         """Return copy ``sample``'s unit-variance noise for one ``(C, H, W)`` image, float32."""

@@ -38,13 +38,17 @@ class SmoothGradCAMPlusPlus(Method):
         samples: Noisy copies (torchcam's default, 4).
         std: Standard deviation of the noise (torchcam's default, 0.3).
         seed: Seed of the noise.
+        batch_size: Noisy copies per forward and backward pass; ``None`` picks as many as the
+            memory budget allows (the maps do not depend on it).
     """
 
     name = "smoothgradcam++"
     #: The explainer gives :meth:`cam_from_samples` the gradients of noisy copies of the input.
     noise_samples: ClassVar[bool] = True
 
-    def __init__(self, *, samples: int = 4, std: float = 0.3, seed: int = 0) -> None:
+    def __init__(
+        self, *, samples: int = 4, std: float = 0.3, seed: int = 0, batch_size: int | None = None
+    ) -> None:
         """Validate and keep the hyper-parameters."""
         self.samples = positive_int(samples, "samples")
         if isinstance(std, bool) or not isinstance(std, (int, float)):
@@ -55,6 +59,7 @@ class SmoothGradCAMPlusPlus(Method):
             raise BadInputError(f"seed must be an int; got {seed!r}")
         self.std = float(std)
         self.seed = int(seed)
+        self.batch_size = positive_int(batch_size, "batch_size", optional=True)
 
     def noise(self, shape: tuple[int, ...], sample: int) -> np.ndarray:
         """Return copy ``sample``'s noise for one image of ``(C, H, W)`` shape, float32."""
