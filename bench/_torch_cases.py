@@ -167,8 +167,9 @@ SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 50, 0.15
 
 def _camlens(method: str, model: nn.Module, x: torch.Tensor, layer: Layer) -> tuple[Call, str]:
     if method == "dff":
-        how = f"camlens.factorize(model, x, k={DFF_CONCEPTS}, layer={layer!r}).maps"
-        return lambda: camlens.factorize(model, x, k=DFF_CONCEPTS, layer=layer).maps, how
+        factorizer = camlens.Factorizer(model, layer, k=DFF_CONCEPTS)
+        how = f"camlens.Factorizer(model, {layer!r}, k={DFF_CONCEPTS})(x).maps"
+        return lambda: factorizer(x).maps, how
     explained = None if method in PIXEL_LEVEL else layer
     explainer = CAMLENS[method](model, layer=explained)
     target = camlens.TopK(TOP_K) if method == "top5" else None

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import camlens
-from camlens.methods.dff import nmf
+from camlens.methods.dff import _device_nmf, nmf
 from nets import TrunkHead
 from test_invariants import _assert_same, _mixed_mode_net, _snapshot
 
@@ -32,6 +32,34 @@ def test_nmf_is_lee_and_seungs_updates() -> None:
     rw, rh = ref_nmf(v, 3, 50, 4)
     np.testing.assert_allclose(w, rw, rtol=1e-10)
     np.testing.assert_allclose(h, rh, rtol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["nmf", "device"])
+def test_nmf_of_a_torch_tensor_is_the_same_updates_in_torch(solver: str) -> None:
+    # nmf() factorises a CPU tensor in NumPy; the loop for accelerator tensors is run here on a
+    # CPU tensor directly: both must be the reference's updates, returned as torch tensors.
+    v = np.random.default_rng(3).random((5, 30))
+    solve = nmf if solver == "nmf" else _device_nmf
+    w, h = solve(torch.from_numpy(v), 2, iterations=40, seed=2)
+    assert isinstance(w, torch.Tensor) and isinstance(h, torch.Tensor)
+    assert w.dtype == h.dtype == torch.float64
+    rw, rh = ref_nmf(v, 2, 40, 2)
+    np.testing.assert_allclose(w.numpy(), rw, rtol=1e-10)
+    np.testing.assert_allclose(h.numpy(), rh, rtol=1e-10)
+
+
+def test_nmf_keeps_a_dead_channel_at_zero() -> None:
+    # A channel that is 0 everywhere has W's row 0 after one update: its denominators are then
+    # exactly 0 and the factor stays 0 (no NaN), in both solvers.
+    v = np.random.default_rng(4).random((4, 20))
+    v[2] = 0.0
+    for w, _ in (
+        nmf(v, 2, iterations=5, seed=0),
+        _device_nmf(torch.from_numpy(v), 2, iterations=5, seed=0),
+    ):
+        w = np.asarray(w)
+        assert np.isfinite(w).all()
+        np.testing.assert_array_equal(w[2], 0.0)
 
 
 def test_nmf_error_never_increases_and_finds_an_exact_factorisation() -> None:
@@ -75,3 +103,47 @@ def test_factorize_leaves_the_model_as_found() -> None:
     before = _snapshot(net)
     camlens.factorize(net, torch.randn(2, 3, 16, 16), k=2)
     _assert_same(before, _snapshot(net))
+
+
+def test_a_factorizer_called_on_several_batches_equals_factorize_on_each() -> None:
+    net = TrunkHead(classes=4)
+    batches = [torch.randn(2, 3, 16, 12), torch.randn(3, 3, 16, 12)]
+    factorizer = camlens.Factorizer(net, k=2, iterations=30, seed=5)
+    assert factorizer.layer is None
+    found = [factorizer(x) for x in batches]
+    assert factorizer.layer == found[0].layer
+    before = _snapshot(net)
+    for x, result in zip(batches, found, strict=True):
+        alone = camlens.factorize(net, x, k=2, iterations=30, seed=5)
+        assert result.layer == alone.layer
+        for name in ("maps", "raw", "concepts", "scores"):
+            np.testing.assert_array_equal(getattr(result, name), getattr(alone, name))
+    _assert_same(before, _snapshot(net))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"k": 0}, "k must be"), ({"iterations": -1}, "iterations must be"), ({"seed": 1.5}, "seed")],
+)
+def test_a_factorizer_refuses_bad_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(camlens.BadInputError, match=message):
+        camlens.Factorizer(TrunkHead(), **options)  # type: ignore[arg-type]
+
+
+def test_a_factorizer_prepares_the_network_after_the_layer_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import camlens.backends.torch as torch_backend
+
+    made: list[str] = []
+    make_tail = torch_backend.make_tail
+
+    def counted(model: torch.nn.Module, name: str) -> object:
+        made.append(name)
+        return make_tail(model, name)
+
+    monkeypatch.setattr(torch_backend, "make_tail", counted)
+    factorizer = camlens.Factorizer(TrunkHead(classes=4), "trunk", k=2, iterations=5)
+    for _ in range(3):
+        factorizer(torch.randn(2, 3, 16, 12))
+    assert made == ["trunk"]

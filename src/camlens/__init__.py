@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from camlens._factorize import Factorization, factorize
+from camlens._factorize import Factorization, Factorizer, factorize
 from camlens._layers import LayerInfo, layers
 from camlens._version import __version__
 from camlens.cohort import CohortResult, assign_bins, cohort, load_folder, tta_stability
@@ -85,6 +85,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "Factorization",
+    "Factorizer",
     "FinerCAM",
     "FullGrad",
     "GradCAM",

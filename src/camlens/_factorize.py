@@ -21,7 +21,7 @@ from camlens.methods.dff import nmf
 from camlens.postprocess import normalise, resize
 from camlens.targets import TopK
 
-__all__ = ["Factorization", "factorize"]
+__all__ = ["Factorization", "Factorizer", "factorize"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +66,109 @@ class Factorization:
         return order
 
 
+class Factorizer:
+    """Deep Feature Factorization of a model at one layer, reusable across batches.
+
+    Finds ``k`` concepts in each batch it is called on (Collins et al., ECCV 2018,
+    arXiv:1806.10206): the layer's activations over the whole batch, read as a non-negative
+    ``(K, N*h*w)`` matrix ``V``, are factorised as ``V ≈ W H`` (NMF,
+    :func:`camlens.methods.dff.nmf`): ``W``'s columns are concepts in channel space, ``H``'s
+    rows their amount at each location of each image. Each concept is scored by the network
+    after the layer (the concept vector at every location), which for a global average pool
+    and a linear head is the linear layer applied to the concept, as pytorch-grad-cam's
+    ``computation_on_concepts=model.fc``, and works for any head. The backend, the layer and
+    the network after it (which scores the concepts) are found once and kept for the next
+    batch, as an :class:`camlens.Explainer` keeps its own.
+
+    Deviation: pytorch-grad-cam subtracts each channel's minimum to make any layer
+    non-negative; camlens refuses negative activations instead (pick a layer after a ReLU),
+    since the shifted factors no longer add up to the activations.
+
+    Args:
+        model: A ``torch.nn.Module`` or a built ``keras.Model``.
+        layer: A layer name, path or object; ``None`` for the automatic pick (made on the
+            first batch and kept).
+        k: How many concepts.
+        iterations: NMF updates.
+        seed: Seed of NMF's initialisation.
+        scores: Score each concept with the network after the layer.
+        output, logits, input: As for :class:`camlens.Explainer` (``input`` picks the image
+            of several inputs).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layer: Any = None,
+        *,
+        k: int = 4,
+        iterations: int = 200,
+        seed: int = 0,
+        scores: bool = True,
+        output: OutputSelector = None,
+        logits: bool = True,
+        input: InputSelector = None,
+    ) -> None:
+        """Validate the options and resolve the backend and any explicit layer."""
+        self.k = positive_int(k, "k")
+        self.iterations = positive_int(iterations, "iterations")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise BadInputError(f"seed must be an int; got {seed!r}")
+        self.seed = int(seed)
+        self.scores = bool(scores)
+        self._model = model
+        self._backend = backend_for(model, output=output, logits=logits, input=input)
+        self._layer = self._backend.resolve_layer(layer) if layer is not None else None
+
+    @property
+    def layer(self) -> str | None:
+        """Return the factorised layer's name (``None`` until an automatic pick has run)."""
+        return None if self._layer is None else self._layer.name
+
+    def __call__(self, inputs: Any) -> Factorization:
+        """Return the concepts of one batch, their maps and (if asked) their scores."""
+        backend = self._backend
+        with model_lock(self._model):
+            x = backend.prepare(inputs)
+            if self._layer is None:
+                self._layer = backend.auto_layer(x)
+            ref = self._layer
+            probe = backend.probe(x, [ref], TopK(1), gradients=False)
+            acts = probe.activations[0]  # (N, K, h, w)
+            xp = namespace(acts)
+            n, channels, h, w = acts.shape
+            if bool(backend.to_numpy(xp.any(acts < 0))):
+                raise BadInputError(
+                    "Deep Feature Factorization needs non-negative activations; layer "
+                    f"{ref.name!r} has negative ones: pick a layer after a ReLU"
+                )
+            matrix = xp.reshape(xp.permute_dims(acts, (1, 0, 2, 3)), (channels, n * h * w))
+            k = self.k
+            concepts, amounts = nmf(matrix, k, iterations=self.iterations, seed=self.seed)
+            raw = xp.permute_dims(xp.reshape(amounts, (k, n, h, w)), (1, 0, 2, 3))
+            size = backend.input_size(x)
+            maps, _ = normalise(resize(xp.reshape(raw, (n * k, h, w)), size), signed=False)
+            concept_scores = None
+            if self.scores:
+                concept_scores = _concept_scores(backend, x, ref, concepts, (h, w), probe.outputs)
+        return Factorization(
+            maps=backend.to_numpy(xp.reshape(maps, (n, k, *size))).astype(np.float32),
+            raw=backend.to_numpy(raw).astype(np.float32),
+            concepts=backend.to_numpy(xp.permute_dims(concepts, (1, 0))).astype(np.float32),
+            scores=concept_scores,
+            layer=ref.name,
+            input_size=size,
+            framework=backend.framework,
+            version=__version__,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Factorizer(layer={self.layer!r}, k={self.k}, iterations={self.iterations}, "
+            f"seed={self.seed}, scores={self.scores})"
+        )
+
+
 def factorize(
     model: Any,
     inputs: Any,
@@ -79,64 +182,28 @@ def factorize(
     logits: bool = True,
     input: InputSelector = None,
 ) -> Factorization:
-    """Find ``k`` concepts in a batch's activations at one layer (Collins et al., ECCV 2018).
+    """Find ``k`` concepts in a batch's activations at one layer (Deep Feature Factorization).
 
-    Deep Feature Factorization, arXiv:1806.10206: the layer's activations over the whole
-    batch, read as a non-negative ``(K, N*h*w)`` matrix ``V``, are factorised as ``V ≈ W H``
-    (NMF, :func:`camlens.methods.dff.nmf`): ``W``'s columns are concepts in channel space,
-    ``H``'s rows their amount at each location of each image. Each concept is scored by the
-    network after the layer (the concept vector at every location), which for a global
-    average pool and a linear head is the linear layer applied to the concept, as
-    pytorch-grad-cam's ``computation_on_concepts=model.fc``, and works for any head.
-
-    Deviation: pytorch-grad-cam subtracts each channel's minimum to make any layer
-    non-negative; camlens refuses negative activations instead (pick a layer after a ReLU),
-    since the shifted factors no longer add up to the activations.
+    One call of a :class:`Factorizer` (see it for the method and its options); to factorise
+    many batches of one model, make the :class:`Factorizer` once and call it on each, so the
+    network after the layer is prepared once.
 
     Args:
         model: A ``torch.nn.Module`` or a built ``keras.Model``.
         inputs: The model's own input batch.
-        k: How many concepts.
-        layer: A layer name, path or object; ``None`` for the automatic pick.
-        iterations: NMF updates.
-        seed: Seed of NMF's initialisation.
-        scores: Score each concept with the network after the layer.
-        output, logits, input: As for :class:`camlens.Explainer` (``input`` picks the image
-            of several inputs).
+        k, layer, iterations, seed, scores, output, logits, input: As for :class:`Factorizer`.
     """
-    k = positive_int(k, "k")
-    iterations = positive_int(iterations, "iterations")
-    backend = backend_for(model, output=output, logits=logits, input=input)
-    with model_lock(model):
-        x = backend.prepare(inputs)
-        ref = backend.resolve_layer(layer) if layer is not None else backend.auto_layer(x)
-        probe = backend.probe(x, [ref], TopK(1), gradients=False)
-        acts = probe.activations[0]  # (N, K, h, w)
-        xp = namespace(acts)
-        n, channels, h, w = acts.shape
-        if bool(backend.to_numpy(xp.any(acts < 0))):
-            raise BadInputError(
-                f"Deep Feature Factorization needs non-negative activations; layer {ref.name!r} "
-                "has negative ones: pick a layer after a ReLU"
-            )
-        matrix = xp.reshape(xp.permute_dims(acts, (1, 0, 2, 3)), (channels, n * h * w))
-        concepts, amounts = nmf(matrix, k, iterations=iterations, seed=seed)
-        raw = xp.permute_dims(xp.reshape(amounts, (k, n, h, w)), (1, 0, 2, 3))
-        size = backend.input_size(x)
-        maps, _ = normalise(resize(xp.reshape(raw, (n * k, h, w)), size), signed=False)
-        concept_scores = None
-        if scores:
-            concept_scores = _concept_scores(backend, x, ref, concepts, (h, w), probe.outputs)
-    return Factorization(
-        maps=backend.to_numpy(xp.reshape(maps, (n, k, *size))).astype(np.float32),
-        raw=backend.to_numpy(raw).astype(np.float32),
-        concepts=backend.to_numpy(xp.permute_dims(concepts, (1, 0))).astype(np.float32),
-        scores=concept_scores,
-        layer=ref.name,
-        input_size=size,
-        framework=backend.framework,
-        version=__version__,
-    )
+    return Factorizer(
+        model,
+        layer,
+        k=k,
+        iterations=iterations,
+        seed=seed,
+        scores=scores,
+        output=output,
+        logits=logits,
+        input=input,
+    )(inputs)
 
 
 def _concept_scores(
