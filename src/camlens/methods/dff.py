@@ -20,7 +20,8 @@ def _host_update(factor: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.nda
     """:func:`_update` in NumPy, in one pass (a zero denominator is skipped, not divided)."""
     out = np.zeros_like(factor)
     np.multiply(factor, num, out=out)
-    return np.divide(out, den, out=out, where=den != 0)
+    np.divide(out, den, out=out, where=den != 0)
+    return out
 
 
 def on_host(array: Array) -> bool:
