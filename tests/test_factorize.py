@@ -26,8 +26,9 @@ def ref_nmf(v: np.ndarray, k: int, iterations: int, seed: int) -> tuple[np.ndarr
     return w, h
 
 
-def test_nmf_is_lee_and_seungs_updates() -> None:
-    v = np.random.default_rng(1).random((6, 40))
+@pytest.mark.parametrize("columns", [40, 300])  # V H^T from a stored V^T, and directly
+def test_nmf_is_lee_and_seungs_updates(columns: int) -> None:
+    v = np.random.default_rng(1).random((6, columns))
     w, h = nmf(v, 3, iterations=50, seed=4)
     rw, rh = ref_nmf(v, 3, 50, 4)
     np.testing.assert_allclose(w, rw, rtol=1e-10)
