@@ -8,7 +8,6 @@ from array_api_compat import device
 from camlens._types import Array
 from camlens.backends._common import namespace, to_host
 
-
 #: Matrices of at most this many columns compute ``V H^T`` from a stored ``V^T`` on the host.
 NARROW = 128
 
