@@ -107,15 +107,77 @@ def _reference(kind: str, model: Any, x: Any, network: str) -> tuple[Call, str]:
     raise ValueError(f"unknown reference {kind!r}")
 
 
+#: SmoothGrad on Keras: noisy copies per call (the paper's 50 would take minutes per call on
+#: Xception at 299x299 on one thread; the per-copy cost is what is compared), noise level.
+SMOOTHGRAD_SAMPLES, SMOOTHGRAD_NOISE = 10, 0.15
+
+
 def _camlens(method: str, model: Any, x: Any, network: str) -> tuple[Call, str]:
     import camlens
 
+    target = camlens.Output(0) if network == "seed" else None
+    told = ", target=camlens.Output(0))" if network == "seed" else ")"
+    if method in ("saliency", "smoothgrad"):
+        options = (
+            {"samples": SMOOTHGRAD_SAMPLES, "noise_level": SMOOTHGRAD_NOISE}
+            if method == "smoothgrad"
+            else {}
+        )
+        pixel = camlens.Saliency if method == "saliency" else camlens.SmoothGrad
+        explainer = pixel(model, **options)
+        shown = ", ".join(f"{k}={v}" for k, v in options.items())
+        return lambda: explainer(x, target=target).maps, (
+            f"camlens.{pixel.__name__}(model{', ' if shown else ''}{shown})(x{told}"
+        )
     cls = camlens.GradCAM if method == "gradcam" else camlens.GradCAMPlusPlus
     explainer = cls(model, layer=LAYER)
-    target = camlens.Output(0) if network == "seed" else None
-    how = f"camlens.{cls.__name__}(model, layer={LAYER!r})(x"
-    how += ", target=camlens.Output(0))" if network == "seed" else ")"
+    how = f"camlens.{cls.__name__}(model, layer={LAYER!r})(x" + told
     return lambda: explainer(x, target=target).maps, how
+
+
+def _tf_keras_vis_pixels(method: str, model: Any, x: Any, network: str) -> tuple[Call, str]:
+    """tf-keras-vis's Saliency, and its SmoothGrad (``smooth_samples``): camlens's definitions
+    (``max_c |g|``; ``max_c |mean_m g_m|``, the noise's std a level of each image's range)."""
+    from tf_keras_vis.saliency import Saliency
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    if network == "seed":
+        visualizer = Saliency(model, clone=True)
+
+        def score(out: Any) -> Any:
+            return out[:, 0]
+
+        how = "tf_keras_vis.Saliency(model, clone=True)(lambda out: out[:, 0], x"
+    else:
+        top = np.asarray(model(x, training=False)).argmax(1).tolist()
+        visualizer = Saliency(model, model_modifier=ReplaceToLinear(), clone=True)
+        score = CategoricalScore(top)
+        how = (
+            "tf_keras_vis.Saliency(model, model_modifier=ReplaceToLinear(), clone=True)"
+            "(CategoricalScore(top-1, given), x"
+        )
+    xs = np.asarray(x)
+    if method == "saliency":  # its defaults: |g| per pixel, max over channels, min-max scaled
+        return lambda: visualizer(score, xs), how + ")"
+
+    def smoothgrad() -> np.ndarray:
+        # Its gradient_modifier (abs by default) acts on each copy: None, then |mean| here.
+        mean = visualizer(
+            score,
+            xs,
+            smooth_samples=SMOOTHGRAD_SAMPLES,
+            smooth_noise=SMOOTHGRAD_NOISE,
+            gradient_modifier=None,
+            keepdims=True,
+            normalize_map=False,
+        )
+        return np.abs(mean).max(axis=-1)
+
+    return smoothgrad, how + (
+        f", smooth_samples={SMOOTHGRAD_SAMPLES}, smooth_noise={SMOOTHGRAD_NOISE}, "
+        "gradient_modifier=None, keepdims=True, normalize_map=False); max_c |.|"
+    )
 
 
 def _tf_keras_vis(method: str, model: Any, x: Any, network: str) -> tuple[Call, str]:
@@ -124,6 +186,8 @@ def _tf_keras_vis(method: str, model: Any, x: Any, network: str) -> tuple[Call, 
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
 
+    if method in ("saliency", "smoothgrad"):
+        return _tf_keras_vis_pixels(method, model, x, network)
     cls = Gradcam if method == "gradcam" else GradcamPlusPlus
     if network == "seed":
         visualizer = cls(model, clone=True)
