@@ -11,6 +11,7 @@ from keras import ops
 
 from camlens.backends._common import select_output
 from camlens.backends.base import INPUT, InputKey, LayerRef, OutputSelector, replaced
+from camlens.backends.keras._attention import tapped
 from camlens.backends.keras._graph import Replacement, iter_layers, run
 from camlens.errors import LayerError, MethodError
 
@@ -44,12 +45,16 @@ class Forward:
         *,
         guided: bool = False,
         key: InputKey | None = None,
+        attention: bool = False,
     ) -> None:
         """Bind the model (weakly), the tapped layers (:data:`INPUT` taps the input itself:
         of several inputs, the one at ``key``) and how the output is read; ``guided`` guides
-        the backward pass at every ReLU."""
+        the backward pass at every ReLU. With ``attention`` the layers are
+        ``MultiHeadAttention`` layers and their taps see their attention probabilities
+        (``_attention.tapped``), not their outputs."""
         self._model = weakref.ref(model)
         self.key = key
+        self.attention = attention
         self.layers = layers
         self.replacements = replacements
         self.output = output
@@ -63,6 +68,8 @@ class Forward:
     def __call__(self, inputs: Any, tap: LayerTap) -> Any:
         """Run the model on ``inputs`` (a tensor, or a list, tuple or dict of several); return
         the tensor to explain."""
+        if self.attention:
+            return self._attend(inputs, tap)
         for i, ref in enumerate(self.layers):
             if ref.handle is INPUT.handle:
                 if self.key is None:
@@ -77,6 +84,16 @@ class Forward:
         for key in self.guides:
             taps[key] = _guided(taps.get(key))
         raw = run(self.model, inputs, taps, self.replacements, shared=self.guides)
+        return select_output(raw, self.output, is_tensor)
+
+    def _attend(self, inputs: Any, tap: LayerTap) -> Any:
+        """Run the model with each attention layer's probabilities handed to the tap."""
+        taps = [_checked(ref, i, tap) for i, ref in enumerate(self.layers)]
+        with tapped(self.layers, taps) as order:
+            raw = run(self.model, inputs, {}, self.replacements)
+        if order != sorted(order):
+            ran = [self.layers[i].name for i in order]
+            raise LayerError(f"give the attention layers in the order the model runs them: {ran}")
         return select_output(raw, self.output, is_tensor)
 
 
