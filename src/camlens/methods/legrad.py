@@ -35,11 +35,16 @@ class LeGrad(AttentionMethod):
     through the blocks after the layer: a deviation from the paper, exact at the last layer.
     By default every block's attention layer is read (the paper's code defaults to the last
     two; pass ``layer=[...]`` for a subset).
-    PyTorch models only (see :class:`AttentionMethod`: Keras and ONNX models are refused).
+    PyTorch and Keras models (``keras.layers.MultiHeadAttention``, every Keras backend; see
+    :class:`AttentionMethod`); ONNX models are refused. ``head`` is PyTorch only: on a Keras
+    model it is refused with a :class:`camlens.MethodError` (a functional Keras block is a run
+    of layers with no one output to read its tokens from), so Keras maps take the model's own
+    score at every layer.
 
     Args:
         head: A function of one block's output tokens ``(N, L, C)`` (the framework's tensors)
-            returning the model's output for them, or ``None`` for the model's own score.
+            returning the model's output for them, or ``None`` for the model's own score
+            (PyTorch models only).
     """
 
     name = "legrad"

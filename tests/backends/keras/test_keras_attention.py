@@ -12,6 +12,7 @@ PyTorch maps, which the Keras maps equal.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -339,3 +340,16 @@ def test_a_model_without_multi_head_attention_is_refused_in_words(method: str) -
     with pytest.raises(camlens.LayerError, match=r"no keras\.layers\.MultiHeadAttention") as info:
         _explain(model, _images(1, seed=0), method)
     assert "gradcam" in str(info.value)
+
+
+def test_the_readme_keras_example_runs() -> None:
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("A Keras ViT, on any Keras backend") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    assert "camlens.LeGrad(model)" in code
+    found: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", camlens.MapStrengthWarning)
+        exec(compile(code, "README.md", "exec"), found)
+    assert found["exp"].layers == ("attn0", "attn1") and found["exp"].raw.shape == (2, 4, 4)
