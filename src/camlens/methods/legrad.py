@@ -36,15 +36,14 @@ class LeGrad(AttentionMethod):
     By default every block's attention layer is read (the paper's code defaults to the last
     two; pass ``layer=[...]`` for a subset).
     PyTorch and Keras models (``keras.layers.MultiHeadAttention``, every Keras backend; see
-    :class:`AttentionMethod`); ONNX models are refused. ``head`` is PyTorch only: on a Keras
-    model it is refused with a :class:`camlens.MethodError` (a functional Keras block is a run
-    of layers with no one output to read its tokens from), so Keras maps take the model's own
-    score at every layer.
+    :class:`AttentionMethod`); ONNX models are refused. On Keras, ``head`` reads the output of
+    the layer or nested model around each attention layer (a block layer, a block built as a
+    functional model); an attention layer in the model's own graph, in no block, refuses
+    ``head`` with a :class:`camlens.MethodError` (a run of layers has no one output to read).
 
     Args:
         head: A function of one block's output tokens ``(N, L, C)`` (the framework's tensors)
-            returning the model's output for them, or ``None`` for the model's own score
-            (PyTorch models only).
+            returning the model's output for them, or ``None`` for the model's own score.
     """
 
     name = "legrad"

@@ -174,8 +174,12 @@ class TorchTwin(torch.nn.Module):
             t = self._mlp(t + mha(h, h, h, need_weights=False)[0], i)
         return self._head(t)
 
-    def by_hand(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The logits and each block's probabilities, in the graph (not leaves)."""
+    def by_hand(
+        self, x: torch.Tensor, outputs: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and each block's probabilities, in the graph (not leaves); each block's
+        output tokens are appended to ``outputs``."""
+        outputs = [] if outputs is None else outputs
         t = self._tokens(x)
         attentions = []
         for i in range(DEPTH):
@@ -190,15 +194,25 @@ class TorchTwin(torch.nn.Module):
             context = torch.einsum("nhlm,nhmk->nlhk", a, v)
             out = torch.einsum("nlhk,hkd->nld", context, self.w(f"attn{i}", 6))
             t = self._mlp(t + out + self.w(f"attn{i}", 7), i)
+            outputs.append(t)
         return self._head(t), attentions
 
 
-def legrad_reference(twin: TorchTwin, x: np.ndarray, classes: list[int]) -> np.ndarray:
-    """LeGrad: ``mean_l mean_{heads, queries} ReLU(ds/dA_l)``, the class token's key dropped."""
+def legrad_reference(
+    twin: TorchTwin, x: np.ndarray, classes: list[int], *, own: bool = False
+) -> np.ndarray:
+    """LeGrad: ``mean_l mean_{heads, queries} ReLU(ds/dA_l)``, the class token's key dropped;
+    ``own``: ``s_l = head(norm(z_l))`` of block ``l``'s output tokens ``z_l`` (the paper's)."""
     xt = torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float64, requires_grad=True)
-    logits, attentions = twin.by_hand(xt)
-    scores = logits[torch.arange(len(x)), torch.tensor(classes)]
-    grads = torch.autograd.grad(scores.sum(), attentions)
+    outputs: list[torch.Tensor] = []
+    logits, attentions = twin.by_hand(xt, outputs)
+    rows, units = torch.arange(len(x)), torch.tensor(classes)
+    grads = [
+        torch.autograd.grad(
+            (twin._head(z) if own else logits)[rows, units].sum(), a, retain_graph=True
+        )[0]
+        for z, a in zip(outputs, attentions, strict=True)
+    ]
     mean = np.mean([g.clamp(min=0).mean(dim=(1, 2)).numpy() for g in grads], axis=0)
     return mean[:, 1:].reshape(len(x), *GRID)
 
@@ -247,6 +261,24 @@ def test_legrad_equals_autograd_on_the_probabilities_of_a_hand_written_forward()
     np.testing.assert_allclose(exp.raw, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
+def test_legrad_with_a_head_reads_each_blocks_own_score_as_the_paper() -> None:
+    model = tiny_vit(seed=10, nested=True)
+    x = _images(2, seed=10)
+    classes = [3, 1]
+    twin = TorchTwin(model)
+    norm, head = model.get_layer("norm"), model.get_layer("head")
+    exp = _explain(model, x, "legrad", target=classes, head=lambda t: head(norm(t)[:, 0]))
+    expected = legrad_reference(twin, x, classes, own=True)
+    np.testing.assert_allclose(exp.raw, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert not np.allclose(expected, legrad_reference(twin, x, classes), rtol=1e-3)
+    # The units the model's output resolved, for every block: top-2 rows equal fixed classes.
+    top = _explain(model, x, "legrad", target=camlens.TopK(2), head=lambda t: head(norm(t)[:, 0]))
+    ranked = np.argsort(-_numpy(model(x)), axis=1)[:, :2]
+    for j in range(2):
+        fixed = legrad_reference(twin, x, ranked[:, j].tolist(), own=True)
+        np.testing.assert_allclose(top.raw[j::2], fixed, rtol=1e-4, atol=1e-5 * np.abs(fixed).max())
+
+
 @pytest.mark.parametrize("method", ["legrad", "attentionrollout"])
 def test_keras_maps_equal_the_pytorch_backends_on_the_same_weights(method: str) -> None:
     model = tiny_vit(seed=3)
@@ -284,8 +316,13 @@ def test_nested_and_subclassed_blocks_are_found_in_running_order() -> None:
         a, b = _explain(flat, x, method), _explain(nested, x, method)
         assert b.layers == ("block0/attn0", "block1/attn1")
         np.testing.assert_allclose(b.raw, a.raw, rtol=1e-5, atol=1e-8)
-    exp = _explain(vit(), np.zeros((1, 32, 32, 3), np.float32), "legrad")
+    subclassed = vit()  # blocks as layers of their own
+    images = np.random.default_rng(5).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    exp = _explain(subclassed, images, "legrad")
     assert exp.layers == ("block0/attn", "block1/attn") and exp.raw.shape == (1, 8, 8)
+    norm, head = subclassed.get_layer("norm"), subclassed.get_layer("head")
+    own = _explain(subclassed, images, "legrad", head=lambda t: head(norm(t)[:, 0]))
+    assert own.raw.shape == (1, 8, 8) and not np.allclose(own.raw, exp.raw, rtol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["legrad", "attentionrollout"])
@@ -326,8 +363,11 @@ def test_wrong_layers_and_options_are_refused_clearly() -> None:
         _explain(model, x, "attentionrollout", layer=["attn1", "attn0"])
     with pytest.raises(camlens.LayerError, match=r"not a keras\.layers\.MultiHeadAttention"):
         _explain(model, x, "legrad", layer=["norm"])
-    with pytest.raises(camlens.MethodError, match=r"own score\) is not supported on Keras"):
+    with pytest.raises(camlens.MethodError, match="sits in the model's own graph, in no block"):
         _explain(model, x, "legrad", head=lambda t: t)
+    nested = tiny_vit(seed=9, nested=True)
+    with pytest.raises(camlens.BadInputError, match="head= returned"):
+        _explain(nested, x, "legrad", head=lambda t: t[0])
     _assert_as_found(model, weights, x)
 
 
@@ -347,9 +387,10 @@ def test_the_readme_keras_example_runs() -> None:
     section = readme[readme.index("A Keras ViT, on any Keras backend") :]
     start = section.index("```python\n") + len("```python\n")
     code = section[start : section.index("\n```", start)]
-    assert "camlens.LeGrad(model)" in code
+    assert "camlens.LeGrad(model)" in code and "head=" in code
     found: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.MapStrengthWarning)
         exec(compile(code, "README.md", "exec"), found)
-    assert found["exp"].layers == ("attn0", "attn1") and found["exp"].raw.shape == (2, 4, 4)
+    exp = found["exp"]
+    assert exp.layers == ("block0/attn", "block1/attn") and exp.raw.shape == (2, 4, 4)

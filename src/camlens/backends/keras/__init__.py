@@ -43,7 +43,7 @@ from camlens.backends.keras._forward import Forward, softmax_replacements
 from camlens.backends.keras._graph import graph_of
 from camlens.backends.keras._randomise import KerasCopies
 from camlens.backends.keras._tail import make_tail
-from camlens.errors import BadInputError, MethodError, UnsupportedModelError
+from camlens.errors import BadInputError, UnsupportedModelError
 from camlens.targets import Target, UnitTarget
 
 __all__ = ["KerasBackend"]
@@ -277,17 +277,12 @@ class KerasBackend:
         head: Callable[[Any], Any] | None = None,
     ) -> Probe:
         """Run the compiled attention probe: each ``MultiHeadAttention`` layer's probabilities
-        ``(M, heads, L, L)`` and (if asked) their gradients; ``Probe.tokens`` is their tokens'
-        layout. ``head`` (per-block scores) is refused: a Keras block is no layer to read."""
-        if head is not None:
-            raise MethodError(
-                "LeGrad's head= (each block's own score) is not supported on Keras models: a "
-                "functional Keras model's block is a run of layers with no one output camlens "
-                "could read; drop head= to explain the model's own score at every layer"
-            )
+        ``(M, heads, L, L)`` and (if asked) their gradients, of each block's own score where
+        ``head`` is given (the block: the layer or nested model around the attention layer);
+        ``Probe.tokens`` is their tokens' layout."""
         n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
         return self._prober.attention_probe(
-            inputs, layers, target, n_units, gradients=gradients, spec=self.layout
+            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, head=head
         )
 
     def to_numpy(self, array: Array) -> np.ndarray:

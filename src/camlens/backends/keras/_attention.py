@@ -183,5 +183,29 @@ def attention_layers(model: Any, inputs: Any) -> tuple[LayerRef, ...]:
     return layers
 
 
+def blocks(model: Any, layers: Sequence[LayerRef]) -> list[list[LayerRef]]:
+    """Return each attention layer's enclosing layers (nested models and layers holding it),
+    nearest first: where LeGrad's ``head=`` reads the block's output tokens.
+
+    Raises:
+        MethodError: An attention layer sits in the model's own graph, in no block.
+    """
+    by_path = dict(iter_layers(model))
+    chains = []
+    for ref in layers:
+        parts = ref.name.split("/")
+        names = ["/".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+        chain = [LayerRef(name, by_path[name]) for name in names if name in by_path]
+        if not chain:
+            raise MethodError(
+                f"head= reads the output tokens of the block holding each attention layer (the "
+                f"layer or nested model around it), and {ref.name!r} sits in the model's own "
+                "graph, in no block; drop head= to explain the model's own score at every "
+                "layer, or build each block as a layer or nested model"
+            )
+        chains.append(chain)
+    return chains
+
+
 def _unchanged(probabilities: Any) -> Any:
     return probabilities

@@ -187,10 +187,15 @@ class Prober:
         *,
         gradients: bool,
         spec: LayoutSpec,
+        head: Callable[[Any], Any] | None = None,
     ) -> Probe:
         """Run the compiled attention probe: each ``MultiHeadAttention`` layer's probabilities
-        ``(M, heads, L, L)``, their gradients if asked, and the tokens' layout."""
+        ``(M, heads, L, L)``, their gradients if asked, and the tokens' layout. With ``head``
+        (and gradients), each layer's gradient is that of its own block's score, ``head`` of
+        the block's output tokens for the units the model's output resolved."""
         _attention.check_layers(layers)
+        head = head if gradients else None
+        blocks = [] if head is None else _attention.blocks(self._model(), layers)
         image = image_of(inputs)
         batch = int(image.shape[0])
         units, signs = _targets.plan(target, batch, n_units)
@@ -201,6 +206,7 @@ class Prober:
             _targets.trace_key(target),
             units.shape,
             gradients,
+            None if head is None else _targets.trace_key(head),  # type: ignore[arg-type]
         )
 
         def build() -> Callable[..., Any]:
@@ -211,10 +217,15 @@ class Prober:
                 self._output,
                 key=inputs.key if isinstance(inputs, Inputs) else None,
                 attention=True,
+                blocks=blocks,
             )
-            picker = _targets.Picker(target)
+            picker = _targets.Picker(target) if head is None else _targets.BlockPicker(target, head)
             return self._impl.compile_probe(  # type: ignore[no-any-return]
-                forward, picker, gradients=gradients, required=len(layers)
+                forward,
+                picker,
+                gradients=gradients,
+                required=len(layers),
+                per_layer=head is not None,
             )
 
         compiled = self._compiled_probe(key, build)
