@@ -221,7 +221,8 @@ def _weights(model: keras.Model) -> list[np.ndarray]:
     return [w.copy() for w in model.get_weights()]
 
 
-def _assert_as_found(model: keras.Model, weights: list[np.ndarray], x: np.ndarray) -> None:
+def _assert_as_found(model: keras.Model, weights: list[np.ndarray], config: str) -> None:
+    assert model.to_json() == config
     for before, after in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
     for layer in model._flatten_layers():
@@ -341,26 +342,32 @@ def test_a_batch_equals_its_single_calls(method: str) -> None:
 def test_the_model_is_left_as_found_after_a_call_and_after_a_raise(method: str) -> None:
     model = tiny_vit(seed=8)
     x = _images(2, seed=8)
-    weights, before = _weights(model), _numpy(model(x))
-    _explain(model, x, method, layer=["attn0", "attn1"])
-    _assert_as_found(model, weights, x)
+    weights, before, config = _weights(model), _numpy(model(x)), model.to_json()
+    first = _explain(model, x, method, layer=["attn0", "attn1"], target=0)
+    _assert_as_found(model, weights, config)
     boom = model.get_layer("boom")
     boom.armed = True
     try:
         with pytest.raises(RuntimeError, match="boom"):
-            camlens.explain(model, x, method=method, layer=["attn0", "attn1"], target=0)
+            # Another target than the first call's: a new trace, which runs the model's code.
+            target = camlens.TopK(2)
+            camlens.explain(model, x, method=method, layer=["attn0", "attn1"], target=target)
     finally:
         boom.armed = False
-    _assert_as_found(model, weights, x)
+    _assert_as_found(model, weights, config)
     np.testing.assert_array_equal(_numpy(model(x)), before)
+    again = _explain(model, x, method, layer=["attn0", "attn1"], target=0)
+    np.testing.assert_array_equal(again.raw, first.raw)
 
 
 def test_wrong_layers_and_options_are_refused_clearly() -> None:
     model = tiny_vit(seed=9)
     x = _images(1, seed=9)
-    weights = _weights(model)
+    weights, config = _weights(model), model.to_json()
     with pytest.raises(camlens.LayerError, match="order the model runs them"):
         _explain(model, x, "attentionrollout", layer=["attn1", "attn0"])
+    with pytest.raises(camlens.LayerError, match="is given twice"):
+        _explain(model, x, "attentionrollout", layer=["attn0", "attn0"])
     with pytest.raises(camlens.LayerError, match=r"not a keras\.layers\.MultiHeadAttention"):
         _explain(model, x, "legrad", layer=["norm"])
     with pytest.raises(camlens.MethodError, match="sits in the model's own graph, in no block"):
@@ -368,7 +375,7 @@ def test_wrong_layers_and_options_are_refused_clearly() -> None:
     nested = tiny_vit(seed=9, nested=True)
     with pytest.raises(camlens.BadInputError, match="head= returned"):
         _explain(nested, x, "legrad", head=lambda t: t[0])
-    _assert_as_found(model, weights, x)
+    _assert_as_found(model, weights, config)
 
 
 @pytest.mark.parametrize("method", ["legrad", "attentionrollout"])

@@ -51,9 +51,14 @@ def is_attention(layer: Any) -> bool:
 
 
 def check_layers(layers: Sequence[LayerRef]) -> None:
-    """Refuse layers that are not ``MultiHeadAttention`` layers camlens can tap."""
-    for ref in layers:
+    """Refuse layers that are not ``MultiHeadAttention`` layers camlens can tap, or one given
+    twice."""
+    for i, ref in enumerate(layers):
         layer = ref.handle
+        if any(other.handle is layer for other in layers[:i]):
+            raise LayerError(
+                f"layer {ref.name!r} is given twice; pass each block's attention layer once"
+            )
         if not is_attention(layer):
             raise LayerError(
                 f"layer {ref.name!r} is a {type(layer).__name__}, not a "
