@@ -111,16 +111,12 @@ def check_finite(array: np.ndarray) -> None:
 def no_attention(framework: str) -> MethodError:
     """Return the error for an attention method (LeGrad, attention rollout) on a backend that
     captures no attention maps."""
-    reason = (
-        "camlens does not capture the attention scores of Keras MultiHeadAttention layers (they "
-        "are internal to the layer's call, which camlens's Keras probes do not tap)"
-        if framework.startswith("keras")
-        else f"camlens captures no attention maps from {framework} models"
-    )
     return MethodError(
         f"attention methods (legrad, attentionrollout) read each block's attention "
-        f"probabilities, and {reason}; explain a PyTorch transformer (transformers models in "
-        "eager attention), or use a layer method (gradcam, layercam, eigencam) on a token layer"
+        f"probabilities, and camlens captures no attention maps from {framework} models; "
+        "explain the PyTorch or Keras transformer itself (transformers models in eager "
+        "attention, keras.layers.MultiHeadAttention), or use a layer method (gradcam, layercam, "
+        "eigencam) on a token layer"
     )
 
 
@@ -133,7 +129,7 @@ class NoAttention:
     attention = False
 
     def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
-        """Refuse: attention maps are captured from PyTorch models only."""
+        """Refuse: attention maps are captured from PyTorch and Keras models only."""
         raise no_attention(self.framework)
 
     def attention_probe(
@@ -145,7 +141,7 @@ class NoAttention:
         gradients: bool,
         head: Callable[[Any], Any] | None = None,
     ) -> Probe:
-        """Refuse: attention maps are captured from PyTorch models only."""
+        """Refuse: attention maps are captured from PyTorch and Keras models only."""
         raise no_attention(self.framework)
 
 

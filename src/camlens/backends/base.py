@@ -298,7 +298,7 @@ class Backend(Protocol):
     score_kind: str
     #: Whether :meth:`probe` can give gradients (an ONNX graph gives none).
     gradients: bool
-    #: Whether :meth:`attention_probe` can capture attention maps (torch models only).
+    #: Whether :meth:`attention_probe` can capture attention maps (torch and Keras models).
     attention: bool
     #: Whether :meth:`probe` can give Hessian-vector products (a second backward pass).
     hessians: bool

@@ -23,13 +23,15 @@ class AttentionMethod(Method):
     ``grid=`` where the count does not tell it). A subclass turns them into one relevance per
     token, :meth:`relevance`; the patch tokens' are the map.
 
-    Attention maps are captured from PyTorch models only; Keras and ONNX models are refused
-    with a :class:`camlens.MethodError`. ``keras.layers.MultiHeadAttention`` computes its
-    scores inside its own call and returns them only when its caller asks
-    (``return_attention_scores=True``, which a model's own code does not), while camlens's
-    Keras probes tap layer outputs: capturing the scores, and their gradient on every Keras
-    backend, would need a tap inside the layer's call, which is not built. An ONNX graph gives
-    no gradients, and its attention probabilities are unnamed tensors inside it.
+    Attention maps are captured from PyTorch and Keras models. On Keras, the attention layers
+    are the ``keras.layers.MultiHeadAttention`` layers (nested ones too), which compute their
+    probabilities inside their call: for the probe's pass camlens computes each layer's
+    attention through the layer's own explicit path (its projections, masked softmax and
+    combine equation; never the fused or flash kernel, which forms no probabilities), with
+    the probabilities exposed to the probe and, for the gradient, a differentiable tap on
+    them, on TensorFlow, JAX and PyTorch alike; the model's weights, flags and output are
+    unchanged. ONNX models are refused with a :class:`camlens.MethodError`: an ONNX graph
+    gives no gradients, and its attention probabilities are unnamed tensors inside it.
 
     Attributes:
         reads_attention: Marks the method for the explainer, which probes attention maps.

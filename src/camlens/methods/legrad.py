@@ -35,7 +35,11 @@ class LeGrad(AttentionMethod):
     through the blocks after the layer: a deviation from the paper, exact at the last layer.
     By default every block's attention layer is read (the paper's code defaults to the last
     two; pass ``layer=[...]`` for a subset).
-    PyTorch models only (see :class:`AttentionMethod`: Keras and ONNX models are refused).
+    PyTorch and Keras models (``keras.layers.MultiHeadAttention``, every Keras backend; see
+    :class:`AttentionMethod`); ONNX models are refused. On Keras, ``head`` reads the output of
+    the layer or nested model around each attention layer (a block layer, a block built as a
+    functional model); an attention layer in the model's own graph, in no block, refuses
+    ``head`` with a :class:`camlens.MethodError` (a run of layers has no one output to read).
 
     Args:
         head: A function of one block's output tokens ``(N, L, C)`` (the framework's tensors)

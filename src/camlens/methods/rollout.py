@@ -33,7 +33,8 @@ class AttentionRollout(AttentionMethod):
     ``head_fusion="max"`` or ``"min"`` (jacobgil/vit-explain's options) fuse heads by their
     maximum or minimum; the paper takes the mean. Layers run in the order given (the order
     the model runs them); by default every block's attention layer.
-    PyTorch models only (see :class:`AttentionMethod`: Keras and ONNX models are refused).
+    PyTorch and Keras models (``keras.layers.MultiHeadAttention``, every Keras backend; see
+    :class:`AttentionMethod`); ONNX models are refused.
 
     Args:
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.

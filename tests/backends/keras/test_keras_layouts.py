@@ -108,10 +108,3 @@ def test_layout_options_on_a_token_layer_are_checked_and_grid_agrees() -> None:
     by_grid = camlens.GradCAM(model, "tokens", grid=(8, 8))(x)
     inferred = camlens.GradCAM(model, "tokens")(x)
     np.testing.assert_allclose(by_grid.raw, inferred.raw, atol=1e-7)
-
-
-@pytest.mark.parametrize("method", ["legrad", "attentionrollout"])
-def test_attention_methods_are_refused_in_words(method: str) -> None:
-    with pytest.raises(camlens.MethodError, match="Keras MultiHeadAttention") as info:
-        camlens.explain(vit(), _images(1, seed=0), method=method)
-    assert "PyTorch" in str(info.value) and "gradcam" in str(info.value)

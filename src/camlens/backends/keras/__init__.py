@@ -22,12 +22,7 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array, Size
-from camlens.backends._common import (
-    NoAttention,
-    check_finite,
-    check_host_batch,
-    prepare_inputs,
-)
+from camlens.backends._common import check_finite, check_host_batch, prepare_inputs
 from camlens.backends._layout import Layout, LayoutSpec
 from camlens.backends.base import (
     Copies,
@@ -43,7 +38,7 @@ from camlens.backends.base import (
     rows,
     signature,
 )
-from camlens.backends.keras import _layers, _perturb, _probe
+from camlens.backends.keras import _attention, _layers, _perturb, _probe
 from camlens.backends.keras._forward import Forward, softmax_replacements
 from camlens.backends.keras._graph import graph_of
 from camlens.backends.keras._randomise import KerasCopies
@@ -61,10 +56,11 @@ def _identity(index: int, activation: Any) -> Any:
 @dataclass
 class _Shared:
     """What every backend of one model (with the same output and softmax reading) reuses: the
-    compiled probes and the automatic layer pick per input shape."""
+    compiled probes and the automatic layer picks per input shape."""
 
     prober: _probe.Prober
     auto_layers: dict[tuple[Any, ...], LayerRef] = field(default_factory=dict)
+    attention_layers: dict[tuple[Any, ...], tuple[LayerRef, ...]] = field(default_factory=dict)
     forward: Callable[[Any], Any] | None = None  # compiled, for perturbed inputs
 
 
@@ -73,13 +69,15 @@ class _Shared:
 _SHARED: weakref.WeakKeyDictionary[Any, dict[Hashable, _Shared]] = weakref.WeakKeyDictionary()
 
 
-class KerasBackend(NoAttention):
+class KerasBackend:
     """Explain a ``keras.Model``. Inputs are the model's own batch (channels-last by default),
     or a list, tuple or dict of inputs holding such an image batch (the model is called
     ``model(inputs)``, as Keras models with several inputs are)."""
 
     gradients = True
     hessians = True
+    #: The probabilities of ``keras.layers.MultiHeadAttention`` layers (``_attention.py``).
+    attention = True
 
     def __init__(
         self,
@@ -259,6 +257,33 @@ class KerasBackend(NoAttention):
         for ref, layout in zip(layers, layouts, strict=True):
             self._layouts[id(ref.handle), tuple(image_of(inputs).shape)] = layout
         return probe
+
+    def attention_layers(self, inputs: Any) -> tuple[LayerRef, ...]:
+        """Return every ``MultiHeadAttention`` layer in the order the model runs them (found
+        once per input shape and model, by one pass of one image)."""
+        shape = signature(rows(inputs, 0, 1))
+        found = self._shared.attention_layers
+        if shape not in found:
+            found[shape] = _attention.attention_layers(self.model, inputs)
+        return found[shape]
+
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        *,
+        gradients: bool,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Run the compiled attention probe: each ``MultiHeadAttention`` layer's probabilities
+        ``(M, heads, L, L)`` and (if asked) their gradients, of each block's own score where
+        ``head`` is given (the block: the layer or nested model around the attention layer);
+        ``Probe.tokens`` is their tokens' layout."""
+        n_units = self._n_units(inputs) if isinstance(target, UnitTarget) else 0
+        return self._prober.attention_probe(
+            inputs, layers, target, n_units, gradients=gradients, spec=self.layout, head=head
+        )
 
     def to_numpy(self, array: Array) -> np.ndarray:
         """Copy a result array to NumPy."""

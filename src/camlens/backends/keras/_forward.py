@@ -11,6 +11,7 @@ from keras import ops
 
 from camlens.backends._common import select_output
 from camlens.backends.base import INPUT, InputKey, LayerRef, OutputSelector, replaced
+from camlens.backends.keras._attention import tapped
 from camlens.backends.keras._graph import Replacement, iter_layers, run
 from camlens.errors import LayerError, MethodError
 
@@ -44,12 +45,20 @@ class Forward:
         *,
         guided: bool = False,
         key: InputKey | None = None,
+        attention: bool = False,
+        blocks: Sequence[Sequence[LayerRef]] = (),
     ) -> None:
         """Bind the model (weakly), the tapped layers (:data:`INPUT` taps the input itself:
         of several inputs, the one at ``key``) and how the output is read; ``guided`` guides
-        the backward pass at every ReLU."""
+        the backward pass at every ReLU. With ``attention`` the layers are
+        ``MultiHeadAttention`` layers and their taps see their attention probabilities
+        (``_attention.tapped``), not their outputs; with ``blocks`` (each attention layer's
+        enclosing layers, nearest first) the forward returns ``(output, tokens)``, ``tokens``
+        each attention layer's block output (LeGrad's ``head=``)."""
         self._model = weakref.ref(model)
         self.key = key
+        self.attention = attention
+        self.blocks = blocks
         self.layers = layers
         self.replacements = replacements
         self.output = output
@@ -63,6 +72,8 @@ class Forward:
     def __call__(self, inputs: Any, tap: LayerTap) -> Any:
         """Run the model on ``inputs`` (a tensor, or a list, tuple or dict of several); return
         the tensor to explain."""
+        if self.attention:
+            return self._attend(inputs, tap)
         for i, ref in enumerate(self.layers):
             if ref.handle is INPUT.handle:
                 if self.key is None:
@@ -78,6 +89,65 @@ class Forward:
             taps[key] = _guided(taps.get(key))
         raw = run(self.model, inputs, taps, self.replacements, shared=self.guides)
         return select_output(raw, self.output, is_tensor)
+
+    def _attend(self, inputs: Any, tap: LayerTap) -> Any:
+        """Run the model with each attention layer's probabilities handed to the tap (and,
+        with blocks, each block's output kept)."""
+        shapes: dict[int, tuple[int, ...]] = {}
+
+        def seen(index: int) -> Callable[[Any], Any]:
+            checked = _checked(self.layers[index], index, tap)
+
+            def see(a: Any) -> Any:
+                shapes[index] = tuple(a.shape)
+                return checked(a)
+
+            return see
+
+        outputs: dict[int, Any] = {}
+
+        def keep(key: int) -> Callable[[Any], Any]:
+            def hold(out: Any) -> Any:
+                outputs.setdefault(key, out)
+                return out
+
+            return hold
+
+        kept = {id(ref.handle): keep(id(ref.handle)) for chain in self.blocks for ref in chain}
+        with tapped(self.layers, [seen(i) for i in range(len(self.layers))]) as order:
+            raw = run(self.model, inputs, kept, self.replacements, shared=frozenset(kept))
+        if order != sorted(order):
+            ran = [self.layers[i].name for i in order]
+            raise LayerError(f"give the attention layers in the order the model runs them: {ran}")
+        out = select_output(raw, self.output, is_tensor)
+        if not self.blocks:
+            return out
+        tokens = [
+            _block_output(chain, outputs, shapes[i], self.layers[i])
+            for i, chain in enumerate(self.blocks)
+        ]
+        return out, tokens
+
+
+def _block_output(
+    chain: Sequence[LayerRef], outputs: dict[int, Any], shape: tuple[int, ...], ref: LayerRef
+) -> Any:
+    """Return the output tokens ``(N, L, C)`` of the block holding an attention layer: the
+    first of its enclosing layers to return one tensor of the maps' batch and tokens."""
+    n, tokens = shape[0], shape[2]
+    for layer in chain:
+        out = outputs.get(id(layer.handle))
+        if (
+            out is not None
+            and is_tensor(out)
+            and len(out.shape) == 3
+            and tuple(out.shape[:2]) == (n, tokens)
+        ):
+            return out
+    raise LayerError(
+        f"no layer enclosing the attention layer {ref.name!r} returns its block's tokens "
+        f"({n}, {tokens}, C), which head= reads; drop head= to explain the model's own score"
+    )
 
 
 def ordered(layers: Sequence[LayerRef], seen: dict[int, Any]) -> list[Any]:

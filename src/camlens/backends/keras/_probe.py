@@ -19,7 +19,7 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array
-from camlens.backends._layout import Layout, LayoutSpec
+from camlens.backends._layout import Layout, LayoutSpec, attention_layout
 from camlens.backends.base import (
     INPUT,
     Inputs,
@@ -31,10 +31,10 @@ from camlens.backends.base import (
     signature,
 )
 from camlens.backends.base import rows as input_rows
-from camlens.backends.keras import _biases, _layers, _targets
+from camlens.backends.keras import _attention, _biases, _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
-from camlens.errors import MethodError
+from camlens.errors import LayerError, MethodError
 from camlens.targets import Target
 
 __all__ = ["MAX_COMPILED", "Prober"]
@@ -111,8 +111,8 @@ class Prober:
             biases,
             hessian,
         )
-        compiled = self._compiled.get(key)
-        if compiled is None:
+
+        def build() -> Callable[..., Any]:
             forward = Forward(
                 self._model(),
                 tapped,
@@ -122,15 +122,11 @@ class Prober:
                 key=explained,
             )
             picker = _targets.Picker(target)
-            compiled = self._impl.compile_probe(
+            return self._impl.compile_probe(  # type: ignore[no-any-return]
                 forward, picker, gradients=gradients, required=len(layers), hessian=hessian
             )
-            self._compiled[key] = compiled
-            self._traces += 1
-            if len(self._compiled) > MAX_COMPILED:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(key)
+
+        compiled = self._compiled_probe(key, build)
         acts, picked, used, flat, grads, products = compiled(
             model_inputs(inputs), ops.convert_to_tensor(units), signs
         )
@@ -182,6 +178,97 @@ class Prober:
         )
         return probe, layouts
 
+    def attention_probe(
+        self,
+        inputs: Any,
+        layers: Sequence[LayerRef],
+        target: Target,
+        n_units: int,
+        *,
+        gradients: bool,
+        spec: LayoutSpec,
+        head: Callable[[Any], Any] | None = None,
+    ) -> Probe:
+        """Run the compiled attention probe: each ``MultiHeadAttention`` layer's probabilities
+        ``(M, heads, L, L)``, their gradients if asked, and the tokens' layout. With ``head``
+        (and gradients), each layer's gradient is that of its own block's score, ``head`` of
+        the block's output tokens for the units the model's output resolved."""
+        _attention.check_layers(layers)
+        head = head if gradients else None
+        blocks = [] if head is None else _attention.blocks(self._model(), layers)
+        image = image_of(inputs)
+        batch = int(image.shape[0])
+        units, signs = _targets.plan(target, batch, n_units)
+        key = (
+            "attention",
+            signature(inputs),
+            tuple(id(ref.handle) for ref in layers),
+            _targets.trace_key(target),
+            units.shape,
+            gradients,
+            None if head is None else _targets.trace_key(head),  # type: ignore[arg-type]
+        )
+
+        def build() -> Callable[..., Any]:
+            forward = Forward(
+                self._model(),
+                layers,
+                self._replacements,
+                self._output,
+                key=inputs.key if isinstance(inputs, Inputs) else None,
+                attention=True,
+                blocks=blocks,
+            )
+            picker = _targets.Picker(target) if head is None else _targets.BlockPicker(target, head)
+            return self._impl.compile_probe(  # type: ignore[no-any-return]
+                forward,
+                picker,
+                gradients=gradients,
+                required=len(layers),
+                per_layer=head is not None,
+            )
+
+        compiled = self._compiled_probe(key, build)
+        acts, picked, used, flat, grads, _ = compiled(
+            model_inputs(inputs), ops.convert_to_tensor(units), signs
+        )
+        t = int(picked.shape[1])
+        size = _layers.input_size(tuple(int(d) for d in image.shape))
+        layouts = [
+            attention_layout(ref.name, tuple(int(d) for d in a.shape), batch, size, spec)
+            for ref, a in zip(layers, acts, strict=True)
+        ]
+        if len({(lay.prefix, lay.grid) for lay in layouts}) != 1:
+            found = ", ".join(
+                f"{r.name}: {lay.describe()}" for r, lay in zip(layers, layouts, strict=True)
+            )
+            raise LayerError(
+                f"the attention layers' maps are over different tokens ({found}); pass layers "
+                "of one token grid (the blocks of one stage)"
+            )
+        return Probe(
+            activations=[_widened(self._impl.for_maths(a), t) for a in acts],
+            gradients=None
+            if grads is None
+            else [_widened(self._impl.for_maths(g), 1) for g in grads],
+            resolved=_targets.record(target, picked, used, signs),
+            outputs=np.asarray(ops.convert_to_numpy(flat), dtype=np.float32),
+            tokens=layouts[0],
+        )
+
+    def _compiled_probe(self, key: Hashable, build: Callable[[], Callable[..., Any]]) -> Any:
+        """Return the compiled probe for ``key``, built (and the oldest dropped) if new."""
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = build()
+            self._compiled[key] = compiled
+            self._traces += 1
+            if len(self._compiled) > MAX_COMPILED:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(key)
+        return compiled
+
     def _biased(self, inputs: Any, layers: Sequence[LayerRef], *, gradients: bool) -> list[Any]:
         """Return the layers with a bias, in the order they run on inputs of this shape (found
         once per shape: one image runs with a tap on every layer)."""
@@ -208,7 +295,12 @@ class Prober:
         else:
             a = for_maths(a)
             a = layout.to_grid(a, array_namespace(a), ref.name)
-        xp = array_namespace(a)
-        if repeat > 1:
-            a = xp.repeat(a, repeat, axis=0)
-        return a if a.dtype in (xp.float32, xp.float64) else xp.astype(a, xp.float32)
+        return _widened(a, repeat)
+
+
+def _widened(a: Any, repeat: int) -> Array:
+    """Return an array of the maths' library in float32 or wider, each row ``repeat`` times."""
+    xp = array_namespace(a)
+    if repeat > 1:
+        a = xp.repeat(a, repeat, axis=0)
+    return a if a.dtype in (xp.float32, xp.float64) else xp.astype(a, xp.float32)

@@ -8,7 +8,7 @@ every class), ranks top-k inside the trace, and calls a custom target's
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +16,10 @@ import numpy as np
 from keras import ops
 
 from camlens.backends.base import Resolved
-from camlens.errors import BadTargetError
+from camlens.errors import BadInputError, BadTargetError, CamlensError
 from camlens.targets import ArrayTarget, Detection, Target, TopK, UnitTarget, check_scores
 
-__all__ = ["Picker", "plan", "record", "trace_key"]
+__all__ = ["BlockPicker", "Picker", "plan", "record", "trace_key"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,6 +54,51 @@ class Picker:
             units = ops.cast(ops.top_k(flat, self.target.k, sorted=True)[1], "int32")
         picked = ops.take_along_axis(flat, units, axis=1)
         return picked * ops.cast(signs, picked.dtype), picked, units, flat
+
+
+@dataclass(frozen=True, eq=False)
+class BlockPicker:
+    """Reads each block's own scores beside the model's (LeGrad's ``head=``): ``head`` applied
+    to each block's output tokens, read for the units the model's output resolved.
+
+    Called on ``(output, tokens)`` (the attention forward with blocks); returns the
+    :class:`Picker`'s ``(signed, picked, units, flat)`` of the model's output with ``signed``
+    replaced by the blocks' signed scores stacked, ``(blocks, N, T)``.
+    """
+
+    target: Target
+    head: Callable[[Any], Any]
+
+    def __call__(self, output: Any, units: Any, signs: Any) -> tuple[Any, Any, Any, Any]:
+        """Return the blocks' ``(L, N, T)`` signed scores and the model's picked scores."""
+        out, blocks = output
+        _, picked, used, flat = Picker(self.target)(out, units, signs)
+        own = [self._scores(tokens, used, signs) for tokens in blocks]
+        return ops.stack(own), picked, used, flat
+
+    def _scores(self, tokens: Any, units: Any, signs: Any) -> Any:
+        """Return the target's signed ``(N, T)`` scores in ``head(tokens)``."""
+        try:
+            out = self.head(tokens)
+        except CamlensError:
+            raise
+        except Exception as exc:
+            raise BadInputError(
+                f"head= raised {type(exc).__name__} on a block's tokens {tuple(tokens.shape)}: "
+                f"{exc}; it must map (N, L, C) tokens to the model's output, e.g. "
+                "lambda t: head_layer(norm_layer(t)[:, 0])"
+            ) from exc
+        if not ops.is_tensor(out) or len(out.shape) < 1 or out.shape[0] != tokens.shape[0]:
+            got = f"a tensor {tuple(out.shape)}" if ops.is_tensor(out) else type(out).__name__
+            raise BadInputError(
+                f"head= returned {got} for tokens {tuple(tokens.shape)}; it must return the "
+                "model's output for them, (N, ...) with the same N"
+            )
+        if not isinstance(self.target, UnitTarget):
+            return Picker(self.target)(out, units, signs)[0]
+        flat = ops.reshape(out, (ops.shape(out)[0], -1))
+        picked = ops.take_along_axis(flat, units, axis=1)
+        return picked * ops.cast(signs, picked.dtype)
 
 
 def plan(target: Target, n: int, n_units: int) -> tuple[np.ndarray, np.ndarray]:

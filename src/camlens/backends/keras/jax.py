@@ -26,12 +26,14 @@ def compile_probe(
     gradients: bool,
     required: int | None = None,
     hessian: bool = False,
+    per_layer: bool = False,
 ) -> Compiled:
     """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients,
     hessian_products)``; ``hessian``: the products ``H A`` of each row's score, else ``None``.
 
     ``required`` is the tensorflow module's; here a layer the scores do not depend on simply
-    gets zeros.
+    gets zeros. ``per_layer``: the scores are ``(layers, N, T)``, each layer's gradient that
+    of its own scores (LeGrad's per-block scores).
     """
     variables = list(forward.model.variables)
 
@@ -65,7 +67,12 @@ def compile_probe(
 
         def gradient(deltas: list[Any]) -> tuple[list[Any], tuple[list[Any], Any, Any, Any]]:
             signed, pullback, aux = jax.vjp(signed_scores, deltas, has_aux=True)
-            t = signed.shape[1]
+            t = signed.shape[-1]
+            if per_layer:  # one cotangent per (layer, target), signed (L, N, T)
+                layers = signed.shape[0]
+                eye = jnp.eye(layers * t, dtype=signed.dtype).reshape(layers * t, layers, 1, t)
+                (every,) = jax.vmap(pullback)(jnp.broadcast_to(eye, (layers * t, *signed.shape)))
+                return [g[i * t : (i + 1) * t] for i, g in enumerate(every)], aux
             cotangents = jnp.broadcast_to(
                 jnp.eye(t, dtype=signed.dtype)[:, None, :], (t, *signed.shape)
             )

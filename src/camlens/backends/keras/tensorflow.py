@@ -26,12 +26,14 @@ def compile_probe(
     gradients: bool,
     required: int | None = None,
     hessian: bool = False,
+    per_layer: bool = False,
 ) -> Compiled:
     """Return a compiled ``(x, units, signs) -> (acts, picked, units, outputs, gradients,
     hessian_products)``; ``hessian``: the products ``H A`` of each row's score, else ``None``.
 
     The scores must depend on the first ``required`` layers (all by default); the gradient at
-    a later layer they do not depend on is zeros.
+    a later layer they do not depend on is zeros. ``per_layer``: the scores are ``(layers, N,
+    T)``, each layer's gradient that of its own scores (LeGrad's per-block scores).
     """
     needed = len(forward.layers) if required is None else required
 
@@ -53,11 +55,22 @@ def compile_probe(
                 acts = ordered(forward.layers, seen)
                 signed, picked, used, flat = scores(out, units, signs)
                 # Inside the tape: the per-target sums must be recorded too.
-                totals = [tf.reduce_sum(signed[:, t]) for t in range(signed.shape[1])]
+                targets = range(signed.shape[-1])
+                if per_layer:  # per target, each layer's own total
+                    totals: list[Any] = [
+                        [tf.reduce_sum(signed[i][:, t]) for i in range(len(acts))] for t in targets
+                    ]
+                else:
+                    totals = [tf.reduce_sum(signed[:, t]) for t in targets]
             if not gradients:
                 return acts, picked, used, flat, None, None
             # Inside the outer tape (when there is one): it records this backward pass.
-            per_target = [tape.gradient(total, acts) for total in totals]
+            per_target = [
+                [tape.gradient(own, a) for own, a in zip(total, acts, strict=True)]
+                if per_layer
+                else tape.gradient(total, acts)
+                for total in totals
+            ]
         for i, g in enumerate(per_target[0]):
             if g is None and i >= needed:
                 for p in per_target:
