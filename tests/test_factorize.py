@@ -49,11 +49,17 @@ def test_nmf_of_a_torch_tensor_is_the_same_updates_in_torch(solver: str) -> None
     np.testing.assert_allclose(h.numpy(), rh, rtol=1e-10)
 
 
-def test_nmf_keeps_a_dead_channel_at_zero() -> None:
+@pytest.mark.parametrize("columns", [20, 300])
+def test_nmf_keeps_a_dead_channel_at_zero(columns: int) -> None:
     # A channel that is 0 everywhere has W's row 0 after one update: its denominators are then
-    # exactly 0 and the factor stays 0 (no NaN), in both solvers.
-    v = np.random.default_rng(4).random((4, 20))
+    # exactly 0 and the factor stays 0 (no NaN), in both solvers, whose other rows are the
+    # reference's (NumPy's solver updates them alone after the first update).
+    v = np.random.default_rng(4).random((4, columns))
     v[2] = 0.0
+    rw, rh = ref_nmf(v, 2, 5, 0)
+    w, h = nmf(v, 2, iterations=5, seed=0)
+    np.testing.assert_allclose(w, rw, rtol=1e-10)
+    np.testing.assert_allclose(h, rh, rtol=1e-10)
     for w, _ in (
         nmf(v, 2, iterations=5, seed=0),
         _device_nmf(torch.from_numpy(v), 2, iterations=5, seed=0),

@@ -20,7 +20,11 @@ def _update(factor: Array, num: Array, den: Array) -> Array:
 
 
 def _host_update(factor: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """:func:`_update` in NumPy, in one pass (a zero denominator is skipped, not divided)."""
+    """:func:`_update` in NumPy (the guard against a zero denominator only where one is)."""
+    if den.all():
+        out: np.ndarray = factor * num
+        out /= den
+        return out
     out = np.zeros_like(factor)
     np.divide(factor * num, den, out=out, where=den != 0)
     return out
@@ -62,8 +66,27 @@ def _start(v_mean: float, shape: tuple[int, int], k: int, seed: int) -> tuple[np
 
 
 def _host_nmf(v: np.ndarray, k: int, *, iterations: int, seed: int) -> tuple[np.ndarray, ...]:
-    """:func:`nmf` of a NumPy matrix, in its dtype."""
+    """:func:`nmf` of a NumPy matrix, in its dtype.
+
+    A channel that is 0 everywhere (common after a ReLU) has its row of ``W`` at 0 from the
+    first update on, where it stays (a factor of 0 is updated to 0), and it adds only zeros to
+    every product: after the first update the other rows are updated alone.
+    """
     w, h = (f.astype(v.dtype) for f in _start(float(v.mean()), v.shape, k, seed))
+    w, h = _host_updates(v, w, h, 1)
+    live = w.any(axis=1)
+    if live.all():
+        return _host_updates(v, w, h, iterations - 1)
+    rest, h = _host_updates(v[live], w[live], h, iterations - 1)
+    w = np.zeros_like(w)
+    w[live] = rest
+    return w, h
+
+
+def _host_updates(
+    v: np.ndarray, w: np.ndarray, h: np.ndarray, iterations: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``W`` and ``H`` after ``iterations`` more updates from ``w`` and ``h``."""
     # With few locations (one image's 7x7), V H^T is a third as long as (H V^T)^T with V^T
     # stored (OpenBLAS, one thread); on wider matrices either may win, by shape.
     vt = np.ascontiguousarray(v.T) if v.shape[1] <= NARROW else None
