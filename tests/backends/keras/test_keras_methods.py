@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 
 import camlens  # noqa: E402
 
-#: Methods that read attention maps: refused on Keras (test_keras_layouts.py).
+#: Methods that read attention maps: tested on Keras models in test_keras_attention.py.
 ATTENTION = {
     cls.name for cls in camlens.methods.REGISTRY.values() if getattr(cls, "reads_attention", False)
 }
