@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import camlens
+from attention_refs import rollout_reference
 from nets import NonLinearHead
 from vits import TINY_VIT, Block, TinyViT
 
@@ -74,22 +75,6 @@ def _hf_attentions(
     with torch.enable_grad():
         out = model(x, output_attentions=True)
     return out.logits, list(out.attentions)
-
-
-def rollout_reference(
-    attentions: list[np.ndarray], prefix: int, grid: tuple[int, int]
-) -> np.ndarray:
-    """Abnar & Zuidema: ``R = prod_l norm(0.5 mean_heads(A_l) + 0.5 I)``, the class token's row
-    (the mean row without a prefix token), patch tokens on the grid."""
-    n, _, tokens, _ = attentions[0].shape
-    eye = np.eye(tokens)
-    rollout = np.broadcast_to(eye, (n, tokens, tokens))
-    for a in attentions:
-        step = 0.5 * a.astype(np.float64).mean(axis=1) + 0.5 * eye
-        step = step / step.sum(axis=-1, keepdims=True)
-        rollout = step @ rollout
-    row = rollout[:, 0] if prefix else rollout.mean(axis=1)
-    return row[:, prefix:].reshape(n, *grid)
 
 
 def legrad_reference(

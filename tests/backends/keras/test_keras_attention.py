@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from keras import layers, ops
 
 import camlens
+from attention_refs import rollout_reference
 from camlens.backends import backend_for
 from keras_vits import PrefixTokens, vit
 
@@ -94,19 +95,6 @@ def keras_attentions(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
         _, scores = model.get_layer(f"attn{i}")(h, h, return_attention_scores=True)
         found.append(_numpy(scores))
     return found
-
-
-def rollout_reference(attentions: list[np.ndarray]) -> np.ndarray:
-    """Abnar & Zuidema: ``R = prod_l norm(0.5 mean_heads(A_l) + 0.5 I)``, the class token's
-    row, patch tokens on the grid."""
-    n, _, tokens, _ = attentions[0].shape
-    eye = np.eye(tokens)
-    rollout = np.broadcast_to(eye, (n, tokens, tokens))
-    for a in attentions:
-        step = 0.5 * a.astype(np.float64).mean(axis=1) + 0.5 * eye
-        step = step / step.sum(axis=-1, keepdims=True)
-        rollout = step @ rollout
-    return rollout[:, 0, 1:].reshape(n, *GRID)
 
 
 class TorchTwin(torch.nn.Module):
@@ -236,7 +224,7 @@ def test_rollout_equals_the_formula_on_the_layers_own_probabilities() -> None:
     x = _images(2, seed=1)
     exp = _explain(model, x, "attentionrollout")
     assert exp.layers == ("attn0", "attn1")
-    expected = rollout_reference(keras_attentions(model, x))
+    expected = rollout_reference(keras_attentions(model, x), 1, GRID)
     np.testing.assert_allclose(exp.raw, expected, rtol=1e-5, atol=1e-7)
 
 
