@@ -57,6 +57,29 @@ class TinyViT(nn.Module):
         return self.head(self.norm(self.blocks(t))[:, 0])
 
 
+class FlatViT(nn.Module):
+    """:class:`TinyViT` written flat: every block's layers are attributes of the model itself
+    (``norm1_0``, ``attn_0``, ``norm2_0``, ``mlp_0``, ...), as a hand-written ViT may be."""
+
+    def __init__(self, twin: TinyViT) -> None:
+        super().__init__()
+        self.twin_depth = len(twin.blocks)
+        self.patch_embed, self.norm, self.head = twin.patch_embed, twin.norm, twin.head
+        self.prefix_tokens, self.pos = twin.prefix_tokens, twin.pos
+        for i, block in enumerate(twin.blocks):
+            for part in ("norm1", "attn", "norm2", "mlp"):
+                setattr(self, f"{part}_{i}", getattr(block, part))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch_embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.prefix_tokens.expand(len(x), -1, -1), t], dim=1) + self.pos
+        for i in range(self.twin_depth):
+            h = getattr(self, f"norm1_{i}")(t)
+            t = t + getattr(self, f"attn_{i}")(h, h, h, need_weights=False)[0]
+            t = t + getattr(self, f"mlp_{i}")(getattr(self, f"norm2_{i}")(t))
+        return self.head(self.norm(t)[:, 0])
+
+
 class ChannelsLastNet(nn.Module):
     """A conv stem, then channels-last layers (``permute``, LayerNorm, Linear, GELU), as Swin
     stages and ConvNeXt blocks have, then a mean over positions and a head."""

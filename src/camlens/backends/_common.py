@@ -324,6 +324,9 @@ class LayerRules:
         convention: The framework's own layout of feature maps (``"nchw"`` for torch).
         outputs: The layers whose output is the model's own output (a dense head's logits
             map): what is explained, not a layer to explain it by, so the pick skips them.
+        is_attention: Whether a layer is a transformer block's attention (its output, not its
+            probabilities): where one layer holds several blocks' norms (a flat graph), the
+            last block's first norm is the last norm before the last attention layer.
     """
 
     layout_of: LayoutOf
@@ -331,6 +334,7 @@ class LayerRules:
     parent: Callable[[str], str]
     convention: str
     outputs: frozenset[str] = frozenset()
+    is_attention: Callable[[Any], bool] = lambda _: False
 
 
 def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | None:
@@ -341,6 +345,9 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
     a transformer, and the pick is the first normalisation layer of the last block (a block is
     a layer that directly holds two or more of the normalisation layers with token outputs),
     as the peers recommend: after the last block only the class token reaches the head.
+    Where that layer holds more than two such norms and attention layers ran (a flat graph:
+    every block's layers side by side, as a functional Keras ViT is written), the last block's
+    first norm is the last of its norms to finish before the last attention layer does.
     Without such blocks, the last explainable layer.
 
     Raises:
@@ -381,8 +388,14 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
     blocks = [rules.parent(name) for name, _ in norms if held[rules.parent(name)] >= 2]
     if not blocks:
         return LayerRef(last_name, last_layer)
-    first = next((name, layer) for name, layer in norms if rules.parent(name) == blocks[-1])
-    return LayerRef(*first)
+    inside = [(name, layer) for name, layer in norms if rules.parent(name) == blocks[-1]]
+    attention = [i for i, (_, layer, _) in enumerate(finished) if rules.is_attention(layer)]
+    if len(inside) > 2 and attention:
+        order = {name: i for i, (name, _, _) in enumerate(finished)}
+        before = [(n, layer) for n, layer in inside if order[n] < attention[-1]]
+        if before:
+            return LayerRef(*before[-1])
+    return LayerRef(*inside[0])
 
 
 def describe_layers(

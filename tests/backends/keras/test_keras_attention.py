@@ -297,6 +297,26 @@ def test_the_probe_gives_probabilities_tokens_and_the_models_own_output() -> Non
     np.testing.assert_allclose(probe.outputs, _numpy(model(x, training=False)), atol=1e-5)
 
 
+def test_gradcam_picks_the_last_nested_blocks_first_norm_and_equals_the_flat_model() -> None:
+    # Each block a functional model whose MultiHeadAttention takes (query, value) as two
+    # positional arguments: the automatic pick records every layer's output, the attention
+    # layer's projections inside it too, and must call it with both.
+    flat, nested = tiny_vit(seed=11), tiny_vit(seed=12, nested=True)
+    nested.set_weights(flat.get_weights())
+    x = _images(2, seed=11)
+    cam = camlens.GradCAM(nested)
+    exp = cam(x, target=[1, 3])
+    assert cam.layers == (f"block{DEPTH - 1}/norm1_{DEPTH - 1}",) == exp.layers
+    twin = camlens.GradCAM(flat)(x, target=[1, 3])
+    assert twin.layers == (f"norm1_{DEPTH - 1}",)
+    assert np.abs(twin.raw).max() > 0
+    np.testing.assert_allclose(exp.raw, twin.raw, rtol=1e-5, atol=1e-7)
+    rows = {row.name: row for row in camlens.layers(nested, input_size=(SIZE, SIZE))}
+    assert (
+        rows[exp.layers[0]].auto and rows[exp.layers[0]].layout == f"tokens 1+{GRID[0]}x{GRID[1]}"
+    )
+
+
 def test_nested_and_subclassed_blocks_are_found_in_running_order() -> None:
     flat, nested = tiny_vit(seed=5), tiny_vit(seed=6, nested=True)
     nested.set_weights(flat.get_weights())

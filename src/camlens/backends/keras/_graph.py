@@ -4,7 +4,9 @@ A *tap* sees a layer's output and returns what the rest of the network receives 
 Functional and Sequential models (and models nested in them, at any depth) are run through
 their own graph with every operation wrapped, so no layer, attribute or weight of the user's
 model is touched. Subclassed models have no graph: there the tapped layers' ``call`` is wrapped
-for the duration of the pass and restored in ``finally``.
+for the duration of the pass and restored in ``finally``; so too inside a layer of a graph that
+runs its own code and holds tapped layers (a ``MultiHeadAttention`` and its projections, a
+custom block), which is called with all the arguments the graph gives it.
 """
 
 from __future__ import annotations
@@ -135,7 +137,16 @@ def _run(
 
     def operation_fn(op: Any) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if id(op) in containers and id(op) not in replacements:
+            if id(op) in containers and id(op) not in replacements and graph_of(op) is None:
+                # A layer of its own code holding tapped layers (an attention layer's
+                # projections, a custom block): called with all its arguments, those patched.
+                out = _patched_call(
+                    op,
+                    wanted - set(replacements),
+                    tapped,
+                    lambda: call_operation(op, args, kwargs, {}),
+                )
+            elif id(op) in containers and id(op) not in replacements:
                 inner = args[0] if args else kwargs.pop("inputs")
                 out = _run(op, inner, wanted, containers, tapped, replacements)
             else:
@@ -151,7 +162,14 @@ def _run(
 def _run_patched(
     model: Any, inputs: Any, wanted: set[int], tapped: Callable[[Any, Any], Any]
 ) -> Any:
-    """Run a subclassed model, wrapping the tapped layers' ``call`` for this pass only.
+    """Run a subclassed model, wrapping the tapped layers' ``call`` for this pass only."""
+    return _patched_call(model, wanted, tapped, lambda: model(inputs, training=False))
+
+
+def _patched_call(
+    model: Any, wanted: set[int], tapped: Callable[[Any, Any], Any], invoke: Callable[[], Any]
+) -> Any:
+    """Return ``invoke()`` with the tapped layers inside ``model`` wrapped for the call only.
 
     The wrapper taps only in this thread: another thread running the model meanwhile passes it.
     """
@@ -166,7 +184,7 @@ def _run_patched(
                 return tapped(_layer, out) if threading.get_ident() == owner else out
 
             layer.call = call
-        return model(inputs, training=False)
+        return invoke()
     finally:
         for layer in patched:
             del layer.call  # the instance attribute; the class's method shows through again

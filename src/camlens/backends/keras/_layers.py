@@ -126,6 +126,7 @@ def _rules(counts: dict[int, int], size: tuple[int, int], outputs: set[str]) -> 
         parent=lambda path: path.rpartition("/")[0],
         convention=convention(),
         outputs=frozenset(outputs),
+        is_attention=lambda layer: isinstance(layer, keras.layers.MultiHeadAttention),
     )
 
 

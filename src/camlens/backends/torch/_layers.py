@@ -181,6 +181,13 @@ def is_norm(module: Any) -> bool:
     return type(module).__name__.endswith(("LayerNorm", "RMSNorm"))
 
 
+def is_attention(module: Any) -> bool:
+    """Return whether a module is a block's attention (``MultiheadAttention``, ``...Attention``)."""
+    return isinstance(module, torch.nn.MultiheadAttention) or type(module).__name__.endswith(
+        "Attention"
+    )
+
+
 def _rules(
     model: torch.nn.Module, calls: Counter[str], size: Size, outputs: set[str]
 ) -> LayerRules:
@@ -195,6 +202,7 @@ def _rules(
         parent=lambda name: name.rpartition(".")[0],
         convention="nchw",
         outputs=frozenset(outputs),
+        is_attention=is_attention,
     )
 
 
