@@ -139,12 +139,13 @@ def _run(
         def call(*args: Any, **kwargs: Any) -> Any:
             if id(op) in containers and id(op) not in replacements and graph_of(op) is None:
                 # A layer of its own code holding tapped layers (an attention layer's
-                # projections, a custom block): called with all its arguments, those patched.
+                # projections, a custom block): called with all its arguments, in inference
+                # mode (Keras hands ``training`` on to the layers inside), those patched.
                 out = _patched_call(
                     op,
                     wanted - set(replacements),
                     tapped,
-                    lambda: call_operation(op, args, kwargs, {}),
+                    lambda: op(*args, **{**kwargs, "training": False}),
                 )
             elif id(op) in containers and id(op) not in replacements:
                 inner = args[0] if args else kwargs.pop("inputs")
