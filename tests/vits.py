@@ -59,24 +59,32 @@ class TinyViT(nn.Module):
 
 class FlatViT(nn.Module):
     """:class:`TinyViT` written flat: every block's layers are attributes of the model itself
-    (``norm1_0``, ``attn_0``, ``norm2_0``, ``mlp_0``, ...), as a hand-written ViT may be."""
+    (``norm1_0``, ``attn_0``, ``norm2_0``, ``mlp_0``, ...), or with ``lists`` one list per kind
+    of layer (``norm1.0``, ``attn.0``, ...), as a hand-written ViT may be."""
 
-    def __init__(self, twin: TinyViT) -> None:
+    def __init__(self, twin: TinyViT, *, lists: bool = False) -> None:
         super().__init__()
-        self.twin_depth = len(twin.blocks)
+        self.twin_depth, self.lists = len(twin.blocks), lists
         self.patch_embed, self.norm, self.head = twin.patch_embed, twin.norm, twin.head
         self.prefix_tokens, self.pos = twin.prefix_tokens, twin.pos
-        for i, block in enumerate(twin.blocks):
-            for part in ("norm1", "attn", "norm2", "mlp"):
-                setattr(self, f"{part}_{i}", getattr(block, part))
+        for part in ("norm1", "attn", "norm2", "mlp"):
+            modules = [getattr(block, part) for block in twin.blocks]
+            if lists:  # one list per kind of layer: norm1.0, norm1.1, ...
+                setattr(self, part, nn.ModuleList(modules))
+            else:  # every layer an attribute: norm1_0, norm1_1, ...
+                for i, module in enumerate(modules):
+                    setattr(self, f"{part}_{i}", module)
+
+    def _part(self, part: str, i: int) -> nn.Module:
+        return getattr(self, part)[i] if self.lists else getattr(self, f"{part}_{i}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.patch_embed(x).flatten(2).transpose(1, 2)
         t = torch.cat([self.prefix_tokens.expand(len(x), -1, -1), t], dim=1) + self.pos
         for i in range(self.twin_depth):
-            h = getattr(self, f"norm1_{i}")(t)
-            t = t + getattr(self, f"attn_{i}")(h, h, h, need_weights=False)[0]
-            t = t + getattr(self, f"mlp_{i}")(getattr(self, f"norm2_{i}")(t))
+            h = self._part("norm1", i)(t)
+            t = t + self._part("attn", i)(h, h, h, need_weights=False)[0]
+            t = t + self._part("mlp", i)(self._part("norm2", i)(t))
         return self.head(self.norm(t)[:, 0])
 
 

@@ -346,8 +346,9 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
     a layer that directly holds two or more of the normalisation layers with token outputs),
     as the peers recommend: after the last block only the class token reaches the head.
     Where that layer holds more than two such norms and attention layers ran (a flat graph:
-    every block's layers side by side, as a functional Keras ViT is written), the last block's
-    first norm is the last of its norms to finish before the last attention layer does.
+    every block's layers side by side, as a functional Keras ViT is written, or each kind of
+    layer in a list of its own), the last block's first norm is the last norm to finish before
+    the last attention layer does.
     Without such blocks, the last explainable layer.
 
     Raises:
@@ -392,7 +393,7 @@ def auto_pick(finished: Sequence[Finished], rules: LayerRules) -> LayerRef | Non
     attention = [i for i, (_, layer, _) in enumerate(finished) if rules.is_attention(layer)]
     if len(inside) > 2 and attention:
         order = {name: i for i, (name, _, _) in enumerate(finished)}
-        before = [(n, layer) for n, layer in inside if order[n] < attention[-1]]
+        before = [(n, layer) for n, layer in norms if order[n] < attention[-1]]
         if before:
             return LayerRef(*before[-1])
     return LayerRef(*inside[0])

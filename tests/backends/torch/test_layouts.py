@@ -49,15 +49,17 @@ def test_the_automatic_layer_of_a_vit_is_the_last_blocks_first_norm() -> None:
     assert not rows["blocks.2.attn"].candidate  # a tuple output
 
 
-def test_a_flat_vit_gets_its_last_blocks_first_norm_too() -> None:
-    # Every block's norms held by the model itself: the last block's first norm is the last
-    # norm before the last attention layer, not the model's first norm.
+@pytest.mark.parametrize(("lists", "picked"), [(False, "norm1_2"), (True, "norm1.2")])
+def test_a_flat_vit_gets_its_last_blocks_first_norm_too(lists: bool, picked: str) -> None:
+    # Every block's norms held by the model itself, or by one list per kind of layer: the last
+    # block's first norm is the last norm before the last attention layer, not the model's
+    # first norm (nor the first of the last list's).
     nested = TinyViT(depth=3).eval()
-    flat = FlatViT(nested).eval()
+    flat = FlatViT(nested, lists=lists).eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     cam = camlens.GradCAM(flat)
     exp = cam(x, target=[1, 2])
-    assert cam.layers == ("norm1_2",) == exp.layers
+    assert cam.layers == (picked,) == exp.layers
     twin = camlens.GradCAM(nested)(x, target=[1, 2])
     assert twin.layers == ("blocks.2.norm1",) and np.abs(twin.raw).max() > 0
     np.testing.assert_allclose(exp.raw, twin.raw, rtol=1e-5, atol=1e-7)
