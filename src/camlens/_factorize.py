@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device
 
-from camlens._checks import positive_int
+from camlens._checks import positive_int, seed_int
 from camlens._locks import model_lock
 from camlens._types import Array, Size
 from camlens._version import __version__
@@ -112,9 +112,7 @@ class Factorizer:
         """Validate the options and resolve the backend and any explicit layer."""
         self.k = positive_int(k, "k")
         self.iterations = positive_int(iterations, "iterations")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise BadInputError(f"seed must be an int; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = seed_int(seed)
         self.scores = bool(scores)
         self._model = model
         self._backend = backend_for(model, output=output, logits=logits, input=input)

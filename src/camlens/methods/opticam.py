@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 from array_api_compat import device
 
-from camlens._checks import positive_int
+from camlens._checks import positive_float, positive_int
 from camlens._types import Array, Size
 from camlens.backends._common import namespace, to_host
-from camlens.errors import BadInputError, MethodError
+from camlens.errors import MethodError
 from camlens.methods.base import Method
 from camlens.postprocess import bilinear_matrix
 
@@ -54,12 +53,7 @@ class OptiCAM(Method):
     def __init__(self, *, iterations: int = 50, learning_rate: float = 0.1) -> None:
         """Validate and keep the hyper-parameters."""
         self.iterations = positive_int(iterations, "iterations")
-        rate = learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
-            raise BadInputError(f"learning_rate must be a finite number > 0; got {rate!r}")
-        if rate <= 0:
-            raise BadInputError(f"learning_rate must be a finite number > 0; got {rate!r}")
-        self.learning_rate = float(rate)
+        self.learning_rate = positive_float(learning_rate, "learning_rate")
 
     def cam(self, activations: Array, gradients: Array) -> Array:
         """Refuse: the map needs the model's gradients at masked inputs."""

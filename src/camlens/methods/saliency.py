@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from camlens._checks import positive_int
+from camlens._checks import positive_float, positive_int, seed_int
 from camlens._types import Array
 from camlens.backends._common import namespace
-from camlens.errors import BadInputError
 from camlens.methods.base import Method
 
 
@@ -74,14 +72,8 @@ class SmoothGrad(Saliency):
     ) -> None:
         """Validate and keep the hyper-parameters."""
         self.samples = positive_int(samples, "samples")
-        if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)):
-            raise BadInputError(f"noise_level must be a finite number > 0; got {noise_level!r}")
-        if not (math.isfinite(noise_level) and noise_level > 0):
-            raise BadInputError(f"noise_level must be a finite number > 0; got {noise_level!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise BadInputError(f"seed must be an int; got {seed!r}")
-        self.noise_level = float(noise_level)
-        self.seed = int(seed)
+        self.noise_level = positive_float(noise_level, "noise_level")
+        self.seed = seed_int(seed)
         self.batch_size = positive_int(batch_size, "batch_size", optional=True)
 
     def noise(self, shape: tuple[int, ...], sample: int) -> np.ndarray:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
-from camlens._checks import positive_int
+from camlens._checks import positive_float, positive_int, seed_int
 from camlens._types import Array
 from camlens.backends._common import namespace
-from camlens.errors import BadInputError
 from camlens.methods.base import Method
 
 
@@ -51,14 +49,8 @@ class SmoothGradCAMPlusPlus(Method):
     ) -> None:
         """Validate and keep the hyper-parameters."""
         self.samples = positive_int(samples, "samples")
-        if isinstance(std, bool) or not isinstance(std, (int, float)):
-            raise BadInputError(f"std must be a finite number > 0; got {std!r}")
-        if not (math.isfinite(std) and std > 0):
-            raise BadInputError(f"std must be a finite number > 0; got {std!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise BadInputError(f"seed must be an int; got {seed!r}")
-        self.std = float(std)
-        self.seed = int(seed)
+        self.std = positive_float(std, "std")
+        self.seed = seed_int(seed)
         self.batch_size = positive_int(batch_size, "batch_size", optional=True)
 
     def noise(self, shape: tuple[int, ...], sample: int) -> np.ndarray:
