@@ -24,7 +24,7 @@ padded patches after 8 prefix tokens).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -328,6 +328,34 @@ def attention_layout(
             "(or none, to find them)"
         )
     return _token_grid(name, shape[2], shape, size, spec)
+
+
+def attention_tokens(
+    names: Sequence[str],
+    shapes: Sequence[tuple[int, ...]],
+    batch: int,
+    size: Size,
+    spec: LayoutSpec,
+) -> Layout:
+    """Return how the tokens of several attention layers' maps lie on the grid: one layout,
+    the same for every layer (see :func:`attention_layout`).
+
+    Raises:
+        LayerError: A layer's output is no attention map, or the layers' tokens differ.
+    """
+    layouts = [
+        attention_layout(name, shape, batch, size, spec)
+        for name, shape in zip(names, shapes, strict=True)
+    ]
+    if len({(lay.prefix, lay.grid) for lay in layouts}) != 1:
+        found = ", ".join(
+            f"{name}: {lay.describe()}" for name, lay in zip(names, layouts, strict=True)
+        )
+        raise LayerError(
+            f"the attention layers' maps are over different tokens ({found}); pass layers of "
+            "one token grid (the blocks of one stage)"
+        )
+    return layouts[0]
 
 
 def _token_grid(

@@ -19,7 +19,7 @@ from array_api_compat import array_namespace
 from keras import ops
 
 from camlens._types import Array
-from camlens.backends._layout import Layout, LayoutSpec, attention_layout
+from camlens.backends._layout import Layout, LayoutSpec, attention_tokens
 from camlens.backends.base import (
     INPUT,
     Inputs,
@@ -34,7 +34,7 @@ from camlens.backends.base import rows as input_rows
 from camlens.backends.keras import _attention, _biases, _layers, _targets
 from camlens.backends.keras._forward import Forward
 from camlens.backends.keras._graph import Replacement
-from camlens.errors import LayerError, MethodError
+from camlens.errors import MethodError
 from camlens.targets import Target
 
 __all__ = ["MAX_COMPILED", "Prober"]
@@ -234,18 +234,13 @@ class Prober:
         )
         t = int(picked.shape[1])
         size = _layers.input_size(tuple(int(d) for d in image.shape))
-        layouts = [
-            attention_layout(ref.name, tuple(int(d) for d in a.shape), batch, size, spec)
-            for ref, a in zip(layers, acts, strict=True)
-        ]
-        if len({(lay.prefix, lay.grid) for lay in layouts}) != 1:
-            found = ", ".join(
-                f"{r.name}: {lay.describe()}" for r, lay in zip(layers, layouts, strict=True)
-            )
-            raise LayerError(
-                f"the attention layers' maps are over different tokens ({found}); pass layers "
-                "of one token grid (the blocks of one stage)"
-            )
+        tokens = attention_tokens(
+            [ref.name for ref in layers],
+            [tuple(int(d) for d in a.shape) for a in acts],
+            batch,
+            size,
+            spec,
+        )
         return Probe(
             activations=[_widened(self._impl.for_maths(a), t) for a in acts],
             gradients=None
@@ -253,7 +248,7 @@ class Prober:
             else [_widened(self._impl.for_maths(g), 1) for g in grads],
             resolved=_targets.record(target, picked, used, signs),
             outputs=np.asarray(ops.convert_to_numpy(flat), dtype=np.float32),
-            tokens=layouts[0],
+            tokens=tokens,
         )
 
     def _compiled_probe(self, key: Hashable, build: Callable[[], Callable[..., Any]]) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from camlens.backends._common import select_output
-from camlens.backends._layout import LayoutSpec, attention_layout
+from camlens.backends._layout import LayoutSpec, attention_tokens
 from camlens.backends.base import Inputs, LayerRef, OutputSelector, Probe, image_of, rows
 from camlens.backends.torch._arrays import to_numpy
 from camlens.backends.torch._forward import call_model, recordable, this_thread, usable
@@ -313,18 +313,9 @@ def probe(
     image = image_of(inputs)
     size = (int(image.shape[-2]), int(image.shape[-1]))
     batch = int(image.shape[0])
-    layouts = [
-        attention_layout(ref.name, tuple(a.shape), batch, size, spec)
-        for ref, a in zip(layers, maps, strict=True)
-    ]
-    if len({(lay.prefix, lay.grid) for lay in layouts}) != 1:
-        found = ", ".join(
-            f"{r.name}: {lay.describe()}" for r, lay in zip(layers, layouts, strict=True)
-        )
-        raise LayerError(
-            f"the attention layers' maps are over different tokens ({found}); pass layers of "
-            "one token grid (the blocks of one stage)"
-        )
+    tokens = attention_tokens(
+        [ref.name for ref in layers], [tuple(a.shape) for a in maps], batch, size, spec
+    )
     t = resolved.units.shape[1]
     rows = [_float(a.detach()) for a in maps]
     rows = [a if t == 1 else a.repeat_interleave(t, dim=0) for a in rows]
@@ -333,7 +324,7 @@ def probe(
         gradients=None if grads is None else [_float(g) for g in grads],
         resolved=resolved,
         outputs=to_numpy(out.detach().float()).reshape(out.shape[0], -1),
-        tokens=layouts[0],
+        tokens=tokens,
     )
 
 
