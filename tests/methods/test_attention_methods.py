@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 import camlens
 from attention_refs import rollout_reference
 from nets import NonLinearHead
+from readme import python_block_after
 from vits import TINY_VIT, Block, TinyViT
 
 transformers = pytest.importorskip("transformers")
@@ -333,10 +333,7 @@ def test_a_block_reading_the_weights_gets_those_it_asked_for(method: str) -> Non
 
 
 def test_the_readme_example_runs() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("Two methods read a transformer's attention maps") :]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start : section.index("\n```", start)]
+    code = python_block_after("Two methods read a transformer's attention maps")
     assert "camlens.LeGrad" in code and "head=" in code
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", camlens.MapStrengthWarning)

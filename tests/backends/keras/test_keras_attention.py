@@ -12,7 +12,6 @@ PyTorch maps, which the Keras maps equal.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -26,6 +25,7 @@ import camlens
 from attention_refs import rollout_reference
 from camlens.backends import backend_for
 from keras_vits import PrefixTokens, vit
+from readme import python_block_after
 
 SIZE, PATCH, WIDTH, HEADS, DEPTH, CLASSES = 16, 4, 16, 2, 2, 5
 GRID = (SIZE // PATCH, SIZE // PATCH)
@@ -398,10 +398,7 @@ def test_a_model_without_multi_head_attention_is_refused_in_words(method: str) -
 
 
 def test_the_readme_keras_example_runs() -> None:
-    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("A Keras ViT, on any Keras backend") :]
-    start = section.index("```python\n") + len("```python\n")
-    code = section[start : section.index("\n```", start)]
+    code = python_block_after("A Keras ViT, on any Keras backend")
     assert "camlens.LeGrad(model)" in code and "head=" in code
     found: dict[str, Any] = {}
     with warnings.catch_warnings():
