@@ -73,23 +73,32 @@ def _host_nmf(v: np.ndarray, k: int, *, iterations: int, seed: int) -> tuple[np.
     every product: after the first update the other rows are updated alone.
     """
     w, h = (f.astype(v.dtype) for f in _start(float(v.mean()), v.shape, k, seed))
-    w, h = _host_updates(v, w, h, 1)
+    vt = _stored_transpose(v)
+    w, h = _host_updates(v, vt, w, h, 1)
     live = w.any(axis=1)
     if live.all():
-        return _host_updates(v, w, h, iterations - 1)
-    rest, h = _host_updates(v[live], w[live], h, iterations - 1)
+        return _host_updates(v, vt, w, h, iterations - 1)
+    v = v[live]
+    rest, h = _host_updates(v, _stored_transpose(v), w[live], h, iterations - 1)
     w = np.zeros_like(w)
     w[live] = rest
     return w, h
 
 
+def _stored_transpose(v: np.ndarray) -> np.ndarray | None:
+    """Return ``V^T``, contiguous, for a narrow ``V`` (see :data:`NARROW`); else ``None``.
+
+    With few locations (one image's 7x7), ``V H^T`` takes a third as long as ``(H V^T)^T``
+    with ``V^T`` stored (OpenBLAS, one thread); on wider matrices either may win, by shape.
+    """
+    return np.ascontiguousarray(v.T) if v.shape[1] <= NARROW else None
+
+
 def _host_updates(
-    v: np.ndarray, w: np.ndarray, h: np.ndarray, iterations: int
+    v: np.ndarray, vt: np.ndarray | None, w: np.ndarray, h: np.ndarray, iterations: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``W`` and ``H`` after ``iterations`` more updates from ``w`` and ``h``."""
-    # With few locations (one image's 7x7), V H^T is a third as long as (H V^T)^T with V^T
-    # stored (OpenBLAS, one thread); on wider matrices either may win, by shape.
-    vt = np.ascontiguousarray(v.T) if v.shape[1] <= NARROW else None
+    """Return ``W`` and ``H`` after ``iterations`` more updates from ``w`` and ``h`` (``vt``:
+    :func:`_stored_transpose` of ``v``)."""
     for _ in range(iterations):
         h = _host_update(h, w.T @ v, (w.T @ w) @ h)
         w = _host_update(w, v @ h.T if vt is None else (h @ vt).T, w @ (h @ h.T))
