@@ -137,7 +137,8 @@ def _run(
 
     def operation_fn(op: Any) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            if id(op) in containers and id(op) not in replacements and graph_of(op) is None:
+            holds = id(op) in containers and id(op) not in replacements
+            if holds and graph_of(op) is None:
                 # A layer of its own code holding tapped layers (an attention layer's
                 # projections, a custom block): called with all its arguments, in inference
                 # mode (Keras hands ``training`` on to the layers inside), those patched.
@@ -147,7 +148,7 @@ def _run(
                     tapped,
                     lambda: op(*args, **{**kwargs, "training": False}),
                 )
-            elif id(op) in containers and id(op) not in replacements:
+            elif holds:
                 inner = args[0] if args else kwargs.pop("inputs")
                 out = _run(op, inner, wanted, containers, tapped, replacements)
             else:
